@@ -1,0 +1,130 @@
+//! A small HTTP/1.1 client for the control socket (or the TCP listener): what `pixdex ctl`
+//! and the integration tests use.
+
+use std::path::PathBuf;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(p) => write!(f, "{}", p.display()),
+            Endpoint::Tcp(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the pixdex daemon at {endpoint}: {source} (is `pixdex daemon` running with this config? pass --socket or --config to point ctl at it)")]
+    Connect { endpoint: String, source: std::io::Error },
+    #[error("the daemon at {endpoint} broke the connection: {source}")]
+    Http { endpoint: String, source: hyper::Error },
+    #[error("the daemon answered {status} with a body that is not JSON: {body}")]
+    NotJson { status: u16, body: String },
+}
+
+/// A response: status and parsed JSON body (`null` when empty).
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Response {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The `detail` of an error body, or the whole body.
+    pub fn detail(&self) -> String {
+        self.body.get("detail").and_then(|d| d.as_str()).map(str::to_string).unwrap_or_else(|| self.body.to_string())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    endpoint: Endpoint,
+}
+
+impl Client {
+    pub fn new(endpoint: Endpoint) -> Client {
+        Client { endpoint }
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Response, ClientError> {
+        self.request(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Option<&Value>) -> Result<Response, ClientError> {
+        self.request(Method::POST, path, body.map(|b| b.to_string().into_bytes())).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> Result<Response, ClientError> {
+        self.request(Method::PATCH, path, Some(body.to_string().into_bytes())).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Response, ClientError> {
+        self.request(Method::DELETE, path, None).await
+    }
+
+    /// Send raw bytes (tests use it for malformed bodies).
+    pub async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Response, ClientError> {
+        let endpoint = self.endpoint.to_string();
+        let connect_err = |source| ClientError::Connect { endpoint: endpoint.clone(), source };
+        let http_err = |source| ClientError::Http { endpoint: endpoint.clone(), source };
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "pixdex")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .expect("request parts are valid");
+        let resp = match &self.endpoint {
+            Endpoint::Unix(p) => {
+                let stream = tokio::net::UnixStream::connect(p).await.map_err(connect_err)?;
+                send(TokioIo::new(stream), req).await.map_err(http_err)?
+            }
+            Endpoint::Tcp(a) => {
+                let stream = tokio::net::TcpStream::connect(a).await.map_err(connect_err)?;
+                send(TokioIo::new(stream), req).await.map_err(http_err)?
+            }
+        };
+        let (status, bytes) = resp;
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .map_err(|_| ClientError::NotJson { status, body: String::from_utf8_lossy(&bytes).into_owned() })?
+        };
+        Ok(Response { status, body })
+    }
+}
+
+async fn send<IO>(io: IO, req: Request<Full<Bytes>>) -> Result<(u16, Bytes), hyper::Error>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+    let conn = tokio::spawn(conn);
+    let resp = sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    drop(sender);
+    let _ = conn.await;
+    Ok((status, bytes))
+}

@@ -1,0 +1,56 @@
+//! API errors: one HTTP status per kind of fault, body `{"detail": ...}` plus context.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::model::{Action, SessionStatus};
+use crate::sessions::SessionError;
+
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(String),
+    Forbidden(String),
+    NotFound(String),
+    MethodNotAllowed(String),
+    Conflict { detail: String, current: Option<SessionStatus>, allowed: Vec<Action> },
+    Unprocessable(Value),
+    Internal(String),
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::BadRequest(m) => ApiError::BadRequest(m),
+            SessionError::Forbidden(m) => ApiError::Forbidden(m),
+            SessionError::NotFound(m) => ApiError::NotFound(m),
+            SessionError::Conflict { detail, current, allowed } => ApiError::Conflict { detail, current, allowed },
+            SessionError::NotAdmissible(a) => {
+                ApiError::Unprocessable(json!({"detail": a.detail, "canStart": false, "diagnostics": a.diagnostics}))
+            }
+            e @ (SessionError::Catalog(_) | SessionError::Internal(_)) => {
+                tracing::error!(error = %e, "request failed");
+                ApiError::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (code, body) = match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({"detail": m})),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({"detail": m})),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({"detail": m})),
+            ApiError::MethodNotAllowed(m) => (StatusCode::METHOD_NOT_ALLOWED, json!({"detail": m})),
+            ApiError::Conflict { detail, current, allowed } => (
+                StatusCode::CONFLICT,
+                json!({"detail": detail, "currentStatus": current, "allowedActions": allowed}),
+            ),
+            ApiError::Unprocessable(v) => (StatusCode::UNPROCESSABLE_ENTITY, v),
+            ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, json!({"detail": m})),
+        };
+        (code, Json(body)).into_response()
+    }
+}

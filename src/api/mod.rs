@@ -1,0 +1,265 @@
+//! The admin API: HTTP/1.1 + JSON, served on the control socket (and on TCP when configured).
+//! Routes and shapes follow the service pixdex replaces: JSON bodies camelCase, query
+//! parameters snake_case, errors `{"detail": ...}`.
+
+pub mod client;
+mod error;
+mod extract;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub use error::ApiError;
+use extract::{Body, Id, Q};
+
+use crate::catalog::SessionPatch;
+use crate::model::{JobStatus, SessionStatus};
+use crate::sessions::{CreateSession, Sessions};
+
+pub struct AppState {
+    pub sessions: Sessions,
+    pub version: &'static str,
+}
+
+type St = State<Arc<AppState>>;
+type ApiResult = Result<Response, ApiError>;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let training = Router::new()
+        .route("/sessions", get(list_sessions).post(create_session))
+        .route("/sessions/{id}", get(get_session).patch(patch_session).delete(delete_session))
+        .route("/sessions/{id}/subdirectories", get(get_subdirs).patch(patch_subdirs))
+        .route("/sessions/{id}/start", post(start))
+        .route("/sessions/{id}/pause", post(pause))
+        .route("/sessions/{id}/cancel", post(cancel))
+        .route("/sessions/{id}/restart", post(restart))
+        .route("/sessions/{id}/validate", post(validate))
+        .route("/sessions/{id}/progress", get(progress))
+        .route("/sessions/{id}/jobs", get(jobs))
+        .route("/directories/scan", post(scan_directory));
+    Router::new()
+        .nest("/api/v1/training", training)
+        .route("/api/v1/health", get(health))
+        .fallback(|req: Request| async move {
+            ApiError::NotFound(format!("no route {} {}", req.method(), req.uri().path())).into_response()
+        })
+        .method_not_allowed_fallback(|req: Request| async move {
+            ApiError::MethodNotAllowed(format!("{} is not allowed on {}", req.method(), req.uri().path())).into_response()
+        })
+        .layer(middleware::from_fn(log_requests))
+        .with_state(state)
+}
+
+async fn log_requests(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let t = Instant::now();
+    let resp = next.run(req).await;
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_ms = t.elapsed().as_millis() as u64, "request");
+    resp
+}
+
+fn ok(v: impl serde::Serialize) -> ApiResult {
+    Ok(Json(v).into_response())
+}
+
+async fn health(State(st): St) -> ApiResult {
+    let backend = match st.sessions.catalog().backend() {
+        crate::catalog::Backend::Sqlite => "sqlite",
+        crate::catalog::Backend::Postgres => "postgres",
+    };
+    ok(json!({"status": "ok", "version": st.version, "catalog": backend}))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    page: Option<i64>,
+    page_size: Option<i64>,
+    status: Option<String>,
+}
+
+async fn list_sessions(State(st): St, Q(p): Q<ListParams>) -> ApiResult {
+    let page = p.page.unwrap_or(1);
+    let page_size = p.page_size.unwrap_or(20);
+    if page < 1 {
+        return Err(ApiError::BadRequest(format!("page must be 1 or more, got {page}")));
+    }
+    if !(1..=100).contains(&page_size) {
+        return Err(ApiError::BadRequest(format!("page_size must be between 1 and 100, got {page_size}")));
+    }
+    let status = match p.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(SessionStatus::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "status {s:?} is not a session status; use one of {}",
+                SessionStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })?),
+    };
+    let (items, total) = st.sessions.catalog().list_sessions(status, page_size, (page - 1) * page_size).await.map_err(crate::sessions::SessionError::from)?;
+    ok(json!({
+        "items": items,
+        "total": total,
+        "page": page,
+        "pageSize": page_size,
+        "hasMore": page * page_size < total,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    root_path: String,
+    category_id: Option<i64>,
+    subdirectories: Option<Vec<String>>,
+    config: Option<Value>,
+    auto_start: Option<bool>,
+    live: Option<bool>,
+}
+
+async fn create_session(State(st): St, Body(b): Body<CreateBody>) -> ApiResult {
+    let s = st
+        .sessions
+        .create(
+            CreateSession {
+                name: b.name,
+                root_path: b.root_path,
+                category_id: b.category_id,
+                subdirectories: b.subdirectories,
+                config: b.config,
+                auto_start: b.auto_start.unwrap_or(false),
+                live: b.live.unwrap_or(true),
+            },
+            "api",
+        )
+        .await?;
+    Ok((axum::http::StatusCode::CREATED, Json(s)).into_response())
+}
+
+async fn get_session(State(st): St, Id(id): Id) -> ApiResult {
+    ok(st.sessions.get(id).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PatchBody {
+    name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    category_id: Option<Option<i64>>,
+    config: Option<Value>,
+    live: Option<bool>,
+    auto_start: Option<bool>,
+}
+
+/// `absent` → None, `null` → Some(None), `5` → Some(Some(5)).
+fn double_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Ok(Some(Option::<i64>::deserialize(d)?))
+}
+
+async fn patch_session(State(st): St, Id(id): Id, Body(b): Body<PatchBody>) -> ApiResult {
+    let patch = SessionPatch { name: b.name, category_id: b.category_id, config: b.config, live: b.live, auto_start: b.auto_start };
+    ok(st.sessions.update(id, patch).await?)
+}
+
+async fn delete_session(State(st): St, Id(id): Id) -> ApiResult {
+    ok(st.sessions.delete(id).await?)
+}
+
+async fn get_subdirs(State(st): St, Id(id): Id) -> ApiResult {
+    ok(st.sessions.subdirectories(id).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SelectionItem {
+    id: i64,
+    selected: bool,
+}
+
+async fn patch_subdirs(State(st): St, Id(id): Id, Body(items): Body<Vec<SelectionItem>>) -> ApiResult {
+    let changes: Vec<(i64, bool)> = items.iter().map(|i| (i.id, i.selected)).collect();
+    ok(st.sessions.select(id, &changes).await?)
+}
+
+async fn start(State(st): St, Id(id): Id) -> ApiResult {
+    ok(st.sessions.start(id).await?)
+}
+
+async fn pause(State(st): St, Id(id): Id) -> ApiResult {
+    ok(st.sessions.pause(id).await?)
+}
+
+async fn cancel(State(st): St, Id(id): Id) -> ApiResult {
+    ok(st.sessions.cancel(id).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestartParams {
+    failed_only: Option<bool>,
+}
+
+async fn restart(State(st): St, Id(id): Id, Q(p): Q<RestartParams>) -> ApiResult {
+    ok(st.sessions.restart(id, p.failed_only.unwrap_or(false)).await?)
+}
+
+async fn validate(State(st): St, Id(id): Id) -> ApiResult {
+    let a = st.sessions.validate(id).await?;
+    ok(json!({"sessionId": id, "canStart": a.can_start, "detail": a.detail, "diagnostics": a.diagnostics}))
+}
+
+async fn progress(State(st): St, Id(id): Id) -> ApiResult {
+    ok(st.sessions.progress(id).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobParams {
+    status: Option<String>,
+    page: Option<i64>,
+    page_size: Option<i64>,
+}
+
+async fn jobs(State(st): St, Id(id): Id, Q(p): Q<JobParams>) -> ApiResult {
+    let page = p.page.unwrap_or(1);
+    let page_size = p.page_size.unwrap_or(50);
+    if page < 1 || !(1..=1000).contains(&page_size) {
+        return Err(ApiError::BadRequest(format!("page must be ≥ 1 and page_size between 1 and 1000 (got {page}, {page_size})")));
+    }
+    let status = match p.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "status {s:?} is not a job status; use one of {}",
+                JobStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })?),
+    };
+    let (items, total) = st.sessions.jobs(id, status, page_size, (page - 1) * page_size).await?;
+    ok(json!({"items": items, "total": total, "page": page, "pageSize": page_size, "hasMore": page * page_size < total}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ScanBody {
+    root_path: String,
+    recursive: Option<bool>,
+    extensions: Option<Vec<String>>,
+}
+
+async fn scan_directory(State(st): St, Body(b): Body<ScanBody>) -> ApiResult {
+    ok(st.sessions.scan_directory(&b.root_path, b.recursive.unwrap_or(true), b.extensions).await?)
+}

@@ -1,0 +1,816 @@
+//! The catalog: every image asset, every session with its subdirectories and jobs. The only
+//! module that speaks SQL.
+//!
+//! One set of queries serves both dialects through sqlx's `Any` driver: placeholders are `$N`
+//! (which SQLite accepts too), times are Unix milliseconds, booleans are 0/1 integers, and every
+//! aggregate is cast to an integer. Each dialect has its own migrations folder, embedded in the
+//! binary and applied at connect.
+//!
+//! SQLite has one writer: writes go through a single-connection pool and start with
+//! `BEGIN IMMEDIATE`, so a read-then-write transaction never dies on a lock upgrade; readers use
+//! their own pool (WAL lets them run beside the writer). PostgreSQL uses one pool for both.
+
+mod rows;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, Row, Transaction};
+
+pub use rows::{Asset, Job, JobsSummary, Session, Subdirectory};
+
+use crate::library::FileEntry;
+use crate::model::{JobStatus, SessionStatus, now_ms};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("cannot open the catalog at {url}: {source} (check `catalog.url`; for PostgreSQL, that the server is running and the database exists)")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("cannot apply catalog migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("catalog query failed: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+pub type Result<T> = std::result::Result<T, CatalogError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Catalog {
+    read: AnyPool,
+    write: AnyPool,
+    backend: Backend,
+}
+
+/// A new session row.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub name: String,
+    pub root_path: String,
+    pub category_id: Option<i64>,
+    pub config: serde_json::Value,
+    /// "api" or "config" (declared in the config file).
+    pub source: String,
+    pub auto_start: bool,
+    pub live: bool,
+}
+
+/// A subdirectory row to insert or refresh.
+#[derive(Debug, Clone)]
+pub struct NewSubdir {
+    pub path: String,
+    pub name: String,
+    pub selected: bool,
+    pub is_root: bool,
+    pub image_count: i64,
+}
+
+/// Fields a PATCH may change; `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct SessionPatch {
+    pub name: Option<String>,
+    /// `Some(None)` clears the category.
+    pub category_id: Option<Option<i64>>,
+    pub config: Option<serde_json::Value>,
+    pub live: Option<bool>,
+    pub auto_start: Option<bool>,
+}
+
+/// How a status change touches the session's timestamps.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stamps {
+    pub started: bool,
+    pub paused: Stamp,
+    pub completed: Stamp,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Stamp {
+    #[default]
+    Keep,
+    Now,
+    Clear,
+}
+
+impl Stamp {
+    fn code(self) -> i64 {
+        match self {
+            Stamp::Keep => 0,
+            Stamp::Now => 1,
+            Stamp::Clear => 2,
+        }
+    }
+}
+
+/// What recovery at start found and fixed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Recovered {
+    pub sessions_rediscover: u64,
+    pub jobs_requeued: u64,
+}
+
+/// A job handed to a worker.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub job_id: i64,
+    pub session_id: i64,
+    pub asset_id: i64,
+    pub path: String,
+}
+
+macro_rules! session_cols {
+    () => {
+        "id, name, status, root_path, category_id, config, source, auto_start, live, total_images, \
+         processed_images, failed_images, skipped_images, pending_reason, last_error, created_at, \
+         updated_at, started_at, paused_at, completed_at"
+    };
+}
+macro_rules! subdir_cols {
+    () => {
+        "id, session_id, path, name, selected, is_root, image_count, trained_count"
+    };
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn b(v: bool) -> i64 {
+    v as i64
+}
+
+impl Catalog {
+    /// Open (creating a SQLite file if needed) and migrate.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Catalog> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
+        let mut url = url.to_string();
+        if backend == Backend::Sqlite {
+            let path = url.trim_start_matches("sqlite://").split('?').next().unwrap_or_default().to_string();
+            if let Some(parent) = Path::new(&path).parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            if !url.contains('?') {
+                url.push_str("?mode=rwc");
+            }
+        }
+        let opts = AnyConnectOptions::from_str(&url)
+            .map_err(|e| CatalogError::Connect { url: crate::config::mask_url(&url), source: e })?;
+        let pool_opts = |max: u32| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(move |conn, _meta| {
+                    Box::pin(async move {
+                        if backend == Backend::Sqlite {
+                            for pragma in [
+                                "PRAGMA journal_mode = WAL",
+                                "PRAGMA synchronous = NORMAL",
+                                "PRAGMA busy_timeout = 10000",
+                                "PRAGMA foreign_keys = ON",
+                            ] {
+                                sqlx::query(pragma).execute(&mut *conn).await?;
+                            }
+                        }
+                        Ok(())
+                    })
+                })
+        };
+        let connect_err = |e| CatalogError::Connect { url: crate::config::mask_url(&url), source: e };
+        let (read, write) = match backend {
+            Backend::Sqlite => {
+                let write = pool_opts(1).connect_with(opts.clone()).await.map_err(connect_err)?;
+                let read = pool_opts(max_connections.max(2)).connect_with(opts).await.map_err(connect_err)?;
+                (read, write)
+            }
+            Backend::Postgres => {
+                let pool = pool_opts(max_connections).connect_with(opts).await.map_err(connect_err)?;
+                (pool.clone(), pool)
+            }
+        };
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&write).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&write).await?,
+        }
+        Ok(Catalog { read, write, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.write.begin().await?,
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Sessions
+    // -----------------------------------------------------------------------------------------
+
+    pub async fn create_session(&self, s: &NewSession, subdirs: &[NewSubdir]) -> Result<Session> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let res = sqlx::query(
+            "INSERT INTO training_sessions (name, status, root_path, category_id, config, source, auto_start, live, created_at, updated_at) \
+             VALUES ($1, 'pending', $2, $3, $4, $5, $6, $7, $8, $8) RETURNING id",
+        )
+        .bind(&s.name)
+        .bind(&s.root_path)
+        .bind(s.category_id)
+        .bind(s.config.to_string())
+        .bind(&s.source)
+        .bind(b(s.auto_start))
+        .bind(b(s.live))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await;
+        let id: i64 = match res {
+            Ok(row) => row.try_get(0)?,
+            Err(e) if is_unique_violation(&e) => {
+                return Err(CatalogError::Conflict(format!(
+                    "a session named {:?} already exists; choose another name or update that session",
+                    s.name
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        upsert_subdirs(&mut tx, id, subdirs, true, now).await?;
+        tx.commit().await?;
+        self.session(id).await?.ok_or_else(|| CatalogError::NotFound(format!("session {id} vanished")))
+    }
+
+    pub async fn session(&self, id: i64) -> Result<Option<Session>> {
+        let row = sqlx::query(concat!("SELECT ", session_cols!(), " FROM training_sessions WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| rows::session(&r)).transpose().map_err(Into::into)
+    }
+
+    pub async fn session_by_name(&self, name: &str) -> Result<Option<Session>> {
+        let row = sqlx::query(concat!("SELECT ", session_cols!(), " FROM training_sessions WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| rows::session(&r)).transpose().map_err(Into::into)
+    }
+
+    /// One page of sessions (by id), optionally of one status, and the total matching.
+    pub async fn list_sessions(&self, status: Option<SessionStatus>, limit: i64, offset: i64) -> Result<(Vec<Session>, i64)> {
+        let st = status.map(|s| s.as_str());
+        let items = sqlx::query(concat!(
+            "SELECT ",
+            session_cols!(),
+            " FROM training_sessions WHERE ($1 IS NULL OR status = $1) ORDER BY id LIMIT $2 OFFSET $3"
+        ))
+        .bind(st)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(rows::session)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM training_sessions WHERE ($1 IS NULL OR status = $1)")
+            .bind(st)
+            .fetch_one(&self.read)
+            .await?;
+        Ok((items, total))
+    }
+
+    /// Sessions declared autoStart that still wait in `pending` for images.
+    pub async fn sessions_waiting(&self) -> Result<Vec<Session>> {
+        Ok(sqlx::query(concat!(
+            "SELECT ",
+            session_cols!(),
+            " FROM training_sessions WHERE status = 'pending' AND auto_start = 1 ORDER BY id"
+        ))
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(rows::session)
+        .collect::<std::result::Result<Vec<_>, _>>()?)
+    }
+
+    pub async fn update_session(&self, id: i64, p: &SessionPatch) -> Result<()> {
+        let (set_cat, cat) = match p.category_id {
+            Some(c) => (1i64, c),
+            None => (0, None),
+        };
+        let res = sqlx::query(
+            "UPDATE training_sessions SET name = COALESCE($2, name), \
+             category_id = CASE WHEN $3 = 1 THEN $4 ELSE category_id END, \
+             config = COALESCE($5, config), live = COALESCE($6, live), auto_start = COALESCE($7, auto_start), \
+             updated_at = $8 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(p.name.as_deref())
+        .bind(set_cat)
+        .bind(cat)
+        .bind(p.config.as_ref().map(|c| c.to_string()))
+        .bind(p.live.map(b))
+        .bind(p.auto_start.map(b))
+        .bind(now_ms())
+        .execute(&self.write)
+        .await;
+        match res {
+            Ok(r) if r.rows_affected() == 0 => Err(CatalogError::NotFound(format!("session {id} does not exist"))),
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(CatalogError::Conflict(format!(
+                "a session named {:?} already exists; choose another name",
+                p.name.as_deref().unwrap_or_default()
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn delete_session(&self, id: i64) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM training_sessions WHERE id = $1").bind(id).execute(&self.write).await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Compare-and-set status change: succeeds only while the session is still in `from`.
+    pub async fn transition(&self, id: i64, from: SessionStatus, to: SessionStatus, stamps: Stamps) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE training_sessions SET status = $1, updated_at = $2, \
+             started_at = CASE WHEN $3 = 1 THEN $2 ELSE started_at END, \
+             paused_at = CASE WHEN $4 = 1 THEN $2 WHEN $4 = 2 THEN NULL ELSE paused_at END, \
+             completed_at = CASE WHEN $5 = 1 THEN $2 WHEN $5 = 2 THEN NULL ELSE completed_at END \
+             WHERE id = $6 AND status = $7",
+        )
+        .bind(to.as_str())
+        .bind(now_ms())
+        .bind(b(stamps.started))
+        .bind(stamps.paused.code())
+        .bind(stamps.completed.code())
+        .bind(id)
+        .bind(from.as_str())
+        .execute(&self.write)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn set_pending_reason(&self, id: i64, reason: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE training_sessions SET pending_reason = $2 WHERE id = $1")
+            .bind(id)
+            .bind(reason)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_last_error(&self, id: i64, error: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE training_sessions SET last_error = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(error)
+            .bind(now_ms())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Subdirectories
+    // -----------------------------------------------------------------------------------------
+
+    pub async fn subdirectories(&self, session_id: i64) -> Result<Vec<Subdirectory>> {
+        Ok(sqlx::query(concat!(
+            "SELECT ",
+            subdir_cols!(),
+            " FROM training_subdirectories WHERE session_id = $1 ORDER BY is_root DESC, path"
+        ))
+        .bind(session_id)
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(rows::subdirectory)
+        .collect::<std::result::Result<Vec<_>, _>>()?)
+    }
+
+    /// Insert missing subdirectories and refresh names and counts of known ones. With
+    /// `set_selection`, the given `selected` flags overwrite the stored ones.
+    pub async fn upsert_subdirectories(&self, session_id: i64, subdirs: &[NewSubdir], set_selection: bool) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        upsert_subdirs(&mut tx, session_id, subdirs, set_selection, now_ms()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Apply `[(subdirectory id, selected)]` atomically; an id not of this session changes nothing.
+    pub async fn set_selection(&self, session_id: i64, changes: &[(i64, bool)]) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        for &(id, selected) in changes {
+            let r = sqlx::query("UPDATE training_subdirectories SET selected = $1, updated_at = $2 WHERE id = $3 AND session_id = $4")
+                .bind(b(selected))
+                .bind(now)
+                .bind(id)
+                .bind(session_id)
+                .execute(&mut *tx)
+                .await?;
+            if r.rows_affected() == 0 {
+                return Err(CatalogError::NotFound(format!(
+                    "subdirectory {id} does not belong to session {session_id} (GET /api/v1/training/sessions/{session_id}/subdirectories lists its ids)"
+                )));
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_image_counts(&self, counts: &[(i64, i64)]) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        for &(id, count) in counts {
+            sqlx::query("UPDATE training_subdirectories SET image_count = $1, updated_at = $2 WHERE id = $3 AND image_count <> $1")
+                .bind(count)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Assets and jobs
+    // -----------------------------------------------------------------------------------------
+
+    /// Catalogue the files found under each subdirectory and give `session_id` one pending job
+    /// per image it does not have a job for yet, all in one transaction. Returns the number of
+    /// jobs created.
+    pub async fn add_discovered(&self, session_id: i64, found: &[(i64, Vec<FileEntry>)]) -> Result<u64> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let mut created = 0;
+        for (subdir_id, files) in found {
+            for f in files {
+                let asset_id = upsert_asset(&mut tx, f, now).await?;
+                let r = sqlx::query(
+                    "INSERT INTO training_jobs (session_id, asset_id, subdirectory_id, status, created_at, updated_at) \
+                     VALUES ($1, $2, $3, 'pending', $4, $4) ON CONFLICT (session_id, asset_id) DO NOTHING",
+                )
+                .bind(session_id)
+                .bind(asset_id)
+                .bind(*subdir_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                created += r.rows_affected();
+            }
+        }
+        refresh_counts(&mut tx, session_id, now).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    /// Catalogue files without creating jobs; returns their asset ids in order.
+    pub async fn upsert_assets(&self, files: &[FileEntry]) -> Result<Vec<i64>> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let mut ids = Vec::with_capacity(files.len());
+        for f in files {
+            ids.push(upsert_asset(&mut tx, f, now).await?);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    pub async fn asset_by_path(&self, path: &str) -> Result<Option<Asset>> {
+        let row = sqlx::query(
+            "SELECT id, path, file_size, file_modified_at, width, height, content_hash, indexed_at FROM image_assets WHERE path = $1",
+        )
+        .bind(path)
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| rows::asset(&r)).transpose().map_err(Into::into)
+    }
+
+    pub async fn count_assets(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM image_assets").fetch_one(&self.read).await?)
+    }
+
+    /// Put jobs back to pending for a restart: every job, or only the failed ones.
+    pub async fn reset_jobs(&self, session_id: i64, failed_only: bool) -> Result<u64> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let q = if failed_only {
+            "UPDATE training_jobs SET status = 'pending', error_message = NULL, lease_owner = NULL, lease_expires_at = NULL, \
+             started_at = NULL, completed_at = NULL, updated_at = $2 WHERE session_id = $1 AND status = 'failed'"
+        } else {
+            "UPDATE training_jobs SET status = 'pending', error_message = NULL, lease_owner = NULL, lease_expires_at = NULL, \
+             started_at = NULL, completed_at = NULL, updated_at = $2 WHERE session_id = $1"
+        };
+        let r = sqlx::query(q).bind(session_id).bind(now).execute(&mut *tx).await?;
+        refresh_counts(&mut tx, session_id, now).await?;
+        tx.commit().await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Cancel every unfinished (pending or running) job of a session.
+    pub async fn cancel_unfinished_jobs(&self, session_id: i64) -> Result<u64> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let r = sqlx::query(
+            "UPDATE training_jobs SET status = 'cancelled', lease_owner = NULL, lease_expires_at = NULL, updated_at = $2 \
+             WHERE session_id = $1 AND status IN ('pending', 'running')",
+        )
+        .bind(session_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        refresh_counts(&mut tx, session_id, now).await?;
+        tx.commit().await?;
+        Ok(r.rows_affected())
+    }
+
+    pub async fn jobs_summary(&self, session_id: i64) -> Result<JobsSummary> {
+        let rows = sqlx::query("SELECT status, COUNT(*) FROM training_jobs WHERE session_id = $1 GROUP BY status")
+            .bind(session_id)
+            .fetch_all(&self.read)
+            .await?;
+        let mut s = JobsSummary::default();
+        for r in rows {
+            let status: String = r.try_get(0)?;
+            let n: i64 = r.try_get(1)?;
+            match JobStatus::parse(&status) {
+                Some(JobStatus::Pending) => s.pending = n,
+                Some(JobStatus::Running) => s.running = n,
+                Some(JobStatus::Completed) => s.completed = n,
+                Some(JobStatus::Failed) => s.failed = n,
+                Some(JobStatus::Cancelled) => s.cancelled = n,
+                Some(JobStatus::Skipped) => s.skipped = n,
+                None => {}
+            }
+        }
+        Ok(s)
+    }
+
+    pub async fn jobs(&self, session_id: i64, status: Option<JobStatus>, limit: i64, offset: i64) -> Result<(Vec<Job>, i64)> {
+        let st = status.map(|s| s.as_str());
+        let items = sqlx::query(
+            "SELECT j.id, j.session_id, j.asset_id, a.path, j.subdirectory_id, j.status, j.error_message, j.attempts, \
+             j.created_at, j.updated_at, j.started_at, j.completed_at \
+             FROM training_jobs j LEFT JOIN image_assets a ON a.id = j.asset_id \
+             WHERE j.session_id = $1 AND ($2 IS NULL OR j.status = $2) ORDER BY j.id LIMIT $3 OFFSET $4",
+        )
+        .bind(session_id)
+        .bind(st)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(rows::job)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM training_jobs WHERE session_id = $1 AND ($2 IS NULL OR status = $2)")
+            .bind(session_id)
+            .bind(st)
+            .fetch_one(&self.read)
+            .await?;
+        Ok((items, total))
+    }
+
+    /// Claim up to `limit` pending jobs of running sessions for `owner`, leased for `lease`.
+    /// Sessions take turns: jobs are ordered by their rank within their session, so one big
+    /// session cannot starve the others.
+    pub async fn claim_jobs(&self, owner: &str, limit: i64, lease: Duration) -> Result<Vec<ClaimedJob>> {
+        let now = now_ms();
+        let expires = now + lease.as_millis() as i64;
+        let mut tx = self.begin_write().await?;
+        let q = match self.backend {
+            Backend::Postgres => {
+                "UPDATE training_jobs SET status = 'running', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, \
+                 started_at = $3, updated_at = $3 WHERE id IN ( \
+                   SELECT j.id FROM training_jobs j JOIN training_sessions s ON s.id = j.session_id \
+                   WHERE j.status = 'pending' AND s.status = 'running' AND j.asset_id IS NOT NULL \
+                   ORDER BY j.id FOR UPDATE OF j SKIP LOCKED LIMIT $4) \
+                 RETURNING id"
+            }
+            Backend::Sqlite => {
+                "UPDATE training_jobs SET status = 'running', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, \
+                 started_at = $3, updated_at = $3 WHERE id IN ( \
+                   SELECT j.id FROM training_jobs j JOIN training_sessions s ON s.id = j.session_id \
+                   WHERE j.status = 'pending' AND s.status = 'running' AND j.asset_id IS NOT NULL \
+                   ORDER BY j.id LIMIT $4) \
+                 RETURNING id"
+            }
+        };
+        let ids: Vec<i64> = sqlx::query_scalar(q)
+            .bind(owner)
+            .bind(expires)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let r = sqlx::query(
+                "SELECT j.id, j.session_id, j.asset_id, a.path FROM training_jobs j JOIN image_assets a ON a.id = j.asset_id WHERE j.id = $1",
+            )
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            out.push(ClaimedJob { job_id: r.try_get(0)?, session_id: r.try_get(1)?, asset_id: r.try_get(2)?, path: r.try_get(3)? });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Mark leased jobs completed (their vectors are stored), stamp their assets, refresh the
+    /// sessions' counts and complete sessions with nothing left to do. Jobs no longer running
+    /// under `owner` (cancelled meanwhile, lease taken over) are left as they are.
+    pub async fn complete_jobs(&self, owner: &str, job_ids: &[i64]) -> Result<u64> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let mut sessions = BTreeSet::new();
+        let mut done = 0;
+        for &id in job_ids {
+            let row = sqlx::query(
+                "UPDATE training_jobs SET status = 'completed', completed_at = $1, updated_at = $1, lease_owner = NULL, \
+                 lease_expires_at = NULL, error_message = NULL WHERE id = $2 AND status = 'running' AND lease_owner = $3 \
+                 RETURNING session_id, asset_id",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(owner)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = row {
+                let sid: i64 = row.try_get(0)?;
+                let aid: Option<i64> = row.try_get(1)?;
+                if let Some(aid) = aid {
+                    sqlx::query("UPDATE image_assets SET indexed_at = $1 WHERE id = $2").bind(now).bind(aid).execute(&mut *tx).await?;
+                }
+                sessions.insert(sid);
+                done += 1;
+            }
+        }
+        for sid in sessions {
+            refresh_counts(&mut tx, sid, now).await?;
+            finish_if_done(&mut tx, sid, now).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// Fail one leased job with a reason; the session goes on.
+    pub async fn fail_job(&self, owner: &str, job_id: i64, reason: &str) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE training_jobs SET status = 'failed', error_message = $1, completed_at = $2, updated_at = $2, \
+             lease_owner = NULL, lease_expires_at = NULL WHERE id = $3 AND status = 'running' AND lease_owner = $4 RETURNING session_id",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(job_id)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = row {
+            let sid: i64 = row.try_get(0)?;
+            refresh_counts(&mut tx, sid, now).await?;
+            finish_if_done(&mut tx, sid, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Complete a running session whose jobs are all finished (e.g. after a resume found
+    /// nothing left). Returns whether it completed.
+    pub async fn finish_session_if_done(&self, session_id: i64) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let done = finish_if_done(&mut tx, session_id, now).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// At daemon start: sessions interrupted while discovering go back to pending (their start
+    /// is redone), and jobs whose lease expired go back to pending.
+    pub async fn recover(&self) -> Result<Recovered> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let s = sqlx::query("UPDATE training_sessions SET status = 'pending', updated_at = $1 WHERE status = 'discovering'")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let j = sqlx::query(
+            "UPDATE training_jobs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
+             WHERE status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < $1)",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Recovered { sessions_rediscover: s.rows_affected(), jobs_requeued: j.rows_affected() })
+    }
+}
+
+async fn upsert_subdirs(tx: &mut Transaction<'static, Any>, session_id: i64, subdirs: &[NewSubdir], set_selection: bool, now: i64) -> Result<()> {
+    let q = if set_selection {
+        "INSERT INTO training_subdirectories (session_id, path, name, selected, is_root, image_count, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (session_id, path) DO UPDATE SET name = excluded.name, \
+         selected = excluded.selected, is_root = excluded.is_root, image_count = excluded.image_count, updated_at = excluded.updated_at"
+    } else {
+        "INSERT INTO training_subdirectories (session_id, path, name, selected, is_root, image_count, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (session_id, path) DO UPDATE SET name = excluded.name, \
+         is_root = excluded.is_root, image_count = excluded.image_count, updated_at = excluded.updated_at"
+    };
+    for s in subdirs {
+        sqlx::query(q)
+            .bind(session_id)
+            .bind(&s.path)
+            .bind(&s.name)
+            .bind(b(s.selected))
+            .bind(b(s.is_root))
+            .bind(s.image_count)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn upsert_asset(tx: &mut Transaction<'static, Any>, f: &FileEntry, now: i64) -> Result<i64> {
+    // A changed file (size or mtime) loses its `indexed_at`: its vector is stale.
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO image_assets (path, file_size, file_modified_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+         ON CONFLICT (path) DO UPDATE SET \
+           indexed_at = CASE WHEN image_assets.file_size <> excluded.file_size OR image_assets.file_modified_at <> excluded.file_modified_at \
+                        THEN NULL ELSE image_assets.indexed_at END, \
+           file_size = excluded.file_size, file_modified_at = excluded.file_modified_at, updated_at = excluded.updated_at \
+         RETURNING id",
+    )
+    .bind(f.path.to_string_lossy().as_ref())
+    .bind(f.size as i64)
+    .bind(f.modified_ms)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(id)
+}
+
+/// Recompute a session's image counts and its subdirectories' trained counts from its jobs.
+async fn refresh_counts(tx: &mut Transaction<'static, Any>, session_id: i64, now: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE training_sessions SET \
+           total_images = (SELECT COUNT(*) FROM training_jobs WHERE session_id = $1), \
+           processed_images = (SELECT COUNT(*) FROM training_jobs WHERE session_id = $1 AND status = 'completed'), \
+           failed_images = (SELECT COUNT(*) FROM training_jobs WHERE session_id = $1 AND status = 'failed'), \
+           skipped_images = (SELECT COUNT(*) FROM training_jobs WHERE session_id = $1 AND status = 'skipped'), \
+           updated_at = $2 WHERE id = $1",
+    )
+    .bind(session_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE training_subdirectories SET trained_count = (SELECT COUNT(*) FROM training_jobs j \
+           WHERE j.subdirectory_id = training_subdirectories.id AND j.status = 'completed') WHERE session_id = $1",
+    )
+    .bind(session_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn finish_if_done(tx: &mut Transaction<'static, Any>, session_id: i64, now: i64) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE training_sessions SET status = 'completed', completed_at = $2, updated_at = $2 \
+         WHERE id = $1 AND status = 'running' AND NOT EXISTS \
+           (SELECT 1 FROM training_jobs WHERE session_id = $1 AND status IN ('pending', 'running'))",
+    )
+    .bind(session_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+

@@ -1,0 +1,501 @@
+//! Configuration: built-in defaults ← TOML file ← `PIXDEX_SECTION__KEY` environment.
+//!
+//! The raw, serde-shaped structs (`Raw*`) are what figment extracts; [`Config::load`] turns them
+//! into the validated [`Config`] the rest of the program uses. This is the only place that knows
+//! about figment, and the only place that resolves and checks configured values.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// A configuration problem. The message always names the key and, when it came from a file, the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Figment(String),
+    #[error("invalid value for `{key}`{origin}: {reason}")]
+    Invalid { key: String, origin: String, reason: String },
+    #[error("config file {path} does not exist (pass an existing file to --config, or omit it to use the built-in defaults)")]
+    MissingFile { path: PathBuf },
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw (as written)
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub daemon: RawDaemon,
+    pub catalog: RawCatalog,
+    pub library: RawLibrary,
+    #[serde(default)]
+    pub sessions: Vec<RawSession>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    /// Where the daemon keeps its state (catalog, vectors, socket).
+    pub data_dir: PathBuf,
+    /// Control socket; default `<data_dir>/pixdex.sock`.
+    pub socket: Option<PathBuf>,
+    /// Optional TCP address serving the same API ("127.0.0.1:8765"). Off when absent.
+    pub listen: Option<String>,
+    /// How often sessions waiting for images (autoStart) are re-checked, in seconds.
+    pub admission_retry_secs: u64,
+    /// Log filter (tracing `EnvFilter` syntax), overridden by `RUST_LOG`.
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCatalog {
+    /// `sqlite://<path>` or `postgres://user:pass@host/db`. Default `sqlite://<data_dir>/catalog.db`.
+    pub url: Option<String>,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLibrary {
+    pub roots: Vec<PathBuf>,
+    pub extensions: Vec<String>,
+    pub ignored: Vec<String>,
+}
+
+/// `"all"` or an explicit list of relative paths.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum DirSelection {
+    Keyword(String),
+    List(Vec<String>),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct RawSession {
+    pub name: String,
+    pub root: PathBuf,
+    #[serde(default = "all_dirs")]
+    pub subdirectories: DirSelection,
+    #[serde(default = "all_dirs")]
+    pub selected: DirSelection,
+    #[serde(default, alias = "categoryId")]
+    pub category_id: Option<i64>,
+    #[serde(default, alias = "autoStart")]
+    pub auto_start: bool,
+    #[serde(default = "yes")]
+    pub live: bool,
+}
+
+fn all_dirs() -> DirSelection {
+    DirSelection::Keyword("all".into())
+}
+fn yes() -> bool {
+    true
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            daemon: RawDaemon {
+                data_dir: default_data_dir(),
+                socket: None,
+                listen: None,
+                admission_retry_secs: 10,
+                log: "info".into(),
+            },
+            catalog: RawCatalog { url: None, max_connections: 8 },
+            library: RawLibrary {
+                roots: vec![],
+                extensions: ["jpg", "jpeg", "png", "webp"].iter().map(|s| s.to_string()).collect(),
+                ignored: ["@eaDir", "node_modules", "$RECYCLE.BIN", "lost+found"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            },
+            sessions: vec![],
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("pixdex");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".local/share/pixdex");
+    }
+    PathBuf::from(".pixdex")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    pub listen: Option<SocketAddr>,
+    pub admission_retry: Duration,
+    pub log: String,
+    pub catalog_url: String,
+    pub catalog_max_connections: u32,
+    pub library: LibraryConfig,
+    pub sessions: Vec<SessionSpec>,
+}
+
+/// What the scanner needs to know: which trees, which files, which names to skip.
+#[derive(Debug, Clone)]
+pub struct LibraryConfig {
+    /// Canonical roots (symlinks resolved). Roots missing at load time are kept as written and
+    /// reported by the daemon; they are re-resolved when used.
+    pub roots: Vec<PathBuf>,
+    /// Lower-case extensions without the dot.
+    pub extensions: Vec<String>,
+    pub ignored: Vec<String>,
+}
+
+/// A session declared in the config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionSpec {
+    pub name: String,
+    pub root: PathBuf,
+    pub subdirectories: Option<Vec<String>>, // None = all
+    pub selected: Option<Vec<String>>,       // None = all listed
+    pub category_id: Option<i64>,
+    pub auto_start: bool,
+    pub live: bool,
+}
+
+impl Config {
+    /// Load defaults ← `file` ← environment, then validate.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let raw = Self::load_raw(file)?;
+        Self::validate(raw, file)
+    }
+
+    pub fn load_raw(file: Option<&Path>) -> Result<RawConfig, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(RawConfig::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile { path: path.to_path_buf() });
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        // Only `PIXDEX_SECTION__KEY` variables configure; `PIXDEX_CONFIG` and others are not keys.
+        fig = fig.merge(Env::prefixed("PIXDEX_").filter(|k| k.as_str().contains("__")).split("__"));
+        fig.extract::<RawConfig>().map_err(|e| {
+            let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            ConfigError::Figment(msgs.join("; "))
+        })
+    }
+
+    pub fn validate(raw: RawConfig, file: Option<&Path>) -> Result<Config, ConfigError> {
+        let origin = match file {
+            Some(f) => format!(" in {}", f.display()),
+            None => String::new(),
+        };
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            key: key.to_string(),
+            origin: origin.clone(),
+            reason,
+        };
+
+        let data_dir = absolutize(&raw.daemon.data_dir);
+        let socket = raw
+            .daemon
+            .socket
+            .as_ref()
+            .map(|p| absolutize(p))
+            .unwrap_or_else(|| data_dir.join("pixdex.sock"));
+        // Unix socket paths are limited to ~107 bytes by sun_path.
+        if socket.as_os_str().len() > 100 {
+            return Err(invalid(
+                "daemon.socket",
+                format!("{} is longer than 100 bytes, which Unix sockets do not allow; choose a shorter path", socket.display()),
+            ));
+        }
+        let listen = match &raw.daemon.listen {
+            None => None,
+            Some(s) if s.trim().is_empty() => None,
+            Some(s) => Some(s.parse::<SocketAddr>().map_err(|e| {
+                invalid("daemon.listen", format!("{s:?} is not an address like \"127.0.0.1:8765\" ({e})"))
+            })?),
+        };
+        if raw.daemon.admission_retry_secs == 0 {
+            return Err(invalid("daemon.admission_retry_secs", "must be at least 1".into()));
+        }
+
+        let catalog_url = match &raw.catalog.url {
+            None => format!("sqlite://{}", data_dir.join("catalog.db").display()),
+            Some(u) => {
+                let u = u.trim().to_string();
+                if let Some(rest) = u.strip_prefix("sqlite://") {
+                    let p = rest.split('?').next().unwrap_or_default();
+                    if p.is_empty() {
+                        return Err(invalid("catalog.url", "sqlite:// needs a file path, e.g. sqlite:///var/lib/pixdex/catalog.db".into()));
+                    }
+                    let abs = absolutize(Path::new(p));
+                    format!("sqlite://{}", abs.display())
+                } else if u.starts_with("postgres://") || u.starts_with("postgresql://") {
+                    u
+                } else {
+                    return Err(invalid(
+                        "catalog.url",
+                        format!("{} is neither sqlite://PATH nor postgres://USER@HOST/DB", mask_url(&u)),
+                    ));
+                }
+            }
+        };
+        if raw.catalog.max_connections == 0 {
+            return Err(invalid("catalog.max_connections", "must be at least 1".into()));
+        }
+
+        let mut extensions = Vec::new();
+        for e in &raw.library.extensions {
+            let e = e.trim().trim_start_matches('.').to_ascii_lowercase();
+            if e.is_empty() || e.contains('/') {
+                return Err(invalid("library.extensions", format!("{e:?} is not a file extension")));
+            }
+            if !extensions.contains(&e) {
+                extensions.push(e);
+            }
+        }
+        if extensions.is_empty() {
+            return Err(invalid("library.extensions", "lists no extension; pixdex would index nothing (e.g. [\"jpg\", \"png\"])".into()));
+        }
+        let mut roots = Vec::new();
+        for r in &raw.library.roots {
+            if r.as_os_str().is_empty() {
+                return Err(invalid("library.roots", "contains an empty path".into()));
+            }
+            let abs = absolutize(r);
+            roots.push(std::fs::canonicalize(&abs).unwrap_or(abs));
+        }
+
+        let mut sessions = Vec::new();
+        let mut names = HashSet::new();
+        for (i, s) in raw.sessions.iter().enumerate() {
+            let key = format!("sessions[{i}]");
+            if s.name.trim().is_empty() {
+                return Err(invalid(&format!("{key}.name"), "must not be empty".into()));
+            }
+            if !names.insert(s.name.clone()) {
+                return Err(invalid(&format!("{key}.name"), format!("session name {:?} is declared twice", s.name)));
+            }
+            let sel = |field: &str, d: &DirSelection| -> Result<Option<Vec<String>>, ConfigError> {
+                match d {
+                    DirSelection::Keyword(k) if k == "all" => Ok(None),
+                    DirSelection::Keyword(k) => Err(invalid(
+                        &format!("{key}.{field}"),
+                        format!("{k:?} is neither \"all\" nor a list of subdirectory paths"),
+                    )),
+                    DirSelection::List(l) => Ok(Some(l.clone())),
+                }
+            };
+            sessions.push(SessionSpec {
+                name: s.name.clone(),
+                root: absolutize(&s.root),
+                subdirectories: sel("subdirectories", &s.subdirectories)?,
+                selected: sel("selected", &s.selected)?,
+                category_id: s.category_id,
+                auto_start: s.auto_start,
+                live: s.live,
+            });
+        }
+
+        Ok(Config {
+            source: file.map(|f| f.to_path_buf()),
+            data_dir,
+            socket,
+            listen,
+            admission_retry: Duration::from_secs(raw.daemon.admission_retry_secs),
+            log: raw.daemon.log,
+            catalog_url,
+            catalog_max_connections: raw.catalog.max_connections,
+            library: LibraryConfig { roots, extensions, ignored: raw.library.ignored },
+            sessions,
+        })
+    }
+
+    /// The effective configuration as TOML, secrets masked (`pixdex config show`).
+    pub fn show(raw: &RawConfig, validated: &Config) -> String {
+        let mut raw = raw.clone();
+        raw.catalog.url = Some(mask_url(&validated.catalog_url));
+        raw.daemon.data_dir = validated.data_dir.clone();
+        raw.daemon.socket = Some(validated.socket.clone());
+        toml_string(&raw)
+    }
+}
+
+fn toml_string(raw: &RawConfig) -> String {
+    // figment ships the `toml` crate's serializer through its value type; serde_json → toml via
+    // figment's own Value keeps us from depending on toml directly.
+    let v = figment::value::Value::serialize(raw).expect("config serializes");
+    let mut out = String::new();
+    render_toml(&mut out, "", &v);
+    out
+}
+
+fn render_toml(out: &mut String, prefix: &str, v: &figment::value::Value) {
+    use figment::value::Value;
+    let Value::Dict(_, dict) = v else { return };
+    // scalars first, then tables, then arrays of tables
+    for (k, val) in dict {
+        match val {
+            Value::Dict(..) => {}
+            Value::Array(_, items) if items.iter().all(|i| matches!(i, Value::Dict(..))) && !items.is_empty() => {}
+            Value::Empty(..) => {} // unset optional: leave the key out
+            _ => out.push_str(&format!("{k} = {}\n", scalar(val))),
+        }
+    }
+    for (k, val) in dict {
+        if let Value::Dict(..) = val {
+            let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            out.push_str(&format!("\n[{name}]\n"));
+            render_toml(out, &name, val);
+        }
+    }
+    for (k, val) in dict {
+        if let Value::Array(_, items) = val {
+            if !items.is_empty() && items.iter().all(|i| matches!(i, Value::Dict(..))) {
+                for item in items {
+                    out.push_str(&format!("\n[[{k}]]\n"));
+                    render_toml(out, k, item);
+                }
+            }
+        }
+    }
+}
+
+fn scalar(v: &figment::value::Value) -> String {
+    use figment::value::Value;
+    match v {
+        Value::String(_, s) => format!("{s:?}"),
+        Value::Char(_, c) => format!("\"{c}\""),
+        Value::Bool(_, b) => b.to_string(),
+        Value::Num(_, n) => {
+            if let Some(i) = n.to_u128() {
+                i.to_string()
+            } else if let Some(i) = n.to_i128() {
+                i.to_string()
+            } else {
+                n.to_f64().map(|f| f.to_string()).unwrap_or_default()
+            }
+        }
+        Value::Empty(..) => "\"\"".into(),
+        Value::Array(_, items) => format!("[{}]", items.iter().map(scalar).collect::<Vec<_>>().join(", ")),
+        Value::Dict(_, d) => format!(
+            "{{ {} }}",
+            d.iter().map(|(k, v)| format!("{k} = {}", scalar(v))).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// Replace a URL's password with `***`.
+pub fn mask_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            if let Some((user, _pw)) = userinfo.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+/// Make a path absolute against the current directory (without touching the filesystem).
+pub fn absolutize(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, body: &str) -> PathBuf {
+        let p = dir.join("pixdex.toml");
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let c = Config::validate(RawConfig::default(), None).unwrap();
+        assert!(c.catalog_url.starts_with("sqlite://"));
+        assert_eq!(c.library.extensions, ["jpg", "jpeg", "png", "webp"]);
+        assert!(c.listen.is_none());
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let d = tempfile::tempdir().unwrap();
+        let f = write(d.path(), "[daemon]\nsockett = \"/tmp/x.sock\"\n");
+        let e = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("sockett"), "{e}");
+        assert!(e.contains("pixdex.toml"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_names_key_and_file() {
+        let d = tempfile::tempdir().unwrap();
+        let f = write(d.path(), "[daemon]\nlisten = \"not an address\"\n");
+        let e = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("daemon.listen") && e.contains("pixdex.toml"), "{e}");
+        let f = write(d.path(), "[catalog]\nurl = \"mysql://x\"\n");
+        let e = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("catalog.url"), "{e}");
+        let f = write(d.path(), "[library]\nextensions = []\n");
+        let e = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("library.extensions"), "{e}");
+        let f = write(d.path(), "[daemon]\nadmission_retry_secs = \"soon\"\n");
+        let e = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("admission_retry_secs") && e.contains("pixdex.toml"), "{e}");
+    }
+
+    #[test]
+    fn sessions_parse_all_or_list() {
+        let d = tempfile::tempdir().unwrap();
+        let f = write(
+            d.path(),
+            "[[sessions]]\nname = \"a\"\nroot = \"/x\"\n\n[[sessions]]\nname = \"b\"\nroot = \"/x\"\nsubdirectories = [\"p\", \"q\"]\nselected = [\"p\"]\nautoStart = true\ncategoryId = 4\n",
+        );
+        let c = Config::load(Some(&f)).unwrap();
+        assert_eq!(c.sessions[0].subdirectories, None);
+        assert_eq!(c.sessions[1].subdirectories, Some(vec!["p".into(), "q".into()]));
+        assert_eq!(c.sessions[1].selected, Some(vec!["p".into()]));
+        assert!(c.sessions[1].auto_start);
+        assert_eq!(c.sessions[1].category_id, Some(4));
+        let f = write(d.path(), "[[sessions]]\nname = \"a\"\nroot = \"/x\"\n[[sessions]]\nname = \"a\"\nroot = \"/y\"\n");
+        let e = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("sessions[1].name"), "{e}");
+        let f = write(d.path(), "[[sessions]]\nname = \"a\"\nroot = \"/x\"\nsubdirectories = \"some\"\n");
+        let e = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("sessions[0].subdirectories"), "{e}");
+    }
+
+    #[test]
+    fn masks_passwords() {
+        assert_eq!(mask_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(mask_url("sqlite:///x.db"), "sqlite:///x.db");
+        let mut raw = RawConfig::default();
+        raw.catalog.url = Some("postgres://u:secret@h/db".into());
+        let c = Config::validate(raw.clone(), None).unwrap();
+        let shown = Config::show(&raw, &c);
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("[catalog]"), "{shown}");
+    }
+}

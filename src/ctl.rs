@@ -1,0 +1,444 @@
+//! `pixdex ctl`: the control-socket client for people (tables) and scripts (`--json`).
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::api::client::{Client, ClientError, Response};
+
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// Control socket (default: the configured `daemon.socket`).
+    #[arg(long, global = true)]
+    pub socket: Option<std::path::PathBuf>,
+    /// Talk to the TCP listener instead, e.g. 127.0.0.1:8765.
+    #[arg(long, global = true, conflicts_with = "socket")]
+    pub tcp: Option<String>,
+    /// Print the daemon's JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub cmd: CtlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Create, list, start, pause, cancel, restart sessions.
+    #[command(subcommand)]
+    Sessions(SessionsCmd),
+    /// A session's subdirectories and their selection.
+    #[command(subcommand)]
+    Subdirs(SubdirsCmd),
+    /// A session's jobs.
+    Jobs {
+        id: i64,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        page: i64,
+        #[arg(long, default_value_t = 50)]
+        page_size: i64,
+    },
+    /// List a directory's subdirectories with image counts (writes nothing).
+    ScanDir {
+        path: String,
+        /// Count only files directly in each subdirectory.
+        #[arg(long)]
+        no_recursive: bool,
+        /// Extensions to count instead of the configured ones (repeatable).
+        #[arg(long = "ext")]
+        extensions: Vec<String>,
+    },
+    /// Is the daemon up, and which catalog does it use?
+    Health,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCmd {
+    /// List sessions.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        page: i64,
+        #[arg(long, default_value_t = 20)]
+        page_size: i64,
+    },
+    /// Show one session.
+    Show { id: i64 },
+    /// Create a session over a root (subdirectories holding images are discovered and selected
+    /// unless --subdir names them).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        root: String,
+        /// A subdirectory to select, relative to the root (repeatable).
+        #[arg(long = "subdir")]
+        subdirs: Vec<String>,
+        #[arg(long)]
+        category: Option<i64>,
+        /// Session config as a JSON object.
+        #[arg(long = "session-config")]
+        session_config: Option<String>,
+    },
+    /// Change name, category or live flag.
+    Update {
+        id: i64,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        category: Option<i64>,
+        #[arg(long)]
+        live: Option<bool>,
+    },
+    /// Delete a session with its jobs.
+    Delete { id: i64 },
+    /// Start (or resume) a session; explains why when there is nothing to index.
+    Start { id: i64 },
+    Pause { id: i64 },
+    Cancel { id: i64 },
+    /// Run a finished session again: every job, or only the failed ones.
+    Restart {
+        id: i64,
+        #[arg(long)]
+        failed_only: bool,
+    },
+    /// Would a start index anything? Changes nothing.
+    Validate { id: i64 },
+    /// Progress; --watch redraws a bar until the session stops running.
+    Progress {
+        id: i64,
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between redraws.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SubdirsCmd {
+    List { id: i64 },
+    /// Select subdirectories (by their ids) of a session.
+    Select { id: i64, subdir_ids: Vec<i64> },
+    /// Unselect subdirectories (by their ids) of a session.
+    Unselect { id: i64, subdir_ids: Vec<i64> },
+}
+
+const T: &str = "/api/v1/training";
+
+/// Run one ctl command; returns the process exit code (0 ok, 1 refused by the daemon, 2 daemon
+/// unreachable).
+pub async fn run(client: &Client, args: &CtlArgs) -> i32 {
+    match dispatch(client, args).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
+
+async fn dispatch(c: &Client, a: &CtlArgs) -> Result<i32, ClientError> {
+    let json = a.json;
+    let (resp, render): (Response, fn(&Value) -> String) = match &a.cmd {
+        CtlCommand::Health => (c.get("/api/v1/health").await?, |v| format!("daemon ok (version {}, catalog {})", s(&v["version"]), s(&v["catalog"]))),
+        CtlCommand::Sessions(cmd) => match cmd {
+            SessionsCmd::List { status, page, page_size } => {
+                let mut q = format!("{T}/sessions?page={page}&page_size={page_size}");
+                if let Some(st) = status {
+                    q.push_str(&format!("&status={st}"));
+                }
+                (c.get(&q).await?, render_session_list)
+            }
+            SessionsCmd::Show { id } => (c.get(&format!("{T}/sessions/{id}")).await?, render_session),
+            SessionsCmd::Create { name, root, subdirs, category, session_config } => {
+                let mut body = json!({"name": name, "rootPath": root});
+                if !subdirs.is_empty() {
+                    body["subdirectories"] = json!(subdirs);
+                }
+                if let Some(cat) = category {
+                    body["categoryId"] = json!(cat);
+                }
+                if let Some(cfg) = session_config {
+                    match serde_json::from_str::<Value>(cfg) {
+                        Ok(v) => body["config"] = v,
+                        Err(e) => {
+                            eprintln!("error: --session-config is not JSON: {e}");
+                            return Ok(1);
+                        }
+                    }
+                }
+                (c.post(&format!("{T}/sessions"), Some(&body)).await?, render_session)
+            }
+            SessionsCmd::Update { id, name, category, live } => {
+                let mut body = json!({});
+                if let Some(n) = name {
+                    body["name"] = json!(n);
+                }
+                if let Some(cat) = category {
+                    body["categoryId"] = json!(cat);
+                }
+                if let Some(l) = live {
+                    body["live"] = json!(l);
+                }
+                (c.patch(&format!("{T}/sessions/{id}"), &body).await?, render_session)
+            }
+            SessionsCmd::Delete { id } => (c.delete(&format!("{T}/sessions/{id}")).await?, render_action),
+            SessionsCmd::Start { id } => (c.post(&format!("{T}/sessions/{id}/start"), None).await?, render_action),
+            SessionsCmd::Pause { id } => (c.post(&format!("{T}/sessions/{id}/pause"), None).await?, render_action),
+            SessionsCmd::Cancel { id } => (c.post(&format!("{T}/sessions/{id}/cancel"), None).await?, render_action),
+            SessionsCmd::Restart { id, failed_only } => {
+                (c.post(&format!("{T}/sessions/{id}/restart?failed_only={failed_only}"), None).await?, render_action)
+            }
+            SessionsCmd::Validate { id } => (c.post(&format!("{T}/sessions/{id}/validate"), None).await?, render_validate),
+            SessionsCmd::Progress { id, watch, interval } => {
+                if *watch && !json {
+                    return watch_progress(c, *id, *interval).await;
+                }
+                (c.get(&format!("{T}/sessions/{id}/progress")).await?, |v| progress_line(v))
+            }
+        },
+        CtlCommand::Subdirs(cmd) => match cmd {
+            SubdirsCmd::List { id } => (c.get(&format!("{T}/sessions/{id}/subdirectories")).await?, render_subdirs),
+            SubdirsCmd::Select { id, subdir_ids } | SubdirsCmd::Unselect { id, subdir_ids } => {
+                let selected = matches!(cmd, SubdirsCmd::Select { .. });
+                let body: Vec<Value> = subdir_ids.iter().map(|s| json!({"id": s, "selected": selected})).collect();
+                (c.patch(&format!("{T}/sessions/{id}/subdirectories"), &json!(body)).await?, render_subdirs)
+            }
+        },
+        CtlCommand::Jobs { id, status, page, page_size } => {
+            let mut q = format!("{T}/sessions/{id}/jobs?page={page}&page_size={page_size}");
+            if let Some(st) = status {
+                q.push_str(&format!("&status={st}"));
+            }
+            (c.get(&q).await?, render_jobs)
+        }
+        CtlCommand::ScanDir { path, no_recursive, extensions } => {
+            let mut body = json!({"rootPath": path, "recursive": !no_recursive});
+            if !extensions.is_empty() {
+                body["extensions"] = json!(extensions);
+            }
+            (c.post(&format!("{T}/directories/scan"), Some(&body)).await?, render_scan)
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&resp.body).unwrap_or_default());
+        return Ok(if resp.is_success() { 0 } else { 1 });
+    }
+    if resp.is_success() {
+        println!("{}", render(&resp.body));
+        Ok(0)
+    } else {
+        eprintln!("{}", render_error(&resp));
+        Ok(1)
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Render rows as an aligned text table.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, cell) in r.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| if i + 1 == cells.len() { c.to_string() } else { format!("{c:<w$}", w = widths[i]) })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let mut out = vec![line(headers.to_vec())];
+    for r in rows {
+        out.push(line(r.iter().map(|c| c.as_str()).collect()));
+    }
+    out.join("\n")
+}
+
+fn render_error(r: &Response) -> String {
+    let mut out = format!("error ({}): {}", r.status, r.detail());
+    if let Some(d) = r.body.get("diagnostics") {
+        out.push_str(&format!(
+            "\n  subdirectories: {} total, {} selected, {} selected with images\n  images found: {}   unsupported files: {}\n  supported extensions: {}",
+            s(&d["totalSubdirectories"]),
+            s(&d["selectedSubdirectories"]),
+            s(&d["selectedWithImages"]),
+            s(&d["imagesFound"]),
+            s(&d["unsupportedFilesFound"]),
+            d["supportedExtensions"].as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
+        ));
+        if let Some(sug) = d["suggestion"].as_str().filter(|x| !x.is_empty()) {
+            out.push_str(&format!("\n  what to do: {sug}"));
+        }
+    }
+    if let Some(a) = r.body.get("allowedActions").and_then(|a| a.as_array()) {
+        out.push_str(&format!("\n  allowed now: {}", a.iter().map(s).collect::<Vec<_>>().join(", ")));
+    }
+    out
+}
+
+fn render_session_list(v: &Value) -> String {
+    let items = v["items"].as_array().cloned().unwrap_or_default();
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|i| {
+            let note = i["pendingReason"].as_str().or(i["lastError"].as_str()).unwrap_or("").to_string();
+            vec![
+                s(&i["id"]),
+                s(&i["name"]),
+                s(&i["status"]),
+                format!("{}/{}", s(&i["processedImages"]), s(&i["totalImages"])),
+                s(&i["failedImages"]),
+                s(&i["rootPath"]),
+                note,
+            ]
+        })
+        .collect();
+    format!(
+        "{}\n(page {} of {} sessions{})",
+        table(&["ID", "NAME", "STATUS", "DONE", "FAILED", "ROOT", "NOTE"], &rows),
+        s(&v["page"]),
+        s(&v["total"]),
+        if v["hasMore"].as_bool() == Some(true) { ", more with --page" } else { "" }
+    )
+}
+
+fn render_session(v: &Value) -> String {
+    let mut out = format!(
+        "session {} {:?}\n  status:   {}\n  root:     {}\n  images:   {} total, {} done, {} failed, {} skipped\n  category: {}   live: {}   autoStart: {}   source: {}\n  created:  {}   started: {}   completed: {}",
+        s(&v["id"]),
+        s(&v["name"]),
+        s(&v["status"]),
+        s(&v["rootPath"]),
+        s(&v["totalImages"]),
+        s(&v["processedImages"]),
+        s(&v["failedImages"]),
+        s(&v["skippedImages"]),
+        s(&v["categoryId"]),
+        s(&v["live"]),
+        s(&v["autoStart"]),
+        s(&v["source"]),
+        s(&v["createdAt"]),
+        s(&v["startedAt"]),
+        s(&v["completedAt"]),
+    );
+    if let Some(r) = v["pendingReason"].as_str() {
+        out.push_str(&format!("\n  waiting:  {r}"));
+    }
+    if let Some(r) = v["lastError"].as_str() {
+        out.push_str(&format!("\n  error:    {r}"));
+    }
+    out
+}
+
+fn render_action(v: &Value) -> String {
+    format!("{} (session {} is now {})", s(&v["message"]), s(&v["sessionId"]), s(&v["status"]))
+}
+
+fn render_validate(v: &Value) -> String {
+    let r = Response { status: 200, body: v.clone() };
+    let text = render_error(&r);
+    let text = text.trim_start_matches("error (200): ");
+    format!("{}{}", if v["canStart"].as_bool() == Some(true) { "can start: " } else { "cannot start: " }, text)
+}
+
+fn render_subdirs(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|d| {
+            vec![
+                s(&d["id"]),
+                if d["selected"].as_bool() == Some(true) { "yes".into() } else { "no".into() },
+                s(&d["imageCount"]),
+                s(&d["trainedCount"]),
+                s(&d["name"]),
+                s(&d["path"]),
+            ]
+        })
+        .collect();
+    table(&["ID", "SELECTED", "IMAGES", "TRAINED", "NAME", "PATH"], &rows)
+}
+
+fn render_jobs(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|j| vec![s(&j["id"]), s(&j["status"]), s(&j["attempts"]), s(&j["path"]), j["errorMessage"].as_str().unwrap_or("").to_string()])
+        .collect();
+    format!("{}\n({} jobs)", table(&["ID", "STATUS", "ATTEMPTS", "PATH", "ERROR"], &rows), s(&v["total"]))
+}
+
+fn render_scan(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v["subdirectories"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|d| vec![s(&d["imageCount"]), s(&d["unsupportedFiles"]), s(&d["name"]), s(&d["path"])])
+        .collect();
+    format!("{}\n{} images under {}", table(&["IMAGES", "OTHER FILES", "NAME", "PATH"], &rows), s(&v["totalImages"]), s(&v["rootPath"]))
+}
+
+fn progress_line(v: &Value) -> String {
+    let p = &v["progress"];
+    let pct = p["percentage"].as_f64().unwrap_or(0.0);
+    let filled = ((pct / 100.0) * 30.0).round() as usize;
+    let eta = match p["etaSeconds"].as_i64() {
+        Some(e) if e >= 3600 => format!("{}h{:02}m", e / 3600, (e % 3600) / 60),
+        Some(e) if e >= 60 => format!("{}m{:02}s", e / 60, e % 60),
+        Some(e) => format!("{e}s"),
+        None => "-".into(),
+    };
+    let j = &v["jobsSummary"];
+    format!(
+        "[{}{}] {:5.1}% {}/{}  {} img/min  ETA {}  {}  (pending {}, running {}, failed {})",
+        "#".repeat(filled.min(30)),
+        "-".repeat(30 - filled.min(30)),
+        pct,
+        s(&p["current"]),
+        s(&p["total"]),
+        s(&p["imagesPerMinute"]),
+        eta,
+        s(&v["status"]),
+        s(&j["pending"]),
+        s(&j["running"]),
+        s(&j["failed"]),
+    )
+}
+
+async fn watch_progress(c: &Client, id: i64, interval: f64) -> Result<i32, ClientError> {
+    use std::io::Write;
+    loop {
+        let r = c.get(&format!("{T}/sessions/{id}/progress")).await?;
+        if !r.is_success() {
+            eprintln!("{}", render_error(&r));
+            return Ok(1);
+        }
+        print!("\r\x1b[2K{}", progress_line(&r.body));
+        let _ = std::io::stdout().flush();
+        let status = r.body["status"].as_str().unwrap_or("");
+        if !matches!(status, "running" | "discovering") {
+            println!();
+            return Ok(0);
+        }
+        tokio::time::sleep(Duration::from_secs_f64(interval.max(0.1))).await;
+    }
+}

@@ -1,0 +1,149 @@
+//! The always-on daemon: opens the catalog, recovers interrupted work, reconciles the sessions
+//! the config declares, serves the control socket (and TCP when configured), retries waiting
+//! autoStart sessions, reloads sessions on SIGHUP, and shuts down by broadcast + drain.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::broadcast;
+
+use crate::api::{self, AppState};
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::library::Library;
+use crate::sessions::Sessions;
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create daemon.data_dir {}", cfg.data_dir.display()))?;
+    for root in &cfg.library.roots {
+        if !root.is_dir() {
+            tracing::warn!(root = %root.display(), "library root is missing or not a directory; sessions under it cannot start until it appears");
+        }
+    }
+    if cfg.library.roots.is_empty() {
+        tracing::warn!("library.roots is empty: no session can be created until a root is configured");
+    }
+
+    let catalog = Catalog::connect(&cfg.catalog_url, cfg.catalog_max_connections).await?;
+    let recovered = catalog.recover().await?;
+    tracing::info!(
+        catalog = %crate::config::mask_url(&cfg.catalog_url),
+        sessions_rediscover = recovered.sessions_rediscover,
+        jobs_requeued = recovered.jobs_requeued,
+        "catalog open"
+    );
+
+    let sessions = Sessions::new(catalog.clone(), Library::new(cfg.library.clone()));
+    for r in sessions.reconcile(&cfg.sessions).await {
+        tracing::info!(session = %r.name, id = ?r.session_id, outcome = %r.outcome, "config session reconciled");
+    }
+
+    // One broadcast tells every task to stop; each drains and returns.
+    let (shutdown, _) = broadcast::channel::<()>(1);
+    let state = Arc::new(AppState { sessions: sessions.clone(), version: env!("CARGO_PKG_VERSION") });
+    let app = api::router(state);
+
+    let unix = bind_unix(&cfg.socket)?;
+    tracing::info!(socket = %cfg.socket.display(), "control socket listening");
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let mut rx = shutdown.subscribe();
+        let app = app.clone();
+        tasks.spawn(async move {
+            let r = axum::serve(unix, app).with_graceful_shutdown(async move {
+                let _ = rx.recv().await;
+            });
+            if let Err(e) = r.await {
+                tracing::error!(error = %e, "control socket server failed");
+            }
+        });
+    }
+    if let Some(addr) = cfg.listen {
+        let tcp = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on daemon.listen = {addr}"))?;
+        tracing::info!(%addr, "TCP listener serving the same API");
+        let mut rx = shutdown.subscribe();
+        tasks.spawn(async move {
+            let r = axum::serve(tcp, app).with_graceful_shutdown(async move {
+                let _ = rx.recv().await;
+            });
+            if let Err(e) = r.await {
+                tracing::error!(error = %e, "TCP server failed");
+            }
+        });
+    }
+    {
+        let mut rx = shutdown.subscribe();
+        let sessions = sessions.clone();
+        let every = cfg.admission_retry;
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    // Shutdown: stop retrying.
+                    _ = rx.recv() => break,
+                    // Periodically start autoStart sessions whose images have appeared.
+                    _ = tick.tick() => {
+                        if let Err(e) = sessions.retry_waiting().await {
+                            tracing::warn!(error = %e, "retrying waiting sessions failed");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            // SIGHUP: re-read the config file and reconcile its sessions.
+            _ = hup.recv() => reload(&cfg, &sessions).await,
+            // SIGTERM / SIGINT: leave the loop and shut down.
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    let _ = shutdown.send(());
+    while tasks.join_next().await.is_some() {}
+    let _ = std::fs::remove_file(&cfg.socket);
+    catalog.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn reload(cfg: &Config, sessions: &Sessions) {
+    match Config::load(cfg.source.as_deref()) {
+        Ok(new) => {
+            tracing::info!("SIGHUP: reconciling config sessions (other settings take effect at restart)");
+            for r in sessions.reconcile(&new.sessions).await {
+                tracing::info!(session = %r.name, id = ?r.session_id, outcome = %r.outcome, "config session reconciled");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "SIGHUP: config not reloaded; keeping the current sessions"),
+    }
+}
+
+/// Bind the control socket, refusing to steal it from a live daemon and replacing a stale one.
+/// Mode 0600: only the daemon's user may drive it.
+fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("another pixdex daemon is already listening on {} (stop it, or set daemon.socket to another path)", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let l = tokio::net::UnixListener::bind(path).with_context(|| format!("cannot bind daemon.socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot set mode 0600 on {}", path.display()))?;
+    Ok(l)
+}

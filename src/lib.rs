@@ -1,0 +1,12 @@
+//! pixdex: a daemon that keeps an image library indexed for search.
+//!
+//! See ARCHITECTURE.md for the codemap and the invariants.
+
+pub mod api;
+pub mod catalog;
+pub mod config;
+pub mod ctl;
+pub mod daemon;
+pub mod library;
+pub mod model;
+pub mod sessions;

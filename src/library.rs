@@ -1,0 +1,276 @@
+//! The image library on disk: which trees pixdex may touch, which files are images, and walks
+//! that count and list them. Pure filesystem code: no SQL, no async.
+
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::config::LibraryConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LibraryError {
+    #[error("{path} does not exist")]
+    NotFound { path: PathBuf },
+    #[error("{path} is not a directory")]
+    NotADirectory { path: PathBuf },
+    #[error("{path} is outside the library roots ({roots}); add it to `library.roots` in the config or choose a folder inside them")]
+    OutsideRoots { path: PathBuf, roots: String },
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// A regular image file found by a walk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    pub path: PathBuf,
+    pub size: u64,
+    /// Modification time, Unix milliseconds.
+    pub modified_ms: i64,
+}
+
+/// What a walk of one directory found.
+#[derive(Debug, Clone, Default)]
+pub struct DirStats {
+    pub images: Vec<FileEntry>,
+    /// Regular, non-hidden files whose extension is not an image extension.
+    pub unsupported: u64,
+}
+
+/// A subdirectory of a root, as listed by a scan.
+#[derive(Debug, Clone)]
+pub struct SubdirScan {
+    pub path: PathBuf,
+    pub name: String,
+    /// For a child directory: images anywhere below it. For the root itself (listed only when
+    /// it holds images directly): images directly in it.
+    pub image_count: u64,
+    pub unsupported: u64,
+    pub is_root: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Library {
+    cfg: LibraryConfig,
+}
+
+impl Library {
+    pub fn new(cfg: LibraryConfig) -> Library {
+        Library { cfg }
+    }
+
+    pub fn extensions(&self) -> &[String] {
+        &self.cfg.extensions
+    }
+
+    /// Current canonical roots (a root missing at start may have appeared since).
+    pub fn roots(&self) -> Vec<PathBuf> {
+        self.cfg.roots.iter().map(|r| std::fs::canonicalize(r).unwrap_or_else(|_| r.clone())).collect()
+    }
+
+    fn roots_list(&self) -> String {
+        if self.cfg.roots.is_empty() {
+            return "none configured".into();
+        }
+        self.cfg.roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Resolve symlinks and `..`, and check that the directory lies inside a root.
+    pub fn resolve_dir(&self, path: &Path) -> Result<PathBuf, LibraryError> {
+        let canon = std::fs::canonicalize(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => LibraryError::NotFound { path: path.to_path_buf() },
+            _ => LibraryError::Io { path: path.to_path_buf(), source: e },
+        })?;
+        if !self.is_inside_roots(&canon) {
+            return Err(LibraryError::OutsideRoots { path: path.to_path_buf(), roots: self.roots_list() });
+        }
+        if !canon.is_dir() {
+            return Err(LibraryError::NotADirectory { path: path.to_path_buf() });
+        }
+        Ok(canon)
+    }
+
+    /// Is this (canonical) path inside one of the roots?
+    pub fn is_inside_roots(&self, canon: &Path) -> bool {
+        self.roots().iter().any(|r| canon.starts_with(r))
+    }
+
+    pub fn is_image_name(&self, name: &str) -> bool {
+        has_extension(name, &self.cfg.extensions)
+    }
+
+    /// Hidden entries and configured ignored names are never walked or catalogued.
+    pub fn is_ignored_name(&self, name: &str) -> bool {
+        name.starts_with('.') || self.cfg.ignored.iter().any(|i| i == name)
+    }
+
+    /// Walk `dir` (recursively or not), collecting images and counting unsupported files.
+    /// Symlinked directories are followed only inside the roots, and each directory is visited
+    /// once (by device and inode), so symlink loops cannot make the walk infinite.
+    pub fn walk(&self, dir: &Path, recursive: bool, extensions: Option<&[String]>) -> DirStats {
+        let exts = extensions.unwrap_or(&self.cfg.extensions);
+        let mut stats = DirStats::default();
+        let mut seen = HashSet::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let Ok(meta) = std::fs::metadata(&d) else { continue };
+            if !seen.insert((meta.dev(), meta.ino())) {
+                continue;
+            }
+            let Ok(rd) = std::fs::read_dir(&d) else { continue };
+            for entry in rd.flatten() {
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if self.is_ignored_name(name) {
+                    continue;
+                }
+                let path = entry.path();
+                let Ok(ft) = entry.file_type() else { continue };
+                let (is_dir, is_file, meta) = if ft.is_symlink() {
+                    let Ok(m) = std::fs::metadata(&path) else { continue };
+                    if m.is_dir() {
+                        // follow only when the target stays inside the roots
+                        match std::fs::canonicalize(&path) {
+                            Ok(c) if self.is_inside_roots(&c) => {}
+                            _ => continue,
+                        }
+                    }
+                    (m.is_dir(), m.is_file(), Some(m))
+                } else {
+                    (ft.is_dir(), ft.is_file(), None)
+                };
+                if is_dir {
+                    if recursive {
+                        stack.push(path);
+                    }
+                } else if is_file {
+                    if has_extension(name, exts) {
+                        let m = match meta {
+                            Some(m) => m,
+                            None => match entry.metadata() {
+                                Ok(m) => m,
+                                Err(_) => continue,
+                            },
+                        };
+                        stats.images.push(FileEntry { path, size: m.len(), modified_ms: mtime_ms(&m) });
+                    } else {
+                        stats.unsupported += 1;
+                    }
+                }
+            }
+        }
+        stats.images.sort_by(|a, b| a.path.cmp(&b.path));
+        stats
+    }
+
+    /// The subdirectories of `root` as sessions see them: each visible child directory with its
+    /// recursive counts, plus the root itself when it holds images directly.
+    pub fn list_subdirectories(&self, root: &Path, recursive: bool, extensions: Option<&[String]>) -> Vec<SubdirScan> {
+        let mut out = Vec::new();
+        let direct = self.walk(root, false, extensions);
+        if !direct.images.is_empty() {
+            out.push(SubdirScan {
+                path: root.to_path_buf(),
+                name: ".".into(),
+                image_count: direct.images.len() as u64,
+                unsupported: direct.unsupported,
+                is_root: true,
+            });
+        }
+        let mut children: Vec<PathBuf> = match std::fs::read_dir(root) {
+            Ok(rd) => rd
+                .flatten()
+                .filter(|e| e.file_name().to_str().is_some_and(|n| !self.is_ignored_name(n)))
+                .filter(|e| std::fs::metadata(e.path()).map(|m| m.is_dir()).unwrap_or(false))
+                .map(|e| e.path())
+                .collect(),
+            Err(_) => vec![],
+        };
+        children.sort();
+        for child in children {
+            let s = self.walk(&child, recursive, extensions);
+            out.push(SubdirScan {
+                name: child.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                path: child,
+                image_count: s.images.len() as u64,
+                unsupported: s.unsupported,
+                is_root: false,
+            });
+        }
+        out
+    }
+
+    /// Images of one session subdirectory: the root row counts only its direct files.
+    pub fn subdirectory_images(&self, root: &Path, subdir: &Path) -> DirStats {
+        self.walk(subdir, subdir != root, None)
+    }
+}
+
+pub fn has_extension(name: &str, exts: &[String]) -> bool {
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => exts.iter().any(|e| e.eq_ignore_ascii_case(ext)),
+        _ => false,
+    }
+}
+
+pub fn mtime_ms(m: &std::fs::Metadata) -> i64 {
+    m.mtime() * 1000 + m.mtime_nsec() / 1_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lib(root: &Path) -> Library {
+        Library::new(LibraryConfig {
+            roots: vec![std::fs::canonicalize(root).unwrap()],
+            extensions: vec!["jpg".into(), "png".into()],
+            ignored: vec!["@eaDir".into()],
+        })
+    }
+
+    #[test]
+    fn extensions_case_insensitive() {
+        let e = vec!["jpg".to_string()];
+        assert!(has_extension("a.JPG", &e));
+        assert!(has_extension("a.b.jpg", &e));
+        assert!(!has_extension(".jpg", &e));
+        assert!(!has_extension("jpg", &e));
+        assert!(!has_extension("a.jpeg", &e));
+    }
+
+    #[test]
+    fn walk_counts_and_skips() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("a/b/c")).unwrap();
+        std::fs::create_dir_all(r.join(".hidden")).unwrap();
+        std::fs::create_dir_all(r.join("a/@eaDir")).unwrap();
+        for f in ["a/1.jpg", "a/b/2.PNG", "a/b/c/3.jpg", "a/notes.txt", ".hidden/4.jpg", "a/@eaDir/5.jpg", "a/.6.jpg", "top.jpg"] {
+            std::fs::write(r.join(f), b"x").unwrap();
+        }
+        // a symlink loop must not hang the walk
+        std::os::unix::fs::symlink(r.join("a"), r.join("a/b/loop")).unwrap();
+        let l = lib(r);
+        let s = l.walk(&r.join("a"), true, None);
+        assert_eq!(s.images.len(), 3, "{:?}", s.images);
+        assert_eq!(s.unsupported, 1);
+        let subs = l.list_subdirectories(&std::fs::canonicalize(r).unwrap(), true, None);
+        assert_eq!(subs.len(), 2);
+        assert!(subs[0].is_root && subs[0].image_count == 1);
+        assert_eq!((subs[1].name.as_str(), subs[1].image_count), ("a", 3));
+    }
+
+    #[test]
+    fn escapes_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("in")).unwrap();
+        std::fs::create_dir_all(d.path().join("out")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("out"), root.join("link")).unwrap();
+        let l = lib(&root);
+        assert!(l.resolve_dir(&root.join("in")).is_ok());
+        assert!(matches!(l.resolve_dir(&root.join("in/../../out")), Err(LibraryError::OutsideRoots { .. })));
+        assert!(matches!(l.resolve_dir(&root.join("link")), Err(LibraryError::OutsideRoots { .. })));
+        assert!(matches!(l.resolve_dir(&root.join("nope")), Err(LibraryError::NotFound { .. })));
+    }
+}

@@ -1,0 +1,101 @@
+//! `pixdex`: the daemon, its control client and config tools. Only wiring lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pixdex::api::client::{Client, Endpoint};
+use pixdex::config::Config;
+use pixdex::ctl::{self, CtlArgs};
+
+#[derive(Parser)]
+#[command(name = "pixdex", version, about = "Keeps an image library indexed for search")]
+struct Cli {
+    /// Config file (TOML). Defaults ← this file ← PIXDEX_SECTION__KEY environment variables.
+    #[arg(long, global = true, env = "PIXDEX_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon: catalog, control socket, config sessions.
+    Daemon,
+    /// Drive a running daemon over its control socket.
+    Ctl(CtlArgs),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print the effective configuration (defaults ← file ← environment), secrets masked.
+    Show,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let file = cli.config.as_deref();
+    let load = || match Config::load(file) {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::from(2))
+        }
+    };
+    match cli.cmd {
+        Cmd::Config(ConfigCmd::Show) => {
+            let raw = match Config::load_raw(file) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match Config::validate(raw.clone(), file) {
+                Ok(cfg) => {
+                    print!("{}", Config::show(&raw, &cfg));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::Daemon => {
+            let cfg = match load() {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log));
+            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match rt.block_on(pixdex::daemon::run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Ctl(args) => {
+            let endpoint = if let Some(tcp) = &args.tcp {
+                Endpoint::Tcp(tcp.clone())
+            } else if let Some(sock) = &args.socket {
+                Endpoint::Unix(sock.clone())
+            } else {
+                match load() {
+                    Ok(c) => Endpoint::Unix(c.socket),
+                    Err(code) => return code,
+                }
+            };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+            let code = rt.block_on(ctl::run(&Client::new(endpoint), &args));
+            ExitCode::from(code as u8)
+        }
+    }
+}

@@ -1,0 +1,725 @@
+//! Sessions: creation and discovery of subdirectories, the state machine's transitions,
+//! admission (what a start would index, and why not), progress, and reconciliation of the
+//! sessions declared in the config file. Speaks to the catalog for state and to the library
+//! for the filesystem; walks run on blocking threads, never on the async runtime.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use crate::catalog::{Catalog, CatalogError, JobsSummary, NewSession, NewSubdir, Session, SessionPatch, Stamp, Stamps, Subdirectory};
+use crate::config::SessionSpec;
+use crate::library::{FileEntry, Library, LibraryError};
+use crate::model::{Action, JobStatus, SessionStatus, now_ms};
+
+/// Whose fault and what to answer: each variant maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The request is wrong (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The path is outside what pixdex may touch (403).
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The session's status does not allow the action (409).
+    #[error("{detail}")]
+    Conflict { detail: String, current: Option<SessionStatus>, allowed: Vec<Action> },
+    /// Nothing to index (422), with the diagnostics that say why.
+    #[error("{}", .0.detail)]
+    NotAdmissible(Box<Admission>),
+    /// The catalog failed: a runtime problem, not the user's (500).
+    #[error(transparent)]
+    Catalog(CatalogError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<CatalogError> for SessionError {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::NotFound(m) => SessionError::NotFound(m),
+            CatalogError::Conflict(m) => SessionError::Conflict { detail: m, current: None, allowed: vec![] },
+            e => SessionError::Catalog(e),
+        }
+    }
+}
+
+impl From<LibraryError> for SessionError {
+    fn from(e: LibraryError) -> Self {
+        match e {
+            LibraryError::OutsideRoots { .. } => SessionError::Forbidden(e.to_string()),
+            LibraryError::NotFound { .. } => SessionError::NotFound(e.to_string()),
+            LibraryError::NotADirectory { .. } | LibraryError::Io { .. } => SessionError::BadRequest(e.to_string()),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, SessionError>;
+
+/// Why a session can or cannot start, in numbers.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Diagnostics {
+    pub total_subdirectories: u64,
+    pub selected_subdirectories: u64,
+    pub selected_with_images: u64,
+    pub images_found: u64,
+    pub unsupported_files_found: u64,
+    pub supported_extensions: Vec<String>,
+    pub suggestion: String,
+}
+
+/// The outcome of admission: a one-sentence verdict, the diagnostics, and what was found.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Admission {
+    pub detail: String,
+    pub can_start: bool,
+    pub diagnostics: Diagnostics,
+    #[serde(skip)]
+    pub found: Vec<(i64, Vec<FileEntry>)>,
+    #[serde(skip)]
+    pub counts: Vec<(i64, i64)>,
+}
+
+/// The answer to start / pause / cancel / restart.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionResult {
+    pub session_id: i64,
+    pub status: SessionStatus,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    pub session_id: i64,
+    pub status: SessionStatus,
+    pub progress: ProgressNumbers,
+    pub jobs_summary: JobsSummary,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressNumbers {
+    pub current: i64,
+    pub total: i64,
+    pub percentage: f64,
+    pub eta_seconds: Option<i64>,
+    pub images_per_minute: f64,
+}
+
+/// A session creation request, already deserialized.
+#[derive(Debug, Clone, Default)]
+pub struct CreateSession {
+    pub name: String,
+    pub root_path: String,
+    pub category_id: Option<i64>,
+    pub subdirectories: Option<Vec<String>>,
+    pub config: Option<serde_json::Value>,
+    pub auto_start: bool,
+    pub live: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScannedSubdir {
+    pub path: String,
+    pub name: String,
+    pub image_count: u64,
+    pub unsupported_files: u64,
+    pub is_root: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectoryScan {
+    pub root_path: String,
+    pub recursive: bool,
+    pub extensions: Vec<String>,
+    pub subdirectories: Vec<ScannedSubdir>,
+    pub total_images: u64,
+}
+
+/// What reconciling one `[[sessions]]` entry did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reconciled {
+    pub name: String,
+    pub session_id: Option<i64>,
+    pub outcome: String,
+}
+
+#[derive(Clone)]
+pub struct Sessions {
+    catalog: Catalog,
+    library: Arc<Library>,
+    /// Starts (discovery + job creation) run one at a time in this daemon; across daemons the
+    /// catalog's compare-and-set status change keeps a session from being started twice.
+    start_lock: Arc<Mutex<()>>,
+}
+
+impl Sessions {
+    pub fn new(catalog: Catalog, library: Library) -> Sessions {
+        Sessions { catalog, library: Arc::new(library), start_lock: Arc::new(Mutex::new(())) }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn library(&self) -> &Library {
+        &self.library
+    }
+
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Library) -> T + Send + 'static) -> Result<T> {
+        let lib = self.library.clone();
+        tokio::task::spawn_blocking(move || f(&lib)).await.map_err(|e| SessionError::Internal(format!("filesystem walk panicked: {e}")))
+    }
+
+    pub async fn get(&self, id: i64) -> Result<Session> {
+        self.catalog.session(id).await?.ok_or_else(|| not_found(id))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Create, update, delete
+    // -----------------------------------------------------------------------------------------
+
+    pub async fn create(&self, req: CreateSession, source: &str) -> Result<Session> {
+        let name = req.name.trim().to_string();
+        if name.is_empty() {
+            return Err(SessionError::BadRequest("name must not be empty".into()));
+        }
+        if req.root_path.trim().is_empty() {
+            return Err(SessionError::BadRequest("rootPath must not be empty".into()));
+        }
+        if let Some(c) = &req.config {
+            if !c.is_object() {
+                return Err(SessionError::BadRequest("config must be a JSON object".into()));
+            }
+        }
+        let root = self.library.resolve_dir(Path::new(&req.root_path))?;
+        let subdirs = self.plan_subdirs(&root, req.subdirectories.as_deref(), None).await?;
+        let new = NewSession {
+            name,
+            root_path: root.to_string_lossy().into_owned(),
+            category_id: req.category_id,
+            config: req.config.unwrap_or_else(|| serde_json::json!({})),
+            source: source.to_string(),
+            auto_start: req.auto_start,
+            live: req.live,
+        };
+        Ok(self.catalog.create_session(&new, &subdirs).await?)
+    }
+
+    /// Subdirectory rows for a root. `listed`: which to track (None = discover: every child
+    /// holding images, plus the root itself when it holds images directly; given paths are
+    /// resolved against the root and must stay inside it). `selected`: which of those are
+    /// selected (None = all).
+    async fn plan_subdirs(&self, root: &Path, listed: Option<&[String]>, selected: Option<&[String]>) -> Result<Vec<NewSubdir>> {
+        let root_buf = root.to_path_buf();
+        let scan = self.blocking(move |lib| lib.list_subdirectories(&root_buf, true, None)).await?;
+        let mut out = Vec::new();
+        match listed {
+            None => {
+                for s in scan.iter().filter(|s| s.image_count > 0) {
+                    out.push(NewSubdir {
+                        path: s.path.to_string_lossy().into_owned(),
+                        name: s.name.clone(),
+                        selected: true,
+                        is_root: s.is_root,
+                        image_count: s.image_count as i64,
+                    });
+                }
+            }
+            Some(paths) => {
+                for p in paths {
+                    let dir = self.resolve_subdir(root, p)?;
+                    let is_root = dir == root;
+                    let d2 = dir.clone();
+                    let r2 = root.to_path_buf();
+                    let count = self.blocking(move |lib| lib.subdirectory_images(&r2, &d2).images.len()).await?;
+                    let name = if is_root { ".".to_string() } else { rel_name(root, &dir) };
+                    if !out.iter().any(|o: &NewSubdir| o.path == dir.to_string_lossy()) {
+                        out.push(NewSubdir { path: dir.to_string_lossy().into_owned(), name, selected: true, is_root, image_count: count as i64 });
+                    }
+                }
+            }
+        }
+        if let Some(sel) = selected {
+            let mut wanted = Vec::new();
+            for p in sel {
+                wanted.push(self.resolve_subdir(root, p)?.to_string_lossy().into_owned());
+            }
+            for o in out.iter_mut() {
+                o.selected = wanted.contains(&o.path);
+            }
+        }
+        Ok(out)
+    }
+
+    fn resolve_subdir(&self, root: &Path, p: &str) -> Result<PathBuf> {
+        let candidate = if Path::new(p).is_absolute() { PathBuf::from(p) } else { root.join(p) };
+        let dir = self.library.resolve_dir(&candidate).map_err(|e| match e {
+            LibraryError::NotFound { .. } => SessionError::BadRequest(format!("subdirectory {p:?} does not exist under {}", root.display())),
+            e => e.into(),
+        })?;
+        if !dir.starts_with(root) {
+            return Err(SessionError::Forbidden(format!("subdirectory {p:?} resolves outside the session root {}", root.display())));
+        }
+        Ok(dir)
+    }
+
+    pub async fn update(&self, id: i64, patch: SessionPatch) -> Result<Session> {
+        self.get(id).await?;
+        if let Some(n) = &patch.name {
+            if n.trim().is_empty() {
+                return Err(SessionError::BadRequest("name must not be empty".into()));
+            }
+        }
+        if let Some(c) = &patch.config {
+            if !c.is_object() {
+                return Err(SessionError::BadRequest("config must be a JSON object".into()));
+            }
+        }
+        self.catalog.update_session(id, &patch).await?;
+        self.get(id).await
+    }
+
+    pub async fn delete(&self, id: i64) -> Result<ActionResult> {
+        let s = self.get(id).await?;
+        check(&s, Action::Delete)?;
+        self.catalog.delete_session(id).await?;
+        Ok(ActionResult { session_id: id, status: s.status, message: format!("session {id} ({}) deleted with its jobs", s.name) })
+    }
+
+    pub async fn subdirectories(&self, id: i64) -> Result<Vec<Subdirectory>> {
+        self.get(id).await?;
+        Ok(self.catalog.subdirectories(id).await?)
+    }
+
+    pub async fn select(&self, id: i64, changes: &[(i64, bool)]) -> Result<Vec<Subdirectory>> {
+        self.get(id).await?;
+        if changes.is_empty() {
+            return Err(SessionError::BadRequest("the body lists no subdirectories; send [{\"id\": N, \"selected\": true}]".into()));
+        }
+        self.catalog.set_selection(id, changes).await?;
+        Ok(self.catalog.subdirectories(id).await?)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Admission
+    // -----------------------------------------------------------------------------------------
+
+    /// Walk the selected subdirectories and decide whether a start would index anything.
+    pub async fn admission(&self, s: &Session) -> Result<Admission> {
+        let subdirs = self.catalog.subdirectories(s.id).await?;
+        let root = PathBuf::from(&s.root_path);
+        let selected: Vec<(i64, PathBuf)> = subdirs.iter().filter(|d| d.selected).map(|d| (d.id, PathBuf::from(&d.path))).collect();
+        let r2 = root.clone();
+        let walked = self
+            .blocking(move |lib| {
+                selected.into_iter().map(|(id, p)| (id, lib.subdirectory_images(&r2, &p))).collect::<Vec<_>>()
+            })
+            .await?;
+        let exts = self.library.extensions().to_vec();
+        let ext_list = exts.join(", ");
+        let total = subdirs.len() as u64;
+        let n_selected = walked.len() as u64;
+        let with_images = walked.iter().filter(|(_, w)| !w.images.is_empty()).count() as u64;
+        // The same image can sit under two selected rows (a folder and its parent): count once.
+        let mut uniq = std::collections::HashSet::new();
+        for (_, w) in &walked {
+            for f in &w.images {
+                uniq.insert(f.path.clone());
+            }
+        }
+        let images = uniq.len() as u64;
+        let unsupported: u64 = walked.iter().map(|(_, w)| w.unsupported).sum();
+        let id = s.id;
+        let root_s = root.display();
+        let (detail, suggestion) = if total == 0 {
+            (
+                format!("Session {id} has no subdirectories: no folder under {root_s} held images when it was created."),
+                format!("Put images ({ext_list}) in folders under {root_s}, then start again: a start of a session without subdirectories discovers them anew."),
+            )
+        } else if n_selected == 0 {
+            (
+                format!("Session {id} has {total} subdirectories but none is selected."),
+                format!("Select at least one: `pixdex ctl subdirs select {id} SUBDIR_ID`, or PATCH /api/v1/training/sessions/{id}/subdirectories with [{{\"id\": SUBDIR_ID, \"selected\": true}}]."),
+            )
+        } else if images == 0 && unsupported > 0 {
+            (
+                format!("The {n_selected} selected subdirectories of session {id} hold {unsupported} files, but none with a supported extension ({ext_list})."),
+                format!("Convert the files to a supported format, or add their extension to `library.extensions` in the config and restart the daemon."),
+            )
+        } else if images == 0 {
+            (
+                format!("The {n_selected} selected subdirectories of session {id} are empty: they hold no images."),
+                format!("Copy images ({ext_list}) into them, or select subdirectories that hold images (see `pixdex ctl subdirs list {id}`)."),
+            )
+        } else {
+            (
+                format!("Session {id} can start: {images} images in {with_images} of {n_selected} selected subdirectories."),
+                String::new(),
+            )
+        };
+        let counts = walked.iter().map(|(id, w)| (*id, w.images.len() as i64)).collect();
+        Ok(Admission {
+            detail,
+            can_start: images > 0,
+            diagnostics: Diagnostics {
+                total_subdirectories: total,
+                selected_subdirectories: n_selected,
+                selected_with_images: with_images,
+                images_found: images,
+                unsupported_files_found: unsupported,
+                supported_extensions: exts,
+                suggestion,
+            },
+            found: walked.into_iter().map(|(id, w)| (id, w.images)).collect(),
+            counts,
+        })
+    }
+
+    pub async fn validate(&self, id: i64) -> Result<Admission> {
+        let s = self.get(id).await?;
+        self.admission(&s).await
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Transitions
+    // -----------------------------------------------------------------------------------------
+
+    pub async fn start(&self, id: i64) -> Result<ActionResult> {
+        let _guard = self.start_lock.lock().await;
+        let s = self.get(id).await?;
+        check(&s, Action::Start)?;
+        match s.status {
+            SessionStatus::Pending => self.start_pending(s).await,
+            SessionStatus::Paused | SessionStatus::Failed => {
+                self.cas(&s, SessionStatus::Running, Stamps { paused: Stamp::Clear, ..Default::default() }).await?;
+                let summary = self.catalog.jobs_summary(id).await?;
+                if self.catalog.finish_session_if_done(id).await? {
+                    return self.result(id, "resumed with no unfinished jobs left: session completed".into()).await;
+                }
+                self.result(id, format!("session {id} resumed: {} unfinished jobs", summary.pending + summary.running)).await
+            }
+            _ => Err(conflict(&s, Action::Start)),
+        }
+    }
+
+    async fn start_pending(&self, s: Session) -> Result<ActionResult> {
+        let id = s.id;
+        self.cas(&s, SessionStatus::Discovering, Stamps::default()).await?;
+        match self.discover(&s).await {
+            Ok(Ok(created)) => {
+                let ok = self
+                    .catalog
+                    .transition(id, SessionStatus::Discovering, SessionStatus::Running, Stamps { started: true, paused: Stamp::Clear, completed: Stamp::Clear })
+                    .await?;
+                if !ok {
+                    // cancelled while discovering
+                    return self.result(id, format!("session {id} changed while discovering")).await;
+                }
+                self.catalog.set_pending_reason(id, None).await?;
+                self.catalog.set_last_error(id, None).await?;
+                self.result(id, format!("session {id} started: {created} jobs queued")).await
+            }
+            Ok(Err(adm)) => {
+                self.catalog.transition(id, SessionStatus::Discovering, SessionStatus::Pending, Stamps::default()).await?;
+                self.catalog.set_pending_reason(id, Some(&adm.detail)).await?;
+                Err(SessionError::NotAdmissible(Box::new(adm)))
+            }
+            Err(e) => {
+                let _ = self.catalog.transition(id, SessionStatus::Discovering, SessionStatus::Pending, Stamps::default()).await;
+                let _ = self.catalog.set_last_error(id, Some(&e.to_string())).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Discovery for a start: rediscover subdirectories when the session has none, run
+    /// admission, then catalogue the images and create their jobs.
+    async fn discover(&self, s: &Session) -> Result<std::result::Result<u64, Admission>> {
+        if self.catalog.subdirectories(s.id).await?.is_empty() {
+            let root = PathBuf::from(&s.root_path);
+            if root.is_dir() {
+                let rows = self.plan_subdirs(&root, None, None).await?;
+                self.catalog.upsert_subdirectories(s.id, &rows, true).await?;
+            }
+        }
+        let adm = self.admission(s).await?;
+        self.catalog.set_image_counts(&adm.counts).await?;
+        if !adm.can_start {
+            return Ok(Err(adm));
+        }
+        Ok(Ok(self.catalog.add_discovered(s.id, &adm.found).await?))
+    }
+
+    pub async fn pause(&self, id: i64) -> Result<ActionResult> {
+        let s = self.get(id).await?;
+        check(&s, Action::Pause)?;
+        self.cas(&s, SessionStatus::Paused, Stamps { paused: Stamp::Now, ..Default::default() }).await?;
+        self.result(id, format!("session {id} paused: no new jobs are claimed; jobs in flight finish")).await
+    }
+
+    pub async fn cancel(&self, id: i64) -> Result<ActionResult> {
+        let s = self.get(id).await?;
+        check(&s, Action::Cancel)?;
+        self.cas(&s, SessionStatus::Cancelled, Stamps { completed: Stamp::Now, ..Default::default() }).await?;
+        let n = self.catalog.cancel_unfinished_jobs(id).await?;
+        self.result(id, format!("session {id} cancelled: {n} unfinished jobs cancelled")).await
+    }
+
+    pub async fn restart(&self, id: i64, failed_only: bool) -> Result<ActionResult> {
+        let _guard = self.start_lock.lock().await;
+        let s = self.get(id).await?;
+        check(&s, Action::Restart)?;
+        if failed_only {
+            let summary = self.catalog.jobs_summary(id).await?;
+            if summary.failed == 0 {
+                return Err(SessionError::Conflict {
+                    detail: format!("session {id} has no failed jobs to restart; restart without failed_only to redo every job"),
+                    current: Some(s.status),
+                    allowed: s.status.allowed_actions().to_vec(),
+                });
+            }
+            let n = self.catalog.reset_jobs(id, true).await?;
+            self.cas(&s, SessionStatus::Running, Stamps { started: true, paused: Stamp::Clear, completed: Stamp::Clear }).await?;
+            return self.result(id, format!("session {id} restarted: {n} failed jobs queued again")).await;
+        }
+        // Everything again, including images added since the last start.
+        match self.discover(&s).await? {
+            Ok(_) => {}
+            Err(adm) if self.catalog.jobs_summary(id).await?.total() == 0 => return Err(SessionError::NotAdmissible(Box::new(adm))),
+            Err(_) => {}
+        }
+        let n = self.catalog.reset_jobs(id, false).await?;
+        self.cas(&s, SessionStatus::Running, Stamps { started: true, paused: Stamp::Clear, completed: Stamp::Clear }).await?;
+        self.result(id, format!("session {id} restarted: {n} jobs queued")).await
+    }
+
+    async fn cas(&self, s: &Session, to: SessionStatus, stamps: Stamps) -> Result<()> {
+        if self.catalog.transition(s.id, s.status, to, stamps).await? {
+            return Ok(());
+        }
+        let now = self.get(s.id).await?;
+        Err(SessionError::Conflict {
+            detail: format!("session {} changed to {} meanwhile; try again", s.id, now.status),
+            current: Some(now.status),
+            allowed: now.status.allowed_actions().to_vec(),
+        })
+    }
+
+    async fn result(&self, id: i64, message: String) -> Result<ActionResult> {
+        let s = self.get(id).await?;
+        Ok(ActionResult { session_id: id, status: s.status, message })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Reading
+    // -----------------------------------------------------------------------------------------
+
+    pub async fn progress(&self, id: i64) -> Result<Progress> {
+        let s = self.get(id).await?;
+        let summary = self.catalog.jobs_summary(id).await?;
+        let current = summary.completed + summary.failed + summary.skipped;
+        let total = summary.total() - summary.cancelled;
+        let percentage = if total > 0 { ((current as f64 / total as f64) * 1000.0).round() / 10.0 } else { 0.0 };
+        let elapsed_min = s.started_at.map(|t| (now_ms() - t).max(1) as f64 / 60_000.0).unwrap_or(0.0);
+        let images_per_minute = if elapsed_min > 0.0 { ((current as f64 / elapsed_min) * 10.0).round() / 10.0 } else { 0.0 };
+        let remaining = total - current;
+        let eta_seconds = if s.status == SessionStatus::Running && images_per_minute > 0.0 && remaining > 0 {
+            Some((remaining as f64 / images_per_minute * 60.0).ceil() as i64)
+        } else if remaining == 0 {
+            Some(0)
+        } else {
+            None
+        };
+        Ok(Progress {
+            session_id: id,
+            status: s.status,
+            progress: ProgressNumbers { current, total, percentage, eta_seconds, images_per_minute },
+            jobs_summary: summary,
+        })
+    }
+
+    pub async fn jobs(&self, id: i64, status: Option<JobStatus>, limit: i64, offset: i64) -> Result<(Vec<crate::catalog::Job>, i64)> {
+        self.get(id).await?;
+        Ok(self.catalog.jobs(id, status, limit, offset).await?)
+    }
+
+    /// List a directory's subdirectories with image counts; writes nothing.
+    pub async fn scan_directory(&self, root_path: &str, recursive: bool, extensions: Option<Vec<String>>) -> Result<DirectoryScan> {
+        if root_path.trim().is_empty() {
+            return Err(SessionError::BadRequest("rootPath must not be empty".into()));
+        }
+        let root = self.library.resolve_dir(Path::new(root_path))?;
+        let exts: Vec<String> = match extensions {
+            Some(e) if !e.is_empty() => e.iter().map(|x| x.trim().trim_start_matches('.').to_ascii_lowercase()).collect(),
+            _ => self.library.extensions().to_vec(),
+        };
+        let (r2, e2) = (root.clone(), exts.clone());
+        let subs = self.blocking(move |lib| lib.list_subdirectories(&r2, recursive, Some(&e2))).await?;
+        let total_images = subs.iter().map(|s| s.image_count).sum();
+        Ok(DirectoryScan {
+            root_path: root.to_string_lossy().into_owned(),
+            recursive,
+            extensions: exts,
+            subdirectories: subs
+                .into_iter()
+                .map(|s| ScannedSubdir {
+                    path: s.path.to_string_lossy().into_owned(),
+                    name: s.name,
+                    image_count: s.image_count,
+                    unsupported_files: s.unsupported,
+                    is_root: s.is_root,
+                })
+                .collect(),
+            total_images,
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Config-declared sessions
+    // -----------------------------------------------------------------------------------------
+
+    /// Bring the catalog in line with the `[[sessions]]` of the config, matched by name:
+    /// create what is missing, update selection and settings of what exists, never duplicate.
+    /// autoStart sessions still pending are started when admissible.
+    pub async fn reconcile(&self, specs: &[SessionSpec]) -> Vec<Reconciled> {
+        let mut out = Vec::new();
+        for spec in specs {
+            let r = self.reconcile_one(spec).await;
+            let (session_id, outcome) = match r {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(session = %spec.name, error = %e, "config session not reconciled");
+                    (None, format!("error: {e}"))
+                }
+            };
+            out.push(Reconciled { name: spec.name.clone(), session_id, outcome });
+        }
+        out
+    }
+
+    async fn reconcile_one(&self, spec: &SessionSpec) -> Result<(Option<i64>, String)> {
+        let root = self.library.resolve_dir(&spec.root)?;
+        let listed: Option<Vec<String>> = match &spec.subdirectories {
+            Some(l) => Some(l.clone()),
+            None => {
+                // "all": every child directory (empty ones too, so images added later count),
+                // plus the root itself when it holds images directly.
+                let r2 = root.clone();
+                let scan = self.blocking(move |lib| lib.list_subdirectories(&r2, true, None)).await?;
+                Some(scan.into_iter().map(|s| s.path.to_string_lossy().into_owned()).collect())
+            }
+        };
+        let rows = self.plan_subdirs(&root, listed.as_deref(), spec.selected.as_deref()).await?;
+        let (id, outcome) = match self.catalog.session_by_name(&spec.name).await? {
+            None => {
+                let new = NewSession {
+                    name: spec.name.clone(),
+                    root_path: root.to_string_lossy().into_owned(),
+                    category_id: spec.category_id,
+                    config: serde_json::json!({}),
+                    source: "config".into(),
+                    auto_start: spec.auto_start,
+                    live: spec.live,
+                };
+                let s = self.catalog.create_session(&new, &rows).await?;
+                tracing::info!(session = s.id, name = %s.name, "config session created");
+                (s.id, "created".to_string())
+            }
+            Some(s) => {
+                if s.root_path != root.to_string_lossy() {
+                    tracing::warn!(session = s.id, configured = %root.display(), stored = %s.root_path,
+                        "config session root differs from the catalog's; the root of an existing session is not changed (rename the session to start afresh)");
+                }
+                self.catalog.upsert_subdirectories(s.id, &rows, true).await?;
+                self.catalog
+                    .update_session(
+                        s.id,
+                        &SessionPatch {
+                            category_id: Some(spec.category_id),
+                            live: Some(spec.live),
+                            auto_start: Some(spec.auto_start),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                (s.id, "updated".to_string())
+            }
+        };
+        if spec.auto_start {
+            let s = self.get(id).await?;
+            if s.status == SessionStatus::Pending {
+                return Ok((Some(id), format!("{outcome}; {}", self.try_autostart(id).await)));
+            }
+        }
+        Ok((Some(id), outcome))
+    }
+
+    /// Start a waiting autoStart session if it is admissible now; the reason it is not is kept
+    /// on the session (`pendingReason`).
+    pub async fn try_autostart(&self, id: i64) -> String {
+        // Look before starting, so a waiting session does not flap through `discovering`.
+        let adm = match self.validate(id).await {
+            Ok(a) => a,
+            Err(e) => return format!("not started: {e}"),
+        };
+        // (A session with no subdirectory rows goes through start, which rediscovers them.)
+        if !adm.can_start && adm.diagnostics.total_subdirectories > 0 {
+            if let Ok(s) = self.get(id).await {
+                if s.pending_reason.as_deref() != Some(adm.detail.as_str()) {
+                    let _ = self.catalog.set_pending_reason(id, Some(&adm.detail)).await;
+                }
+            }
+            return format!("waiting for images: {}", adm.detail);
+        }
+        match self.start(id).await {
+            Ok(r) => {
+                tracing::info!(session = id, "autoStart session started");
+                r.message
+            }
+            Err(SessionError::NotAdmissible(a)) => format!("waiting for images: {}", a.detail),
+            Err(e) => format!("not started: {e}"),
+        }
+    }
+
+    /// Retry every autoStart session that waits for images.
+    pub async fn retry_waiting(&self) -> Result<()> {
+        for s in self.catalog.sessions_waiting().await? {
+            self.try_autostart(s.id).await;
+        }
+        Ok(())
+    }
+}
+
+fn rel_name(root: &Path, dir: &Path) -> String {
+    dir.strip_prefix(root).map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| dir.to_string_lossy().into_owned())
+}
+
+fn not_found(id: i64) -> SessionError {
+    SessionError::NotFound(format!("session {id} does not exist (GET /api/v1/training/sessions lists sessions)"))
+}
+
+fn check(s: &Session, a: Action) -> Result<()> {
+    if s.status.allows(a) { Ok(()) } else { Err(conflict(s, a)) }
+}
+
+fn conflict(s: &Session, a: Action) -> SessionError {
+    let allowed = s.status.allowed_actions();
+    let list = allowed.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ");
+    SessionError::Conflict {
+        detail: format!("cannot {} session {}: it is {}; allowed actions: {list}", a.as_str(), s.id, s.status),
+        current: Some(s.status),
+        allowed: allowed.to_vec(),
+    }
+}

@@ -1,0 +1,159 @@
+//! The catalog suite: the same assertions against SQLite and PostgreSQL.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pixdex::catalog::{Catalog, CatalogError, NewSession, NewSubdir, SessionPatch, Stamp, Stamps};
+use pixdex::library::FileEntry;
+use pixdex::model::SessionStatus;
+
+use crate::both_backends;
+use crate::harness::{Db, fresh_catalog_url};
+
+async fn open(db: Db) -> (Catalog, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_catalog_url(db, dir.path()).await;
+    let c = Catalog::connect(&url, 4).await.unwrap();
+    // Migrations are idempotent: a second open of the same catalog is fine.
+    Catalog::connect(&url, 2).await.unwrap().close().await;
+    (c, dir)
+}
+
+fn new_session(name: &str) -> NewSession {
+    NewSession {
+        name: name.into(),
+        root_path: "/lib".into(),
+        category_id: None,
+        config: serde_json::json!({"a": 1}),
+        source: "api".into(),
+        auto_start: false,
+        live: true,
+    }
+}
+
+fn sub(path: &str, selected: bool) -> NewSubdir {
+    NewSubdir { path: path.into(), name: path.rsplit('/').next().unwrap().into(), selected, is_root: false, image_count: 0 }
+}
+
+fn file(path: &str, size: u64, modified_ms: i64) -> FileEntry {
+    FileEntry { path: PathBuf::from(path), size, modified_ms }
+}
+
+both_backends!(sessions_and_subdirectories, sessions_body);
+async fn sessions_body(db: Db) {
+    let (c, _d) = open(db).await;
+    let s = c.create_session(&new_session("one"), &[sub("/lib/a", true), sub("/lib/b", false)]).await.unwrap();
+    assert_eq!(s.status, SessionStatus::Pending);
+    assert_eq!(s.config["a"], 1);
+    assert!(matches!(c.create_session(&new_session("one"), &[]).await, Err(CatalogError::Conflict(_))));
+    let subs = c.subdirectories(s.id).await.unwrap();
+    assert_eq!(subs.len(), 2);
+    assert!(subs[0].selected && !subs[1].selected);
+
+    // Upsert keeps ids, updates counts; selection changes only when asked.
+    c.upsert_subdirectories(s.id, &[NewSubdir { image_count: 5, ..sub("/lib/a", false) }, sub("/lib/c", true)], false).await.unwrap();
+    let subs2 = c.subdirectories(s.id).await.unwrap();
+    assert_eq!(subs2.len(), 3);
+    assert_eq!(subs2[0].id, subs[0].id);
+    assert_eq!((subs2[0].image_count, subs2[0].selected), (5, true));
+    c.upsert_subdirectories(s.id, &[sub("/lib/a", false)], true).await.unwrap();
+    assert!(!c.subdirectories(s.id).await.unwrap()[0].selected);
+
+    // Selection is all-or-nothing.
+    let other = c.create_session(&new_session("two"), &[sub("/lib/z", true)]).await.unwrap();
+    let foreign = c.subdirectories(other.id).await.unwrap()[0].id;
+    let r = c.set_selection(s.id, &[(subs[1].id, true), (foreign, false)]).await;
+    assert!(matches!(r, Err(CatalogError::NotFound(_))));
+    assert!(!c.subdirectories(s.id).await.unwrap()[1].selected, "rolled back");
+    assert!(c.subdirectories(other.id).await.unwrap()[0].selected);
+
+    // Compare-and-set transitions with timestamps.
+    assert!(c.transition(s.id, SessionStatus::Pending, SessionStatus::Running, Stamps { started: true, ..Default::default() }).await.unwrap());
+    assert!(!c.transition(s.id, SessionStatus::Pending, SessionStatus::Running, Stamps::default()).await.unwrap(), "stale from-status");
+    assert!(c.transition(s.id, SessionStatus::Running, SessionStatus::Paused, Stamps { paused: Stamp::Now, ..Default::default() }).await.unwrap());
+    let got = c.session(s.id).await.unwrap().unwrap();
+    assert!(got.started_at.is_some() && got.paused_at.is_some());
+    assert!(c.transition(s.id, SessionStatus::Paused, SessionStatus::Running, Stamps { paused: Stamp::Clear, ..Default::default() }).await.unwrap());
+    assert!(c.session(s.id).await.unwrap().unwrap().paused_at.is_none());
+
+    // Listing, filtering, patching, deleting.
+    let (items, total) = c.list_sessions(None, 1, 0).await.unwrap();
+    assert_eq!((items.len(), total), (1, 2));
+    let (items, total) = c.list_sessions(Some(SessionStatus::Running), 10, 0).await.unwrap();
+    assert_eq!((items[0].id, total), (s.id, 1));
+    c.update_session(s.id, &SessionPatch { category_id: Some(Some(4)), name: Some("uno".into()), ..Default::default() }).await.unwrap();
+    let got = c.session(s.id).await.unwrap().unwrap();
+    assert_eq!((got.name.as_str(), got.category_id), ("uno", Some(4)));
+    assert!(matches!(c.update_session(s.id, &SessionPatch { name: Some("two".into()), ..Default::default() }).await, Err(CatalogError::Conflict(_))));
+    assert!(c.delete_session(other.id).await.unwrap());
+    assert!(c.session(other.id).await.unwrap().is_none());
+    assert!(c.session_by_name("uno").await.unwrap().is_some());
+    c.close().await;
+}
+
+both_backends!(assets_and_jobs, jobs_body);
+async fn jobs_body(db: Db) {
+    let (c, _d) = open(db).await;
+    let s = c.create_session(&new_session("s"), &[sub("/lib/a", true)]).await.unwrap();
+    let sd = c.subdirectories(s.id).await.unwrap()[0].id;
+    let files: Vec<FileEntry> = (0..5).map(|i| file(&format!("/lib/a/{i}.jpg"), 100 + i, 1000)).collect();
+
+    // Discovery is idempotent: same assets, no second job.
+    assert_eq!(c.add_discovered(s.id, &[(sd, files.clone())]).await.unwrap(), 5);
+    assert_eq!(c.add_discovered(s.id, &[(sd, files.clone())]).await.unwrap(), 0);
+    assert_eq!(c.count_assets().await.unwrap(), 5);
+    assert_eq!(c.session(s.id).await.unwrap().unwrap().total_images, 5);
+    let a0 = c.asset_by_path("/lib/a/0.jpg").await.unwrap().unwrap();
+    assert_eq!(c.upsert_assets(&[file("/lib/a/0.jpg", 100, 1000)]).await.unwrap(), vec![a0.id], "same path, same id");
+
+    // Claims only for running sessions; never the same job twice, even concurrently.
+    assert!(c.claim_jobs("w1", 10, Duration::from_secs(30)).await.unwrap().is_empty(), "pending session: nothing to claim");
+    assert!(c.transition(s.id, SessionStatus::Pending, SessionStatus::Running, Stamps::default()).await.unwrap());
+    let (x, y) = tokio::join!(c.claim_jobs("w1", 3, Duration::from_secs(30)), c.claim_jobs("w2", 3, Duration::from_secs(30)));
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(x.len() + y.len(), 5);
+    let mut ids: Vec<i64> = x.iter().chain(y.iter()).map(|j| j.job_id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 5, "disjoint claims");
+
+    // Completion only by the lease owner; the session completes when nothing is left.
+    assert_eq!(c.complete_jobs("intruder", &[x[0].job_id]).await.unwrap(), 0);
+    assert_eq!(c.complete_jobs("w1", &x.iter().map(|j| j.job_id).collect::<Vec<_>>()).await.unwrap(), x.len() as u64);
+    assert!(c.asset_by_path(&x[0].path).await.unwrap().unwrap().indexed_at.is_some());
+    c.fail_job("w2", y[0].job_id, "unreadable").await.unwrap();
+    assert_eq!(c.session(s.id).await.unwrap().unwrap().status, SessionStatus::Running);
+    c.complete_jobs("w2", &y[1..].iter().map(|j| j.job_id).collect::<Vec<_>>()).await.unwrap();
+    let done = c.session(s.id).await.unwrap().unwrap();
+    assert_eq!(done.status, SessionStatus::Completed);
+    assert_eq!((done.processed_images, done.failed_images), (4, 1));
+    assert_eq!(c.subdirectories(s.id).await.unwrap()[0].trained_count, 4);
+
+    // A changed file loses its indexed_at (its vector is stale).
+    let p = x[0].path.clone();
+    c.upsert_assets(&[file(&p, 999, 2000)]).await.unwrap();
+    assert!(c.asset_by_path(&p).await.unwrap().unwrap().indexed_at.is_none());
+
+    // Reset failed only, then everything; cancel.
+    assert_eq!(c.reset_jobs(s.id, true).await.unwrap(), 1);
+    assert_eq!(c.jobs_summary(s.id).await.unwrap().pending, 1);
+    assert_eq!(c.reset_jobs(s.id, false).await.unwrap(), 5);
+    assert_eq!(c.cancel_unfinished_jobs(s.id).await.unwrap(), 5);
+    let sum = c.jobs_summary(s.id).await.unwrap();
+    assert_eq!((sum.cancelled, sum.total()), (5, 5));
+
+    // Recovery: expired leases go back to pending; live leases stay.
+    c.reset_jobs(s.id, false).await.unwrap();
+    assert!(c.transition(s.id, SessionStatus::Completed, SessionStatus::Running, Stamps::default()).await.unwrap());
+    c.claim_jobs("dead", 2, Duration::from_millis(1)).await.unwrap();
+    c.claim_jobs("alive", 2, Duration::from_secs(600)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let r = c.recover().await.unwrap();
+    assert_eq!(r.jobs_requeued, 2);
+    let sum = c.jobs_summary(s.id).await.unwrap();
+    assert_eq!((sum.pending, sum.running), (3, 2));
+    let (jobs, total) = c.jobs(s.id, Some(pixdex::model::JobStatus::Running), 10, 0).await.unwrap();
+    assert_eq!((jobs.len(), total), (2, 2));
+    assert!(jobs[0].path.is_some());
+    c.close().await;
+}

@@ -1,0 +1,296 @@
+//! Test harness: a real `pixdex daemon` process on a temp directory, driven through its real
+//! control socket, on a real catalog (SQLite file, or a fresh PostgreSQL database).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use pixdex::api::client::{Client, Endpoint, Response};
+use pixdex::catalog::Catalog;
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pixdex");
+
+/// A 1×1 PNG.
+pub const PNG: &[u8] = &[
+    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00,
+    0x00, 0x01, 0x08, 0x02, 0x00, 0x00, 0x00, 0x90, 0x77, 0x53, 0xDE, 0x00, 0x00, 0x00, 0x0C, 0x49, 0x44, 0x41, 0x54, 0x08, 0xD7, 0x63,
+    0xF8, 0xCF, 0xC0, 0x00, 0x00, 0x03, 0x01, 0x01, 0x00, 0x18, 0xDD, 0x8D, 0xB0, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE,
+    0x42, 0x60, 0x82,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// Base URL of a PostgreSQL server for tests (`postgres://user@host:port`, no database), from
+/// `PIXDEX_TEST_POSTGRES_URL`. `.ci/run` starts one and sets it.
+pub fn pg_base() -> Option<String> {
+    match std::env::var("PIXDEX_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => Some(u.trim_end_matches('/').to_string()),
+        _ => {
+            if std::env::var("PIXDEX_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+                panic!("PIXDEX_REQUIRE_POSTGRES=1 but PIXDEX_TEST_POSTGRES_URL is not set");
+            }
+            None
+        }
+    }
+}
+
+/// Runs the body for the backend, or says plainly that the PostgreSQL variant was skipped.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body($crate::harness::Db::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if $crate::harness::pg_base().is_none() {
+                    eprintln!("SKIPPED {}::postgres: set PIXDEX_TEST_POSTGRES_URL (e.g. postgres://user@127.0.0.1:5432) to run it", stringify!($name));
+                    return;
+                }
+                super::$body($crate::harness::Db::Postgres).await;
+            }
+        }
+    };
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A catalog URL for a fresh, empty catalog.
+pub async fn fresh_catalog_url(db: Db, dir: &Path) -> String {
+    match db {
+        Db::Sqlite => format!("sqlite://{}", dir.join("catalog.db").display()),
+        Db::Postgres => {
+            use sqlx::Connection;
+            let base = pg_base().expect("postgres configured");
+            let name = format!(
+                "pixdex_t_{}_{}_{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::SeqCst),
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+            );
+            let mut c = sqlx::PgConnection::connect(&format!("{base}/postgres")).await.expect("connect to test postgres");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut c).await.expect("create test database");
+            c.close().await.ok();
+            format!("{base}/{name}")
+        }
+    }
+}
+
+pub fn write_images(root: &Path, rel: &str, n: usize, ext: &str) {
+    let d = root.join(rel);
+    std::fs::create_dir_all(&d).unwrap();
+    for i in 0..n {
+        std::fs::write(d.join(format!("img{i:03}.{ext}")), PNG).unwrap();
+    }
+}
+
+pub struct TestDaemon {
+    pub dir: TempDir,
+    pub root: PathBuf,
+    pub socket: PathBuf,
+    pub config_path: PathBuf,
+    pub catalog_url: String,
+    pub client: Client,
+    extra: String,
+    /// Extra lines inside `[daemon]`.
+    pub daemon_extra: String,
+    child: Option<Child>,
+}
+
+impl TestDaemon {
+    /// A daemon over an empty library root `<tmp>/lib`; `setup` fills the root before start.
+    pub async fn start(db: Db, extra_toml: &str, setup: impl FnOnce(&Path)) -> TestDaemon {
+        let dir = tempfile::Builder::new().prefix("pxd").tempdir_in("/tmp").unwrap();
+        let root = dir.path().join("lib");
+        std::fs::create_dir_all(&root).unwrap();
+        setup(&root);
+        let catalog_url = fresh_catalog_url(db, dir.path()).await;
+        let socket = dir.path().join("ctl.sock");
+        let config_path = dir.path().join("pixdex.toml");
+        let mut d = TestDaemon {
+            client: Client::new(Endpoint::Unix(socket.clone())),
+            root,
+            socket,
+            config_path,
+            catalog_url,
+            extra: extra_toml.to_string(),
+            daemon_extra: String::new(),
+            dir,
+            child: None,
+        };
+        d.write_config(extra_toml);
+        d.spawn().await;
+        d
+    }
+
+    pub fn write_config(&mut self, extra_toml: &str) {
+        self.extra = extra_toml.to_string();
+        let body = format!(
+            "[daemon]\ndata_dir = \"{}\"\nsocket = \"{}\"\nadmission_retry_secs = 1\nlog = \"info,pixdex=debug\"\n{}\n\n[catalog]\nurl = \"{}\"\n\n[library]\nroots = [\"{}\"]\n\n{}\n",
+            self.dir.path().join("data").display(),
+            self.socket.display(),
+            self.daemon_extra,
+            self.catalog_url,
+            self.root.display(),
+            extra_toml.replace("$ROOT", &self.root.display().to_string())
+        );
+        std::fs::write(&self.config_path, body).unwrap();
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("daemon.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["daemon", "--config"])
+            .arg(&self.config_path)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn pixdex daemon");
+        self.child = Some(child);
+        let t = Instant::now();
+        loop {
+            if let Ok(r) = self.client.get("/api/v1/health").await {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("daemon exited with {status}:\n{}", self.log());
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                panic!("daemon did not answer within 30 s:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait: the daemon drains and exits 0.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe_kill(c.id(), "TERM");
+            let t = Instant::now();
+            loop {
+                if let Ok(Some(st)) = c.try_wait() {
+                    assert!(st.success(), "daemon exited with {st}:\n{}", self.log());
+                    return;
+                }
+                if t.elapsed() > Duration::from_secs(20) {
+                    let _ = c.kill();
+                    panic!("daemon did not stop on SIGTERM:\n{}", self.log());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// kill -9: no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+
+    pub async fn respawn(&mut self) {
+        self.spawn().await;
+    }
+
+    pub fn sighup(&self) {
+        unsafe_kill(self.child.as_ref().unwrap().id(), "HUP");
+    }
+
+    /// The same catalog the daemon uses, opened from the test (as a pipeline worker would).
+    pub async fn catalog(&self) -> Catalog {
+        Catalog::connect(&self.catalog_url, 2).await.expect("open catalog")
+    }
+
+    // --- API shorthands -----------------------------------------------------------------------
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client.get(path).await.expect("request")
+    }
+    pub async fn post(&self, path: &str, body: Option<Value>) -> Response {
+        self.client.post(path, body.as_ref()).await.expect("request")
+    }
+    pub async fn patch(&self, path: &str, body: Value) -> Response {
+        self.client.patch(path, &body).await.expect("request")
+    }
+    pub async fn delete(&self, path: &str) -> Response {
+        self.client.delete(path).await.expect("request")
+    }
+
+    /// Create a session and return its id (asserting 201).
+    pub async fn create(&self, body: Value) -> i64 {
+        let r = self.post("/api/v1/training/sessions", Some(body)).await;
+        assert_eq!(r.status, 201, "create failed: {:?}", r.body);
+        r.body["id"].as_i64().unwrap()
+    }
+
+    pub async fn session(&self, id: i64) -> Value {
+        let r = self.get(&format!("/api/v1/training/sessions/{id}")).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        r.body
+    }
+
+    pub async fn action(&self, id: i64, action: &str) -> Response {
+        self.post(&format!("/api/v1/training/sessions/{id}/{action}"), None).await
+    }
+
+    /// Run `pixdex ctl --socket S ARGS…`; returns (exit code, stdout, stderr).
+    pub fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(BIN).arg("ctl").arg("--socket").arg(&self.socket).args(args).output().expect("run ctl");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- daemon log ---\n{}", self.log());
+        }
+        self.kill();
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: &str) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+/// Poll `check` until it returns true or `secs` pass.
+pub async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(secs) {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}

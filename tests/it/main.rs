@@ -1,0 +1,9 @@
+//! Integration tests: a real daemon, its real control socket, a real catalog (SQLite, and
+//! PostgreSQL when `PIXDEX_TEST_POSTGRES_URL` is set).
+
+mod harness;
+
+mod admission;
+mod catalog_suite;
+mod config_sessions;
+mod sessions_api;

@@ -1,0 +1,385 @@
+//! Every session route, every transition (allowed and refused), errors.
+
+use std::os::unix::fs::PermissionsExt;
+
+use pixdex::model::JobStatus;
+use serde_json::json;
+
+use crate::both_backends;
+use crate::harness::{Db, TestDaemon, write_images};
+
+const S: &str = "/api/v1/training/sessions";
+
+fn library(root: &std::path::Path) {
+    write_images(root, "a", 2, "png");
+    write_images(root, "b/nested", 1, "JPG");
+    std::fs::create_dir_all(root.join("empty")).unwrap();
+    std::fs::create_dir_all(root.join("notes")).unwrap();
+    std::fs::write(root.join("notes/readme.txt"), "x").unwrap();
+}
+
+both_backends!(crud_and_listing, crud_and_listing_body);
+async fn crud_and_listing_body(db: Db) {
+    let d = TestDaemon::start(db, "", library).await;
+    let root = d.root.display().to_string();
+
+    // Created without subdirectories: those holding images are discovered and selected.
+    let id = d.create(json!({"name": "first", "rootPath": root, "categoryId": 7, "config": {"batch": 8}})).await;
+    let s = d.session(id).await;
+    assert_eq!(s["status"], "pending");
+    assert_eq!(s["categoryId"], 7);
+    assert_eq!(s["config"]["batch"], 8);
+    assert_eq!(s["source"], "api");
+    let subs = d.get(&format!("{S}/{id}/subdirectories")).await;
+    let names: Vec<&str> = subs.body.as_array().unwrap().iter().map(|x| x["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a", "b"], "{:?}", subs.body);
+    assert!(subs.body.as_array().unwrap().iter().all(|x| x["selected"] == true));
+    assert_eq!(subs.body[0]["imageCount"], 2);
+    assert_eq!(subs.body[1]["imageCount"], 1, "nested images count recursively");
+
+    // Duplicate names are refused.
+    let r = d.post(S, Some(json!({"name": "first", "rootPath": root}))).await;
+    assert_eq!(r.status, 409, "{:?}", r.body);
+    assert!(r.detail().contains("already exists"));
+
+    d.create(json!({"name": "second", "rootPath": root})).await;
+    d.create(json!({"name": "third", "rootPath": root, "subdirectories": ["a"]})).await;
+
+    // Pagination and filter.
+    let r = d.get(&format!("{S}?page=1&page_size=2")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!((r.body["total"].as_i64(), r.body["pageSize"].as_i64(), r.body["hasMore"].as_bool()), (Some(3), Some(2), Some(true)));
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 2);
+    let r = d.get(&format!("{S}?page=2&page_size=2")).await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(r.body["hasMore"], false);
+    assert_eq!(r.body["items"][0]["name"], "third");
+    assert_eq!(d.action(id, "start").await.status, 200);
+    let r = d.get(&format!("{S}?status=running")).await;
+    assert_eq!(r.body["total"], 1);
+    assert_eq!(r.body["items"][0]["id"], id);
+    let r = d.get(&format!("{S}?status=pending")).await;
+    assert_eq!(r.body["total"], 2);
+
+    // PATCH: name, category (and clearing it), config.
+    let r = d.patch(&format!("{S}/{id}"), json!({"name": "renamed", "categoryId": 9, "config": {"k": 1}})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!((r.body["name"].as_str(), r.body["categoryId"].as_i64()), (Some("renamed"), Some(9)));
+    let r = d.patch(&format!("{S}/{id}"), json!({"categoryId": null})).await;
+    assert!(r.body["categoryId"].is_null());
+    assert_eq!(r.body["name"], "renamed", "absent fields are left alone");
+    let r = d.patch(&format!("{S}/{id}"), json!({"name": "second"})).await;
+    assert_eq!(r.status, 409, "rename onto an existing name: {:?}", r.body);
+    let r = d.patch(&format!("{S}/{id}"), json!({"config": [1, 2]})).await;
+    assert_eq!(r.status, 400);
+
+    // Subdirectory selection.
+    let subs = d.get(&format!("{S}/{id}/subdirectories")).await.body;
+    let a_id = subs[0]["id"].as_i64().unwrap();
+    let r = d.patch(&format!("{S}/{id}/subdirectories"), json!([{"id": a_id, "selected": false}])).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body[0]["selected"], false);
+    assert_eq!(r.body[1]["selected"], true);
+
+    // DELETE: refused while running, allowed once cancelled.
+    let r = d.delete(&format!("{S}/{id}")).await;
+    assert_eq!(r.status, 409);
+    assert_eq!(d.action(id, "cancel").await.status, 200);
+    let r = d.delete(&format!("{S}/{id}")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(d.get(&format!("{S}/{id}")).await.status, 404);
+    assert_eq!(d.get(&format!("{S}/{id}/subdirectories")).await.status, 404);
+}
+
+both_backends!(bad_requests, bad_requests_body);
+async fn bad_requests_body(db: Db) {
+    let d = TestDaemon::start(db, "", library).await;
+    let root = d.root.display().to_string();
+    let id = d.create(json!({"name": "s", "rootPath": root})).await;
+    let other = d.create(json!({"name": "t", "rootPath": root})).await;
+
+    // Unknown ids: 404 on every route.
+    for (m, p) in [
+        ("GET", format!("{S}/999")),
+        ("PATCH", format!("{S}/999")),
+        ("DELETE", format!("{S}/999")),
+        ("GET", format!("{S}/999/subdirectories")),
+        ("POST", format!("{S}/999/start")),
+        ("POST", format!("{S}/999/pause")),
+        ("POST", format!("{S}/999/cancel")),
+        ("POST", format!("{S}/999/restart")),
+        ("POST", format!("{S}/999/validate")),
+        ("GET", format!("{S}/999/progress")),
+        ("GET", format!("{S}/999/jobs")),
+    ] {
+        let body = if m == "PATCH" { Some(b"{}".to_vec()) } else { None };
+        let r = d.client.request(m.parse().unwrap(), &p, body).await.unwrap();
+        assert_eq!(r.status, 404, "{m} {p}: {:?}", r.body);
+        assert!(r.detail().contains("999"), "{m} {p}: {:?}", r.body);
+    }
+
+    // Malformed bodies: 400 with a reason.
+    let r = d.client.request("POST".parse().unwrap(), S, Some(b"{\"name\": ".to_vec())).await.unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.detail().contains("malformed JSON"), "{:?}", r.body);
+    let r = d.post(S, Some(json!({"name": "x"}))).await;
+    assert_eq!(r.status, 400);
+    assert!(r.detail().contains("rootPath"), "names the missing field: {:?}", r.body);
+    let r = d.post(S, Some(json!({"name": "x", "rootPath": root, "colour": 1}))).await;
+    assert_eq!(r.status, 400);
+    assert!(r.detail().contains("colour"), "{:?}", r.body);
+    let r = d.client.request("POST".parse().unwrap(), S, None).await.unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.detail().contains("empty"), "{:?}", r.body);
+    let r = d.post(S, Some(json!({"name": "  ", "rootPath": root}))).await;
+    assert_eq!(r.status, 400);
+    let r = d.patch(&format!("{S}/{id}/subdirectories"), json!({"id": 1})).await;
+    assert_eq!(r.status, 400, "selection body must be a list: {:?}", r.body);
+
+    // Bad path and query parameters.
+    assert_eq!(d.get(&format!("{S}/abc")).await.status, 400);
+    for q in ["page=0", "page_size=0", "page_size=1000", "page=x", "status=bogus", "colour=red"] {
+        let r = d.get(&format!("{S}?{q}")).await;
+        assert_eq!(r.status, 400, "{q}: {:?}", r.body);
+    }
+    let r = d.get(&format!("{S}/{id}/jobs?status=done")).await;
+    assert_eq!(r.status, 400);
+    assert!(r.detail().contains("pending"), "lists the valid statuses: {:?}", r.body);
+
+    // A subdirectory id of another session changes nothing.
+    let theirs = d.get(&format!("{S}/{other}/subdirectories")).await.body[0]["id"].as_i64().unwrap();
+    let mine = d.get(&format!("{S}/{id}/subdirectories")).await.body[0]["id"].as_i64().unwrap();
+    let r = d.patch(&format!("{S}/{id}/subdirectories"), json!([{"id": mine, "selected": false}, {"id": theirs, "selected": false}])).await;
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    let after = d.get(&format!("{S}/{id}/subdirectories")).await.body;
+    assert_eq!(after[0]["selected"], true, "a refused selection is all-or-nothing");
+
+    // Unknown routes and methods.
+    assert_eq!(d.get("/api/v1/nope").await.status, 404);
+    let r = d.client.request("PUT".parse().unwrap(), S, Some(b"{}".to_vec())).await.unwrap();
+    assert_eq!(r.status, 405);
+}
+
+both_backends!(path_escapes, path_escapes_body);
+async fn path_escapes_body(db: Db) {
+    let d = TestDaemon::start(db, "", library).await;
+    let outside = d.dir.path().join("outside");
+    write_images(&outside, "x", 1, "png");
+    std::os::unix::fs::symlink(&outside, d.root.join("link-out")).unwrap();
+    let root = d.root.display().to_string();
+
+    for bad in [outside.display().to_string(), format!("{root}/../outside"), format!("{root}/link-out"), "/etc".into()] {
+        let r = d.post(S, Some(json!({"name": "esc", "rootPath": bad}))).await;
+        assert_eq!(r.status, 403, "{bad}: {:?}", r.body);
+        assert!(r.detail().contains("library.roots"), "says how to fix: {:?}", r.body);
+        let r = d.post("/api/v1/training/directories/scan", Some(json!({"rootPath": bad}))).await;
+        assert_eq!(r.status, 403, "scan {bad}: {:?}", r.body);
+    }
+    let r = d.post(S, Some(json!({"name": "esc", "rootPath": root, "subdirectories": ["../outside"]}))).await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    let r = d.post(S, Some(json!({"name": "esc", "rootPath": root, "subdirectories": ["link-out"]}))).await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    let r = d.post(S, Some(json!({"name": "esc", "rootPath": format!("{root}/missing")}))).await;
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    let r = d.post(S, Some(json!({"name": "esc", "rootPath": root, "subdirectories": ["missing"]}))).await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(d.get(S).await.body["total"], 0, "nothing was created");
+
+    // A symlink that stays inside the roots is fine.
+    std::os::unix::fs::symlink(d.root.join("a"), d.root.join("link-in")).unwrap();
+    let r = d.post(S, Some(json!({"name": "ok", "rootPath": format!("{root}/link-in")}))).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+}
+
+both_backends!(transitions, transitions_body);
+async fn transitions_body(db: Db) {
+    let d = TestDaemon::start(db, "", library).await;
+    let root = d.root.display().to_string();
+    let id = d.create(json!({"name": "t", "rootPath": root})).await;
+    let refused = |r: &pixdex::api::client::Response, current: &str| {
+        assert_eq!(r.status, 409, "{:?}", r.body);
+        assert_eq!(r.body["currentStatus"], current, "{:?}", r.body);
+        assert!(r.detail().contains(current), "{:?}", r.body);
+        assert!(r.body["allowedActions"].is_array());
+    };
+
+    // pending: pause and restart refused
+    refused(&d.action(id, "pause").await, "pending");
+    refused(&d.action(id, "restart").await, "pending");
+
+    // pending → running (through discovering), one job per image
+    let r = d.action(id, "start").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!((r.body["sessionId"].as_i64(), r.body["status"].as_str()), (Some(id), Some("running")));
+    assert!(r.body["message"].as_str().unwrap().contains("3 jobs"), "{:?}", r.body);
+    let s = d.session(id).await;
+    assert_eq!(s["totalImages"], 3);
+    assert!(s["startedAt"].is_string());
+    refused(&d.action(id, "start").await, "running");
+    refused(&d.action(id, "restart").await, "running");
+    refused(&d.delete(&format!("{S}/{id}")).await, "running");
+
+    // running ⇄ paused
+    let r = d.action(id, "pause").await;
+    assert_eq!(r.body["status"], "paused");
+    assert!(d.session(id).await["pausedAt"].is_string());
+    refused(&d.action(id, "pause").await, "paused");
+    let r = d.action(id, "start").await;
+    assert_eq!(r.body["status"], "running", "{:?}", r.body);
+    assert!(d.session(id).await["pausedAt"].is_null());
+
+    // cancel: unfinished jobs cancelled; start refused; restart runs everything again
+    let r = d.action(id, "cancel").await;
+    assert_eq!(r.body["status"], "cancelled");
+    let p = d.get(&format!("{S}/{id}/progress")).await.body;
+    assert_eq!(p["jobsSummary"]["cancelled"], 3);
+    refused(&d.action(id, "start").await, "cancelled");
+    refused(&d.action(id, "cancel").await, "cancelled");
+    let r = d.action(id, "restart").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["status"], "running");
+    let p = d.get(&format!("{S}/{id}/progress")).await.body;
+    assert_eq!(p["jobsSummary"]["pending"], 3, "{p:?}");
+    assert_eq!(p["progress"]["total"], 3);
+
+    // Work the jobs as the pipeline does (claim → complete / fail) through the catalog.
+    let cat = d.catalog().await;
+    let claimed = cat.claim_jobs("test-worker", 10, std::time::Duration::from_secs(60)).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert!(cat.claim_jobs("other", 10, std::time::Duration::from_secs(60)).await.unwrap().is_empty(), "no job is claimed twice");
+    let p = d.get(&format!("{S}/{id}/progress")).await.body;
+    assert_eq!(p["jobsSummary"]["running"], 3);
+    cat.fail_job("test-worker", claimed[0].job_id, "truncated JPEG").await.unwrap();
+    cat.complete_jobs("test-worker", &[claimed[1].job_id, claimed[2].job_id]).await.unwrap();
+    let s = d.session(id).await;
+    assert_eq!(s["status"], "completed", "{s:?}");
+    assert_eq!((s["processedImages"].as_i64(), s["failedImages"].as_i64()), (Some(2), Some(1)));
+    assert!(s["completedAt"].is_string());
+    let p = d.get(&format!("{S}/{id}/progress")).await.body;
+    assert_eq!((p["progress"]["current"].as_i64(), p["progress"]["percentage"].as_f64()), (Some(3), Some(100.0)));
+    let failed = d.get(&format!("{S}/{id}/jobs?status=failed")).await.body;
+    assert_eq!(failed["total"], 1);
+    assert_eq!(failed["items"][0]["errorMessage"], "truncated JPEG");
+    assert!(failed["items"][0]["path"].as_str().unwrap().starts_with(&root));
+    let subs = d.get(&format!("{S}/{id}/subdirectories")).await.body;
+    let trained: i64 = subs.as_array().unwrap().iter().map(|s| s["trainedCount"].as_i64().unwrap()).sum();
+    assert_eq!(trained, 2);
+
+    // completed: only restart and delete
+    refused(&d.action(id, "start").await, "completed");
+    refused(&d.action(id, "pause").await, "completed");
+    refused(&d.action(id, "cancel").await, "completed");
+    let r = d.post(&format!("{S}/{id}/restart?failed_only=true"), None).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let p = d.get(&format!("{S}/{id}/progress")).await.body;
+    assert_eq!((p["jobsSummary"]["pending"].as_i64(), p["jobsSummary"]["completed"].as_i64()), (Some(1), Some(2)), "only the failed job runs again");
+
+    // failed_only with nothing failed is refused
+    let claimed = cat.claim_jobs("w", 10, std::time::Duration::from_secs(60)).await.unwrap();
+    cat.complete_jobs("w", &[claimed[0].job_id]).await.unwrap();
+    assert_eq!(d.session(id).await["status"], "completed");
+    let r = d.post(&format!("{S}/{id}/restart?failed_only=true"), None).await;
+    assert_eq!(r.status, 409, "{:?}", r.body);
+    let r = d.post(&format!("{S}/{id}/restart?failed_only=maybe"), None).await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+
+    // Jobs listing: one per image, paged.
+    let r = d.get(&format!("{S}/{id}/jobs?page_size=2")).await.body;
+    assert_eq!((r["total"].as_i64(), r["hasMore"].as_bool()), (Some(3), Some(true)));
+    assert_eq!(r["items"][0]["status"], JobStatus::Completed.as_str());
+    cat.close().await;
+}
+
+both_backends!(restart_never_leaves_a_session_stuck, restart_recovery_body);
+async fn restart_recovery_body(db: Db) {
+    let mut d = TestDaemon::start(db, "", library).await;
+    let root = d.root.display().to_string();
+    let a = d.create(json!({"name": "a", "rootPath": root})).await;
+    let b = d.create(json!({"name": "b", "rootPath": root})).await;
+    assert_eq!(d.action(a, "start").await.status, 200);
+    let cat = d.catalog().await;
+    // A worker claims with a short lease and dies.
+    let claimed = cat.claim_jobs("dead-worker", 2, std::time::Duration::from_millis(1)).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    // Session b was interrupted mid-discovery.
+    use pixdex::model::SessionStatus;
+    assert!(cat.transition(b, SessionStatus::Pending, SessionStatus::Discovering, Default::default()).await.unwrap());
+    cat.close().await;
+    d.kill();
+    d.respawn().await;
+
+    let p = d.get(&format!("{S}/{a}/progress")).await.body;
+    assert_eq!((p["status"].as_str(), p["jobsSummary"]["pending"].as_i64(), p["jobsSummary"]["running"].as_i64()), (Some("running"), Some(3), Some(0)));
+    assert_eq!(d.session(b).await["status"], "pending", "discovering → pending at restart");
+    assert_eq!(d.action(b, "start").await.status, 200, "and it can start again");
+
+    // Statuses and timestamps persist across a clean restart too.
+    assert_eq!(d.action(a, "pause").await.status, 200);
+    let before = d.session(a).await;
+    d.restart().await;
+    let after = d.session(a).await;
+    assert_eq!(after["status"], "paused");
+    assert_eq!(before["pausedAt"], after["pausedAt"]);
+    assert_eq!(before["startedAt"], after["startedAt"]);
+}
+
+both_backends!(scan_directory, scan_directory_body);
+async fn scan_directory_body(db: Db) {
+    let d = TestDaemon::start(db, "", library).await;
+    let root = d.root.display().to_string();
+    write_images(&d.root, ".", 1, "webp");
+    let r = d.post("/api/v1/training/directories/scan", Some(json!({"rootPath": root, "recursive": true}))).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let names: Vec<(String, i64)> = r.body["subdirectories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_string(), s["imageCount"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(names, [(".".into(), 1), ("a".into(), 2), ("b".into(), 1), ("empty".into(), 0), ("notes".into(), 0)]);
+    assert_eq!(r.body["totalImages"], 4);
+    let r = d.post("/api/v1/training/directories/scan", Some(json!({"rootPath": root, "recursive": false}))).await;
+    let b = r.body["subdirectories"].as_array().unwrap().iter().find(|s| s["name"] == "b").unwrap().clone();
+    assert_eq!(b["imageCount"], 0, "not recursive: b holds its image one level down");
+    let r = d.post("/api/v1/training/directories/scan", Some(json!({"rootPath": root, "extensions": ["txt"]}))).await;
+    let notes = r.body["subdirectories"].as_array().unwrap().iter().find(|s| s["name"] == "notes").unwrap().clone();
+    assert_eq!(notes["imageCount"], 1);
+    assert_eq!(d.get(S).await.body["total"], 0, "a scan writes nothing");
+    let (code, out, _) = d.ctl(&["scan-dir", &root]);
+    assert_eq!(code, 0);
+    assert!(out.contains("4 images under"), "{out}");
+}
+
+both_backends!(socket_and_tcp, socket_and_tcp_body);
+async fn socket_and_tcp_body(db: Db) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut d = TestDaemon::start(db, "", library).await;
+    let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "control socket mode");
+    // A second daemon on the same socket is refused, and leaves the first one serving.
+    let out = std::process::Command::new(crate::harness::BIN).args(["daemon", "--config"]).arg(&d.config_path).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already listening"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(d.get("/api/v1/health").await.status, 200);
+
+    // The TCP listener, when enabled, serves the same routes.
+    d.stop();
+    d.daemon_extra = format!("listen = \"127.0.0.1:{port}\"");
+    d.write_config("");
+    d.respawn().await;
+    let tcp = pixdex::api::client::Client::new(pixdex::api::client::Endpoint::Tcp(format!("127.0.0.1:{port}")));
+    let id = d.create(json!({"name": "over-socket", "rootPath": d.root.display().to_string()})).await;
+    let r = tcp.get(&format!("{S}/{id}")).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["name"], "over-socket");
+    let (code, out, err) = d.ctl(&["sessions", "create", "--name", "by-ctl", "--root", &d.root.display().to_string(), "--subdir", "a", "--session-config", "{\"k\": 1}"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("by-ctl") && out.contains("pending"), "{out}");
+    let (code, out, _) = d.ctl(&["subdirs", "list", &(id + 1).to_string()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("SELECTED") && out.contains(" a "), "{out}");
+    let (code, out, _) = d.ctl(&["--json", "sessions", "show", &id.to_string()]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["id"], id);
+}
