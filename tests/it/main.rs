@@ -6,4 +6,5 @@ mod harness;
 mod admission;
 mod catalog_suite;
 mod config_sessions;
+mod embed_model;
 mod sessions_api;

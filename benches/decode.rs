@@ -1,0 +1,50 @@
+//! Decoding a 12 MP (4000x3000) JPEG: full-size decode vs the DCT-scaled decode the pipeline uses.
+use std::io::Cursor;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use pixdex::decode::{DecodeLimits, decode_bytes, decode_for_embedding};
+
+fn photo_like(w: u32, h: u32) -> Vec<u8> {
+    // Gradients plus mild texture: compresses like a photo rather than like flat color.
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        let t = (x.wrapping_mul(2654435761) ^ y.wrapping_mul(40503)) >> 28;
+        image::Rgb([
+            ((x * 255 / w) as u8).wrapping_add(t as u8),
+            ((y * 255 / h) as u8).wrapping_add(t as u8),
+            (((x + y) * 255 / (w + h)) as u8).wrapping_sub(t as u8),
+        ])
+    });
+    let mut out = Vec::new();
+    img.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 88))
+        .unwrap();
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let bytes = photo_like(4000, 3000);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("12mp.jpg");
+    std::fs::write(&path, &bytes).unwrap();
+    let limits = DecodeLimits::default();
+
+    let mut g = c.benchmark_group("decode_12mp_jpeg");
+    g.sample_size(10);
+    g.bench_function("image_full_size", |b| {
+        b.iter(|| {
+            image::load(Cursor::new(&bytes), image::ImageFormat::Jpeg).unwrap().into_rgb8()
+        })
+    });
+    g.bench_function("jpeg_decoder_full_size", |b| {
+        b.iter(|| jpeg_decoder::Decoder::new(Cursor::new(&bytes)).decode().unwrap())
+    });
+    g.bench_function("decode_for_embedding_dct_scaled", |b| {
+        b.iter(|| decode_for_embedding(&path, &limits).unwrap())
+    });
+    g.bench_function("decode_bytes_dct_scaled", |b| {
+        b.iter(|| decode_bytes(&bytes, "12mp.jpg", &limits).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

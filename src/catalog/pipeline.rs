@@ -1,0 +1,101 @@
+//! What the embedding pipeline needs from the catalog beyond claims and completion.
+
+use std::collections::{BTreeSet, HashMap};
+
+use sqlx::Row;
+
+use super::{Catalog, Result, finish_if_done, refresh_counts};
+use crate::model::now_ms;
+
+impl Catalog {
+    /// Jobs leased by `owner` go back to pending: called when a daemon starts, since whatever
+    /// it held in its previous life died with it.
+    pub async fn requeue_owner(&self, owner: &str) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE training_jobs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = $2 \
+             WHERE status = 'running' AND lease_owner = $1",
+        )
+        .bind(owner)
+        .bind(now_ms())
+        .execute(&self.write)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// For each asset, the sessions whose jobs completed it (its vector's `session_ids`), and
+    /// the category of every session involved.
+    pub async fn asset_sessions(&self, asset_ids: &[i64]) -> Result<(HashMap<i64, BTreeSet<i64>>, HashMap<i64, Option<i64>>)> {
+        let mut sessions: HashMap<i64, BTreeSet<i64>> = HashMap::new();
+        let mut categories = HashMap::new();
+        for &a in asset_ids {
+            let rows = sqlx::query(
+                "SELECT j.session_id, s.category_id FROM training_jobs j JOIN training_sessions s ON s.id = j.session_id \
+                 WHERE j.asset_id = $1 AND j.status IN ('completed', 'running')",
+            )
+            .bind(a)
+            .fetch_all(&self.read)
+            .await?;
+            for r in rows {
+                let sid: i64 = r.try_get(0)?;
+                let cat: Option<i64> = r.try_get(1)?;
+                sessions.entry(a).or_default().insert(sid);
+                categories.insert(sid, cat);
+            }
+        }
+        Ok((sessions, categories))
+    }
+
+    /// Complete embedded jobs and record their assets' dimensions and labels, in one
+    /// transaction (after the vectors were stored).
+    pub async fn complete_embedded(&self, owner: &str, job_ids: &[i64], meta: &[(i64, u32, u32, String)]) -> Result<u64> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        for (asset_id, w, h, labels) in meta {
+            sqlx::query("UPDATE image_assets SET width = $1, height = $2, labels = $3, indexed_at = $4 WHERE id = $5")
+                .bind(*w as i64)
+                .bind(*h as i64)
+                .bind(labels)
+                .bind(now)
+                .bind(asset_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut sessions = BTreeSet::new();
+        let mut done = 0;
+        for &id in job_ids {
+            let row = sqlx::query(
+                "UPDATE training_jobs SET status = 'completed', completed_at = $1, updated_at = $1, lease_owner = NULL, \
+                 lease_expires_at = NULL, error_message = NULL WHERE id = $2 AND status = 'running' AND lease_owner = $3 \
+                 RETURNING session_id",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(owner)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = row {
+                sessions.insert(row.try_get::<i64, _>(0)?);
+                done += 1;
+            }
+        }
+        for sid in sessions {
+            refresh_counts(&mut tx, sid, now).await?;
+            finish_if_done(&mut tx, sid, now).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+}
+
+impl Catalog {
+    /// Current paths of assets that still exist (search results are re-pathed through it).
+    pub async fn asset_paths(&self, ids: &[i64]) -> Result<HashMap<i64, String>> {
+        let mut out = HashMap::new();
+        for &id in ids {
+            if let Some(p) = sqlx::query_scalar::<_, String>("SELECT path FROM image_assets WHERE id = $1").bind(id).fetch_optional(&self.read).await? {
+                out.insert(id, p);
+            }
+        }
+        Ok(out)
+    }
+}

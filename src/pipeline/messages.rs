@@ -1,0 +1,39 @@
+//! The messages that flow between pipeline stages, all in one place.
+
+use crate::catalog::ClaimedJob;
+use crate::decode::RgbImage;
+use crate::embed::Embedding;
+
+/// claim → decode: a leased job whose file is to be read.
+pub struct DecodeTask {
+    pub job: ClaimedJob,
+}
+
+/// decode → resize: the image, already DCT-scaled near the model's input size.
+pub struct Decoded {
+    pub job: ClaimedJob,
+    pub image: RgbImage,
+    pub original: (u32, u32),
+}
+
+/// What the embed stage consumes: on the CPU the resize stage has produced the normalized
+/// input; on a GPU the resize runs on the device, inside the embed stage's batch.
+pub enum Prepared {
+    Cpu { job: ClaimedJob, nchw: Vec<f32>, original: (u32, u32) },
+    Gpu { job: ClaimedJob, image: RgbImage, original: (u32, u32) },
+}
+
+impl Prepared {
+    pub fn job(&self) -> &ClaimedJob {
+        match self {
+            Prepared::Cpu { job, .. } | Prepared::Gpu { job, .. } => job,
+        }
+    }
+}
+
+/// → write: what became of a job.
+pub enum Outcome {
+    Embedded { job: ClaimedJob, embedding: Embedding, original: (u32, u32) },
+    /// The job's own fault (bad file): it fails, the session goes on.
+    Failed { job: ClaimedJob, reason: String },
+}

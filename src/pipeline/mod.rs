@@ -1,0 +1,256 @@
+//! The embedding pipeline: claim → decode → resize → embed → write, one type per stage, each
+//! owning the sender to the next stage and its own counters, joined by bounded crossbeam
+//! channels (so memory stays flat and the slowest stage sets the pace). Every stage runs on its
+//! own OS threads; the async catalog and vector store are reached through a runtime handle.
+//!
+//! Control never queues behind data: pause is the catalog's session status (the claimer only
+//! claims for running sessions); cancel is a shared set of session ids that every stage checks
+//! at its batch boundary, dropping that session's jobs (the catalog has already cancelled them).
+
+mod messages;
+mod stages;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::catalog::Catalog;
+use crate::decode::DecodeLimits;
+use crate::embed::Embedder;
+use crate::vectors::VectorStore;
+
+/// Pipeline settings (validated config).
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub decode_workers: usize,
+    pub resize_workers: usize,
+    pub claim_batch: usize,
+    pub lease: Duration,
+    pub limits: DecodeLimits,
+    /// Who holds the leases: this daemon's persistent id.
+    pub owner: String,
+}
+
+/// Per-stage counters, read by `GET /api/v1/training/pipeline`.
+#[derive(Default)]
+pub struct Counters {
+    pub items: AtomicU64,
+    pub failures: AtomicU64,
+    pub busy_ns: AtomicU64,
+}
+
+impl Counters {
+    pub fn busy(&self, since: Instant, items: u64) {
+        self.busy_ns.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.items.fetch_add(items, Ordering::Relaxed);
+    }
+}
+
+/// State the stages share: counters, the cancel set, the stop flag.
+pub struct Shared {
+    pub claim: Counters,
+    pub decode: Counters,
+    pub resize: Counters,
+    pub embed: Counters,
+    pub write: Counters,
+    pub cancelled: RwLock<HashSet<i64>>,
+    pub stop: AtomicBool,
+    pub started: Instant,
+    pub completed: AtomicU64,
+    /// Points written since the last optimize of the vector store.
+    pub unoptimized: AtomicU64,
+    pub last_write: RwLock<Instant>,
+}
+
+impl Shared {
+    pub fn is_cancelled(&self, session_id: i64) -> bool {
+        self.cancelled.read().unwrap().contains(&session_id)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageStatus {
+    pub name: &'static str,
+    pub items: u64,
+    pub failures: u64,
+    pub busy_ms: u64,
+    /// Busy time over wall time since start, divided by the stage's workers (1.0 = saturated).
+    pub busy_share: f64,
+    pub workers: usize,
+    pub queue_depth: usize,
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineStatus {
+    pub running: bool,
+    pub reason: Option<String>,
+    pub device: Option<String>,
+    pub model: String,
+    pub batch_size: usize,
+    pub vector_store: Option<String>,
+    pub images_per_second: f64,
+    pub completed: u64,
+    pub stages: Vec<StageStatus>,
+}
+
+/// A running pipeline (or the reason it is not running).
+#[derive(Clone)]
+pub struct Pipeline {
+    inner: Option<Arc<Running>>,
+    reason: Option<String>,
+    wake: Option<crossbeam_channel::Sender<()>>,
+}
+
+struct Running {
+    shared: Arc<Shared>,
+    device: String,
+    batch_size: usize,
+    store: VectorStore,
+    queues: stages::Queues,
+    workers: [usize; 5],
+    threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Pipeline {
+    /// A pipeline that does not run, and says why (e.g. the model weights are missing).
+    pub fn disabled(reason: String) -> Pipeline {
+        Pipeline { inner: None, reason: Some(reason), wake: None }
+    }
+
+    pub fn start(cfg: PipelineConfig, embedder: Embedder, store: VectorStore, catalog: Catalog, rt: tokio::runtime::Handle) -> Pipeline {
+        let shared = Arc::new(Shared {
+            claim: Counters::default(),
+            decode: Counters::default(),
+            resize: Counters::default(),
+            embed: Counters::default(),
+            write: Counters::default(),
+            cancelled: RwLock::new(HashSet::new()),
+            stop: AtomicBool::new(false),
+            started: Instant::now(),
+            completed: AtomicU64::new(0),
+            unoptimized: AtomicU64::new(0),
+            last_write: RwLock::new(Instant::now()),
+        });
+        let device = embedder.device_name();
+        let batch_size = embedder.batch_size();
+        // Wake-ups (a session started): one pending is enough, more would say nothing new.
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        let (queues, threads) = stages::spawn(&cfg, embedder, store.clone(), catalog, rt, shared.clone(), wake_rx);
+        let workers = [1, cfg.decode_workers, if device.starts_with("wgpu") { 0 } else { cfg.resize_workers }, 1, 1];
+        tracing::info!(%device, batch_size, decode_workers = cfg.decode_workers, resize_workers = workers[2], "pipeline started");
+        Pipeline {
+            inner: Some(Arc::new(Running { shared, device, batch_size, store, queues, workers, threads: std::sync::Mutex::new(threads) })),
+            reason: None,
+            wake: Some(wake_tx),
+        }
+    }
+
+    /// Claim now rather than at the next poll (a session was started or resumed).
+    pub fn wake(&self) {
+        if let Some(w) = &self.wake {
+            let _ = w.try_send(());
+        }
+    }
+
+    /// A session was cancelled: drop its jobs at every stage's next batch boundary.
+    pub fn cancel_session(&self, id: i64) {
+        if let Some(r) = &self.inner {
+            r.shared.cancelled.write().unwrap().insert(id);
+        }
+    }
+
+    /// A session runs (again): its jobs are welcome.
+    pub fn resume_session(&self, id: i64) {
+        if let Some(r) = &self.inner {
+            r.shared.cancelled.write().unwrap().remove(&id);
+        }
+        self.wake();
+    }
+
+    pub fn status(&self) -> PipelineStatus {
+        let Some(r) = &self.inner else {
+            return PipelineStatus {
+                running: false,
+                reason: self.reason.clone(),
+                device: None,
+                model: crate::embed::MODEL_NAME.into(),
+                batch_size: 0,
+                vector_store: None,
+                images_per_second: 0.0,
+                completed: 0,
+                stages: vec![],
+            };
+        };
+        let s = &r.shared;
+        let wall = s.started.elapsed().as_secs_f64().max(1e-9);
+        let (depths, caps) = r.queues.depths();
+        let stage = |name, c: &Counters, i: usize| {
+            let busy = c.busy_ns.load(Ordering::Relaxed) as f64 / 1e9;
+            StageStatus {
+                name,
+                items: c.items.load(Ordering::Relaxed),
+                failures: c.failures.load(Ordering::Relaxed),
+                busy_ms: (busy * 1000.0) as u64,
+                busy_share: if r.workers[i] > 0 { ((busy / wall / r.workers[i] as f64) * 1000.0).round() / 1000.0 } else { 0.0 },
+                workers: r.workers[i],
+                queue_depth: depths[i],
+                queue_capacity: caps[i],
+            }
+        };
+        let completed = s.completed.load(Ordering::Relaxed);
+        PipelineStatus {
+            running: !s.stop.load(Ordering::Relaxed),
+            reason: None,
+            device: Some(r.device.clone()),
+            model: crate::embed::MODEL_NAME.into(),
+            batch_size: r.batch_size,
+            vector_store: Some(r.store.describe()),
+            images_per_second: ((completed as f64 / wall) * 100.0).round() / 100.0,
+            completed,
+            stages: vec![
+                stage("claim", &s.claim, 0),
+                stage("decode", &s.decode, 1),
+                stage("resize", &s.resize, 2),
+                stage("embed", &s.embed, 3),
+                stage("write", &s.write, 4),
+            ],
+        }
+    }
+
+    /// Stop claiming, let every stage drain what it holds, join the threads. Jobs still leased
+    /// are requeued at the next start.
+    pub fn shutdown(&self) {
+        if let Some(r) = &self.inner {
+            r.shared.stop.store(true, Ordering::SeqCst);
+            self.wake();
+            let threads: Vec<_> = r.threads.lock().unwrap().drain(..).collect();
+            for t in threads {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// This daemon's lease owner id, kept in `<data_dir>/daemon-id` so a restart recognizes (and
+/// requeues at once) the jobs it held when it died.
+pub fn daemon_id(data_dir: &std::path::Path) -> std::io::Result<String> {
+    let p: PathBuf = data_dir.join("daemon-id");
+    if let Ok(s) = std::fs::read_to_string(&p) {
+        let s = s.trim().to_string();
+        if !s.is_empty() {
+            return Ok(s);
+        }
+    }
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_string();
+    let id = format!("{}-{:x}", if host.is_empty() { "pixdex" } else { &host }, crate::model::now_ms() ^ (std::process::id() as i64) << 20);
+    std::fs::write(&p, &id)?;
+    Ok(id)
+}

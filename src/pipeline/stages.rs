@@ -1,0 +1,433 @@
+//! The five stages. Each is a type that owns the sender to the next stage and updates its own
+//! counters; `spawn` wires them with bounded channels and starts their threads.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+
+use super::messages::{DecodeTask, Decoded, Outcome, Prepared};
+use super::{PipelineConfig, Shared};
+use crate::catalog::Catalog;
+use crate::embed::{Embedder, IMAGE_FLOATS};
+use crate::vectors::{LabelPayload, Payload, Point, VectorStore};
+
+/// Receivers kept for queue-depth reporting.
+pub(super) struct Queues {
+    decode: Receiver<DecodeTask>,
+    resize: Receiver<Decoded>,
+    embed: Receiver<Prepared>,
+    write: Receiver<Outcome>,
+    caps: [usize; 5],
+}
+
+impl Queues {
+    /// (depths, capacities) of the queue in front of each stage: claim has none.
+    pub(super) fn depths(&self) -> ([usize; 5], [usize; 5]) {
+        ([0, self.decode.len(), self.resize.len(), self.embed.len(), self.write.len()], self.caps)
+    }
+}
+
+pub(super) fn spawn(
+    cfg: &PipelineConfig,
+    embedder: Embedder,
+    store: VectorStore,
+    catalog: Catalog,
+    rt: tokio::runtime::Handle,
+    shared: Arc<Shared>,
+    wake: Receiver<()>,
+) -> (Queues, Vec<JoinHandle<()>>) {
+    let bs = embedder.batch_size();
+    let gpu = embedder.device_name().starts_with("wgpu");
+    // claim → decode: holds only job ids and paths; two per decoder keeps every decoder fed
+    // while bounding how many leased jobs wait unstarted.
+    let decode_cap = cfg.decode_workers * 2;
+    // decode → resize: decoded images (DCT-scaled, ≤ ~1 MB each); two per resizer.
+    let resize_cap = cfg.resize_workers.max(1) * 2;
+    // resize → embed: two batches — one being filled while the model runs the other.
+    let embed_cap = bs * 2;
+    // → write: a few batches of vectors (5 KB each); a slow vector store then stalls the
+    // pipeline instead of filling memory.
+    let write_cap = bs * 4;
+    let (decode_tx, decode_rx) = bounded::<DecodeTask>(decode_cap);
+    let (resize_tx, resize_rx) = bounded::<Decoded>(resize_cap);
+    let (embed_tx, embed_rx) = bounded::<Prepared>(embed_cap);
+    let (write_tx, write_rx) = bounded::<Outcome>(write_cap);
+    let queues = Queues {
+        decode: decode_rx.clone(),
+        resize: resize_rx.clone(),
+        embed: embed_rx.clone(),
+        write: write_rx.clone(),
+        caps: [0, decode_cap, resize_cap, embed_cap, write_cap],
+    };
+    let mut threads = Vec::new();
+    let named = |name: String, f: Box<dyn FnOnce() + Send>| std::thread::Builder::new().name(name).spawn(f).expect("spawn pipeline thread");
+
+    let claimer = Claimer { out: decode_tx, catalog: catalog.clone(), rt: rt.clone(), shared: shared.clone(), cfg: cfg.clone(), wake };
+    threads.push(named("pixdex-claim".into(), Box::new(move || claimer.run())));
+    for i in 0..cfg.decode_workers {
+        let d = Decoder { input: decode_rx.clone(), out: resize_tx.clone(), fail: write_tx.clone(), shared: shared.clone(), limits: cfg.limits.clone() };
+        threads.push(named(format!("pixdex-decode-{i}"), Box::new(move || d.run())));
+    }
+    drop(resize_tx);
+    let resizers = if gpu { 1 } else { cfg.resize_workers.max(1) };
+    for i in 0..resizers {
+        let r = Resizer { input: resize_rx.clone(), out: embed_tx.clone(), shared: shared.clone(), gpu };
+        threads.push(named(format!("pixdex-resize-{i}"), Box::new(move || r.run())));
+    }
+    drop(embed_tx);
+    let e = EmbedStage { input: embed_rx, out: write_tx.clone(), shared: shared.clone(), embedder };
+    threads.push(named("pixdex-embed".into(), Box::new(move || e.run())));
+    drop(write_tx);
+    let w = Writer { input: write_rx, catalog, store: store.clone(), rt: rt.clone(), shared: shared.clone(), owner: cfg.owner.clone() };
+    threads.push(named("pixdex-write".into(), Box::new(move || w.run())));
+    let o = Optimizer { store, rt, shared };
+    threads.push(named("pixdex-optimize".into(), Box::new(move || o.run())));
+    (queues, threads)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Takes pending jobs of running sessions from the catalog, leased to this daemon.
+struct Claimer {
+    out: Sender<DecodeTask>,
+    catalog: Catalog,
+    rt: tokio::runtime::Handle,
+    shared: Arc<Shared>,
+    cfg: PipelineConfig,
+    wake: Receiver<()>,
+}
+
+impl Claimer {
+    fn run(self) {
+        match self.rt.block_on(self.catalog.requeue_owner(&self.cfg.owner)) {
+            Ok(n) if n > 0 => tracing::info!(jobs = n, "requeued jobs this daemon held when it stopped"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "requeueing this daemon's old leases failed; they return when they expire"),
+        }
+        while !self.shared.stop.load(Ordering::SeqCst) {
+            let t = Instant::now();
+            let jobs = match self.rt.block_on(self.catalog.claim_jobs(&self.cfg.owner, self.cfg.claim_batch as i64, self.cfg.lease)) {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming jobs failed; retrying");
+                    let _ = self.wake.recv_timeout(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            self.shared.claim.busy(t, jobs.len() as u64);
+            if jobs.is_empty() {
+                // Nothing to do: wait for a wake-up (session started) or poll again soon.
+                let _ = self.wake.recv_timeout(Duration::from_millis(500));
+                continue;
+            }
+            for job in jobs {
+                if self.shared.is_cancelled(job.session_id) {
+                    continue;
+                }
+                if self.out.send(DecodeTask { job }).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Reads files: DCT-scaled JPEG, PNG, WebP, EXIF orientation, bomb and size limits. A bad file
+/// fails its own job.
+struct Decoder {
+    input: Receiver<DecodeTask>,
+    out: Sender<Decoded>,
+    fail: Sender<Outcome>,
+    shared: Arc<Shared>,
+    limits: crate::decode::DecodeLimits,
+}
+
+impl Decoder {
+    fn run(self) {
+        while let Ok(DecodeTask { job }) = self.input.recv() {
+            if self.shared.is_cancelled(job.session_id) {
+                continue;
+            }
+            let t = Instant::now();
+            let path = std::path::PathBuf::from(&job.path);
+            let r = std::panic::catch_unwind(|| crate::decode::decode_for_embedding(&path, &self.limits));
+            self.shared.decode.busy(t, 1);
+            let sent = match r {
+                Ok(Ok(d)) => self.out.send(Decoded { job, image: d.image, original: (d.original_width, d.original_height) }).is_ok(),
+                Ok(Err(e)) => {
+                    self.shared.decode.failures.fetch_add(1, Ordering::Relaxed);
+                    self.fail.send(Outcome::Failed { job, reason: e.to_string() }).is_ok()
+                }
+                Err(_) => {
+                    self.shared.decode.failures.fetch_add(1, Ordering::Relaxed);
+                    let reason = format!("{}: the decoder crashed on this file (a pixdex bug; please report it)", job.path);
+                    self.fail.send(Outcome::Failed { job, reason }).is_ok()
+                }
+            };
+            if !sent {
+                return;
+            }
+        }
+    }
+}
+
+/// CPU: SIMD resize + crop + normalize into the model's input. GPU: passes the image on; the
+/// WGSL kernel resizes on the device inside the embed stage's batch.
+struct Resizer {
+    input: Receiver<Decoded>,
+    out: Sender<Prepared>,
+    shared: Arc<Shared>,
+    gpu: bool,
+}
+
+impl Resizer {
+    fn run(self) {
+        while let Ok(Decoded { job, image, original }) = self.input.recv() {
+            if self.shared.is_cancelled(job.session_id) {
+                continue;
+            }
+            let msg = if self.gpu {
+                Prepared::Gpu { job, image, original }
+            } else {
+                let t = Instant::now();
+                let mut nchw = vec![0f32; IMAGE_FLOATS];
+                crate::embed::preprocess::cpu_resize_normalize(&image, &mut nchw);
+                self.shared.resize.busy(t, 1);
+                Prepared::Cpu { job, nchw, original }
+            };
+            if self.out.send(msg).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Runs the model on batches of `batch_size` (the last one padded by the embedder).
+struct EmbedStage {
+    input: Receiver<Prepared>,
+    out: Sender<Outcome>,
+    shared: Arc<Shared>,
+    embedder: Embedder,
+}
+
+impl EmbedStage {
+    fn run(self) {
+        let bs = self.embedder.batch_size();
+        while let Ok(first) = self.input.recv() {
+            let mut batch = vec![first];
+            // Fill the batch, but do not hold a partial one long when the queue is dry.
+            let deadline = Instant::now() + Duration::from_millis(25);
+            while batch.len() < bs {
+                match self.input.recv_deadline(deadline) {
+                    Ok(p) => batch.push(p),
+                    Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            // Batch boundary: drop what a cancel made moot.
+            batch.retain(|p| !self.shared.is_cancelled(p.job().session_id));
+            if batch.is_empty() {
+                continue;
+            }
+            let t = Instant::now();
+            let result = self.embed(&batch);
+            self.shared.embed.busy(t, batch.len() as u64);
+            let outcomes: Vec<Outcome> = match result {
+                Ok(embs) => batch
+                    .into_iter()
+                    .zip(embs)
+                    .map(|(p, embedding)| match p {
+                        Prepared::Cpu { job, original, .. } | Prepared::Gpu { job, original, .. } => Outcome::Embedded { job, embedding, original },
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::error!(error = %e, "embedding a batch failed");
+                    self.shared.embed.failures.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    batch
+                        .into_iter()
+                        .map(|p| {
+                            let job = match p {
+                                Prepared::Cpu { job, .. } | Prepared::Gpu { job, .. } => job,
+                            };
+                            Outcome::Failed { job, reason: format!("the model failed on this batch (runtime error, not the file's): {e}") }
+                        })
+                        .collect()
+                }
+            };
+            for o in outcomes {
+                if self.out.send(o).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn embed(&self, batch: &[Prepared]) -> Result<Vec<crate::embed::Embedding>, crate::embed::EmbedError> {
+        if batch.iter().all(|p| matches!(p, Prepared::Cpu { .. })) {
+            let mut data = Vec::with_capacity(batch.len() * IMAGE_FLOATS);
+            for p in batch {
+                if let Prepared::Cpu { nchw, .. } = p {
+                    data.extend_from_slice(nchw);
+                }
+            }
+            self.embedder.embed_normalized(&data, batch.len())
+        } else {
+            let images: Vec<&crate::decode::RgbImage> = batch
+                .iter()
+                .filter_map(|p| match p {
+                    Prepared::Gpu { image, .. } => Some(image),
+                    Prepared::Cpu { .. } => None,
+                })
+                .collect();
+            self.embedder.embed_images(&images)
+        }
+    }
+}
+
+/// Stores vectors, then marks their jobs completed in one catalog transaction: a job is
+/// completed only after its vector is stored. A store that is down is retried with backoff.
+struct Writer {
+    input: Receiver<Outcome>,
+    catalog: Catalog,
+    store: VectorStore,
+    rt: tokio::runtime::Handle,
+    shared: Arc<Shared>,
+    owner: String,
+}
+
+impl Writer {
+    fn run(self) {
+        while let Ok(first) = self.input.recv() {
+            let mut batch = vec![first];
+            let deadline = Instant::now() + Duration::from_millis(50);
+            while batch.len() < 128 {
+                match self.input.recv_deadline(deadline) {
+                    Ok(o) => batch.push(o),
+                    Err(_) => break,
+                }
+            }
+            let t = Instant::now();
+            let n = batch.len() as u64;
+            self.write(batch);
+            self.shared.write.busy(t, n);
+        }
+    }
+
+    fn write(&self, batch: Vec<Outcome>) {
+        let mut embedded = Vec::new();
+        for o in batch {
+            match o {
+                Outcome::Failed { job, reason } => {
+                    self.shared.write.failures.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = self.rt.block_on(self.catalog.fail_job(&self.owner, job.job_id, &reason)) {
+                        tracing::error!(job = job.job_id, error = %e, "recording a failed job failed; its lease will expire and it will be retried");
+                    }
+                }
+                Outcome::Embedded { job, embedding, original } => {
+                    if !self.shared.is_cancelled(job.session_id) {
+                        embedded.push((job, embedding, original));
+                    }
+                }
+            }
+        }
+        if embedded.is_empty() {
+            return;
+        }
+        let asset_ids: Vec<i64> = embedded.iter().map(|e| e.0.asset_id).collect();
+        let (sessions, categories) = match self.rt.block_on(self.catalog.asset_sessions(&asset_ids)) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "reading sessions of assets failed; the jobs' leases will expire and they will be retried");
+                return;
+            }
+        };
+        let now = crate::model::now_ms();
+        let mut points = Vec::with_capacity(embedded.len());
+        for (job, emb, original) in &embedded {
+            let mut sids: BTreeSet<i64> = sessions.get(&job.asset_id).cloned().unwrap_or_default();
+            sids.insert(job.session_id);
+            points.push(Point {
+                id: job.asset_id as u64,
+                vector: emb.vector.clone(),
+                payload: Payload {
+                    asset_id: job.asset_id,
+                    path: job.path.clone(),
+                    session_ids: sids.into_iter().collect(),
+                    category_id: categories.get(&job.session_id).copied().flatten(),
+                    labels: emb.labels.iter().map(|l| LabelPayload { class_id: l.class_id, label: l.label.clone(), probability: l.probability }).collect(),
+                    indexed_at: now,
+                    model: crate::embed::MODEL_NAME.into(),
+                    width: Some(original.0),
+                    height: Some(original.1),
+                },
+            });
+        }
+        // Retry a store that is down, with backoff; give up only at shutdown (the jobs stay
+        // leased and are requeued at the next start: nothing is lost, nothing completes early).
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            match self.rt.block_on(self.store.upsert(points.clone())) {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() => {
+                    if self.shared.stop.load(Ordering::SeqCst) {
+                        tracing::warn!(error = %e, "vector store down at shutdown; jobs stay leased and are redone after restart");
+                        return;
+                    }
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "vector store unavailable; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the vector store refused the points");
+                    for (job, _, _) in &embedded {
+                        let _ = self.rt.block_on(self.catalog.fail_job(&self.owner, job.job_id, &format!("the vector store refused the vector: {e}")));
+                    }
+                    return;
+                }
+            }
+        }
+        let meta: Vec<(i64, u32, u32, String)> = embedded
+            .iter()
+            .map(|(job, emb, o)| (job.asset_id, o.0, o.1, serde_json::to_string(&emb.labels).unwrap_or_default()))
+            .collect();
+        let ids: Vec<i64> = embedded.iter().map(|e| e.0.job_id).collect();
+        match self.rt.block_on(self.catalog.complete_embedded(&self.owner, &ids, &meta)) {
+            Ok(n) => {
+                self.shared.completed.fetch_add(n, Ordering::Relaxed);
+                self.shared.unoptimized.fetch_add(n, Ordering::Relaxed);
+                *self.shared.last_write.write().unwrap() = Instant::now();
+            }
+            Err(e) => tracing::error!(error = %e, "marking jobs completed failed; their leases expire and they are redone (idempotent)"),
+        }
+    }
+}
+
+/// Runs the vector store's `optimize()` off the hot path: when points were written and the
+/// writer has been idle for a while.
+struct Optimizer {
+    store: VectorStore,
+    rt: tokio::runtime::Handle,
+    shared: Arc<Shared>,
+}
+
+impl Optimizer {
+    fn run(self) {
+        while !self.shared.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(500));
+            let idle = self.shared.last_write.read().unwrap().elapsed() > Duration::from_secs(5);
+            if idle && self.shared.unoptimized.load(Ordering::Relaxed) > 0 {
+                let n = self.shared.unoptimized.swap(0, Ordering::Relaxed);
+                let t = Instant::now();
+                match self.rt.block_on(self.store.optimize()) {
+                    Ok(()) => tracing::info!(points = n, elapsed_ms = t.elapsed().as_millis() as u64, "vector store optimized"),
+                    Err(e) => tracing::warn!(error = %e, "vector store optimize failed"),
+                }
+            }
+        }
+        let _ = self.rt.block_on(self.store.flush());
+    }
+}
+

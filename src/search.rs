@@ -1,0 +1,278 @@
+//! Search: by example image (a file on the daemon's machine, or uploaded bytes), by asset
+//! (its stored vector), and by words (matched against the stored ImageNet labels, ranked by
+//! label probability). Results carry the catalog's current path: a deleted asset never shows,
+//! a moved one shows where it is now.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Catalog;
+use crate::decode::DecodeLimits;
+use crate::embed::Embedder;
+use crate::library::Library;
+use crate::vectors::{Filter, LabelPayload, VectorStore};
+
+pub const MAX_LIMIT: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// Search by image needs the model; the reason says how to get it.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Filters as clients send them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Filters {
+    pub session_id: Option<i64>,
+    pub category_id: Option<i64>,
+    /// A directory inside the library roots.
+    pub path_prefix: Option<String>,
+    /// RFC 3339 or Unix milliseconds.
+    pub indexed_from: Option<serde_json::Value>,
+    pub indexed_to: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchHit {
+    pub asset_id: i64,
+    pub path: String,
+    pub score: f32,
+    pub labels: Vec<LabelPayload>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub indexed_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchResults {
+    pub results: Vec<SearchHit>,
+    pub total: usize,
+    /// Why the result is empty, when there is an obvious reason (nothing indexed yet…).
+    pub hint: Option<String>,
+    /// For word search: the labels the words matched.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub matched_labels: Vec<String>,
+}
+
+/// What to search with, for search by image.
+pub enum ImageQuery {
+    Path(String),
+    Bytes(Vec<u8>),
+}
+
+#[derive(Clone)]
+pub struct Search {
+    store: VectorStore,
+    catalog: Catalog,
+    library: Arc<Library>,
+    /// The model for query images (its own instance, batch 1), or why there is none.
+    embedder: Result<Arc<Mutex<Embedder>>, String>,
+    limits: DecodeLimits,
+}
+
+impl Search {
+    pub fn new(store: VectorStore, catalog: Catalog, library: Arc<Library>, embedder: Result<Arc<Mutex<Embedder>>, String>, limits: DecodeLimits) -> Search {
+        Search { store, catalog, library, embedder, limits }
+    }
+
+    fn check_limit(limit: usize) -> Result<(), SearchError> {
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(SearchError::BadRequest(format!("limit must be between 1 and {MAX_LIMIT}, got {limit}")));
+        }
+        Ok(())
+    }
+
+    fn filter(&self, f: &Filters) -> Result<Filter, SearchError> {
+        let path_prefix = match &f.path_prefix {
+            None => None,
+            Some(p) if p.trim().is_empty() => None,
+            Some(p) => {
+                let dir = self.library.resolve_dir(Path::new(p)).map_err(|e| match e {
+                    crate::library::LibraryError::NotFound { .. } => SearchError::NotFound(format!("filters.pathPrefix: {e}")),
+                    e => SearchError::BadRequest(format!("filters.pathPrefix: {e}")),
+                })?;
+                Some(dir.to_string_lossy().into_owned())
+            }
+        };
+        let time = |v: &Option<serde_json::Value>, key: &str| -> Result<Option<i64>, SearchError> {
+            match v {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| SearchError::BadRequest(format!("filters.{key} must be Unix milliseconds or RFC 3339"))),
+                Some(serde_json::Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
+                    .map(|d| Some(d.timestamp_millis()))
+                    .map_err(|e| SearchError::BadRequest(format!("filters.{key}: {s:?} is not RFC 3339 ({e})"))),
+                Some(_) => Err(SearchError::BadRequest(format!("filters.{key} must be Unix milliseconds or RFC 3339"))),
+            }
+        };
+        Ok(Filter {
+            session_id: f.session_id,
+            category_id: f.category_id,
+            path_prefix,
+            indexed_from: time(&f.indexed_from, "indexedFrom")?,
+            indexed_to: time(&f.indexed_to, "indexedTo")?,
+            label_any: None,
+        })
+    }
+
+    async fn empty_hint(&self) -> Option<String> {
+        match self.store.count().await {
+            Ok(0) => Some("nothing is indexed yet: create a session, start it, and search again once it has made progress".into()),
+            _ => None,
+        }
+    }
+
+    /// Replace payload paths by the catalog's current ones; drop assets that are gone.
+    async fn finish(&self, hits: Vec<(i64, f32, crate::vectors::Payload)>, total: usize, matched: Vec<String>) -> Result<SearchResults, SearchError> {
+        let ids: Vec<i64> = hits.iter().map(|h| h.0).collect();
+        let paths = self.catalog.asset_paths(&ids).await.map_err(|e| SearchError::Internal(e.to_string()))?;
+        let results: Vec<SearchHit> = hits
+            .into_iter()
+            .filter_map(|(id, score, p)| {
+                paths.get(&id).map(|path| SearchHit {
+                    asset_id: id,
+                    path: path.clone(),
+                    score,
+                    labels: p.labels,
+                    width: p.width,
+                    height: p.height,
+                    indexed_at: crate::catalog::rows_ts(p.indexed_at),
+                })
+            })
+            .collect();
+        let hint = if results.is_empty() { self.empty_hint().await } else { None };
+        Ok(SearchResults { total: total.max(results.len()), results, hint, matched_labels: matched })
+    }
+
+    pub async fn by_image(&self, q: ImageQuery, limit: usize, offset: usize, filters: &Filters) -> Result<SearchResults, SearchError> {
+        Self::check_limit(limit)?;
+        let filter = self.filter(filters)?;
+        let embedder = self.embedder.clone().map_err(SearchError::Unavailable)?;
+        let limits = self.limits.clone();
+        let vector = tokio::task::spawn_blocking(move || -> Result<Vec<f32>, SearchError> {
+            let decoded = match q {
+                ImageQuery::Path(p) => {
+                    let path = PathBuf::from(&p);
+                    if !path.is_file() {
+                        return Err(SearchError::NotFound(format!("{p} is not a file on the daemon's machine (send the image bytes instead, or a path that exists there)")));
+                    }
+                    crate::decode::decode_for_embedding(&path, &limits)
+                }
+                ImageQuery::Bytes(b) => {
+                    if b.is_empty() {
+                        return Err(SearchError::BadRequest("the uploaded image is empty".into()));
+                    }
+                    crate::decode::decode_bytes(&b, "uploaded image", &limits)
+                }
+            }
+            .map_err(|e| SearchError::BadRequest(e.to_string()))?;
+            let e = embedder.lock().unwrap();
+            let out = e.embed_images(&[&decoded.image]).map_err(|e| SearchError::Internal(e.to_string()))?;
+            Ok(out.into_iter().next().map(|e| e.vector).unwrap_or_default())
+        })
+        .await
+        .map_err(|e| SearchError::Internal(e.to_string()))??;
+        let hits = self.store.search(&vector, limit, offset, &filter).await.map_err(|e| SearchError::Internal(e.to_string()))?;
+        let n = hits.len();
+        self.finish(hits.into_iter().map(|h| (h.id as i64, h.score, h.payload)).collect(), n, vec![]).await
+    }
+
+    pub async fn similar(&self, asset_id: i64, exclude_self: bool, limit: usize, offset: usize, filters: &Filters) -> Result<SearchResults, SearchError> {
+        Self::check_limit(limit)?;
+        let filter = self.filter(filters)?;
+        let (vector, _) = self
+            .store
+            .get(asset_id as u64)
+            .await
+            .map_err(|e| SearchError::Internal(e.to_string()))?
+            .ok_or_else(|| SearchError::NotFound(format!("asset {asset_id} has no vector (it does not exist, or no session has indexed it yet)")))?;
+        let extra = usize::from(exclude_self);
+        let hits = self.store.search(&vector, limit + extra, offset, &filter).await.map_err(|e| SearchError::Internal(e.to_string()))?;
+        let mut hits: Vec<_> = hits.into_iter().filter(|h| !(exclude_self && h.id as i64 == asset_id)).collect();
+        hits.truncate(limit);
+        let n = hits.len();
+        self.finish(hits.into_iter().map(|h| (h.id as i64, h.score, h.payload)).collect(), n, vec![]).await
+    }
+
+    pub async fn by_words(&self, query: &str, limit: usize, offset: usize, filters: &Filters) -> Result<SearchResults, SearchError> {
+        Self::check_limit(limit)?;
+        let q = query.trim();
+        if q.is_empty() {
+            return Err(SearchError::BadRequest("query must not be empty (e.g. \"cat\", \"espresso\")".into()));
+        }
+        let filter = self.filter(filters)?;
+        let classes = classes_for(q);
+        if classes.is_empty() {
+            return Ok(SearchResults {
+                results: vec![],
+                total: 0,
+                hint: Some(format!(
+                    "no ImageNet label matches {q:?}; the default model searches by its 1000 ImageNet labels (e.g. \"cat\", \"espresso\", \"sports car\")"
+                )),
+                matched_labels: vec![],
+            });
+        }
+        let ids: Vec<u32> = classes.iter().map(|c| c.0).collect();
+        let matched: Vec<String> = classes.iter().map(|c| c.1.clone()).collect();
+        let records = self.store.scroll_by_labels(&ids, &filter, 10_000).await.map_err(|e| SearchError::Internal(e.to_string()))?;
+        let mut scored: Vec<(i64, f32, crate::vectors::Payload)> = records
+            .into_iter()
+            .map(|r| {
+                let score = r.payload.labels.iter().filter(|l| ids.contains(&l.class_id)).map(|l| l.probability).fold(0f32, f32::max);
+                (r.id as i64, score, r.payload)
+            })
+            .collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let total = scored.len();
+        let page: Vec<_> = scored.into_iter().skip(offset).take(limit).collect();
+        self.finish(page, total, matched).await
+    }
+}
+
+/// ImageNet classes whose names match the words: a synonym equal to the query, or containing
+/// every query word as a whole word ("cat" → "tabby cat", "tiger cat", …), case-insensitive.
+pub fn classes_for(query: &str) -> Vec<(u32, String)> {
+    let q = query.to_lowercase();
+    let words: Vec<&str> = q.split(|c: char| !c.is_alphanumeric() && c != '-' && c != '\'').filter(|w| !w.is_empty()).collect();
+    let mut out = Vec::new();
+    for (id, line) in crate::embed::labels().iter().enumerate() {
+        let hit = line.split(',').map(|s| s.trim().to_lowercase()).any(|syn| {
+            if syn == q {
+                return true;
+            }
+            let syn_words: Vec<&str> = syn.split(|c: char| !c.is_alphanumeric() && c != '-' && c != '\'').filter(|w| !w.is_empty()).collect();
+            !words.is_empty() && words.iter().all(|w| syn_words.contains(w) || syn_words.iter().any(|s| s.strip_suffix('s') == Some(w)))
+        });
+        if hit {
+            out.push((id as u32, line.clone()));
+        }
+    }
+    out
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_match_label_synonyms() {
+        let cat: Vec<String> = classes_for("cat").into_iter().map(|c| c.1).collect();
+        assert!(cat.iter().any(|l| l.contains("tabby")), "{cat:?}");
+        assert!(cat.iter().any(|l| l.contains("tiger cat")), "{cat:?}");
+        assert!(!classes_for("Espresso").is_empty());
+        assert_eq!(classes_for("TABBY").len(), 1);
+        assert!(classes_for("zzzqqq").is_empty());
+    }
+}
