@@ -67,6 +67,13 @@ pub struct RawLibrary {
     pub roots: Vec<PathBuf>,
     pub extensions: Vec<String>,
     pub ignored: Vec<String>,
+    /// "native" (inotify & co), "poll" (NFS/SMB/FUSE) or "off".
+    pub watch: String,
+    pub poll_interval_ms: u64,
+    /// A file is catalogued only after it has been unchanged this long.
+    pub settle_ms: u64,
+    /// Full reconcile scan period (also run at start and after an event overflow).
+    pub rescan_interval_secs: u64,
 }
 
 /// `"all"` or an explicit list of relative paths.
@@ -119,6 +126,10 @@ impl Default for RawConfig {
                     .iter()
                     .map(|s| s.to_string())
                     .collect(),
+                watch: "native".into(),
+                poll_interval_ms: 2000,
+                settle_ms: 1000,
+                rescan_interval_secs: 3600,
             },
             sessions: vec![],
         }
@@ -156,12 +167,24 @@ pub struct Config {
 /// What the scanner needs to know: which trees, which files, which names to skip.
 #[derive(Debug, Clone)]
 pub struct LibraryConfig {
+    pub watch: WatchMode,
+    pub poll_interval: Duration,
+    pub settle: Duration,
+    pub rescan_interval: Duration,
     /// Canonical roots (symlinks resolved). Roots missing at load time are kept as written and
     /// reported by the daemon; they are re-resolved when used.
     pub roots: Vec<PathBuf>,
     /// Lower-case extensions without the dot.
     pub extensions: Vec<String>,
     pub ignored: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchMode {
+    Native,
+    Poll,
+    Off,
 }
 
 /// A session declared in the config file.
@@ -282,6 +305,19 @@ impl Config {
             roots.push(std::fs::canonicalize(&abs).unwrap_or(abs));
         }
 
+        let watch = match raw.library.watch.as_str() {
+            "native" => WatchMode::Native,
+            "poll" => WatchMode::Poll,
+            "off" => WatchMode::Off,
+            other => return Err(invalid("library.watch", format!("{other:?} is not one of \"native\", \"poll\", \"off\""))),
+        };
+        if raw.library.poll_interval_ms < 50 {
+            return Err(invalid("library.poll_interval_ms", "must be at least 50".into()));
+        }
+        if raw.library.rescan_interval_secs == 0 {
+            return Err(invalid("library.rescan_interval_secs", "must be at least 1".into()));
+        }
+
         let mut sessions = Vec::new();
         let mut names = HashSet::new();
         for (i, s) in raw.sessions.iter().enumerate() {
@@ -322,7 +358,15 @@ impl Config {
             log: raw.daemon.log,
             catalog_url,
             catalog_max_connections: raw.catalog.max_connections,
-            library: LibraryConfig { roots, extensions, ignored: raw.library.ignored },
+            library: LibraryConfig {
+                watch,
+                poll_interval: Duration::from_millis(raw.library.poll_interval_ms),
+                settle: Duration::from_millis(raw.library.settle_ms),
+                rescan_interval: Duration::from_secs(raw.library.rescan_interval_secs),
+                roots,
+                extensions,
+                ignored: raw.library.ignored,
+            },
             sessions,
         })
     }

@@ -52,6 +52,15 @@ pub enum CtlCommand {
     },
     /// Is the daemon up, and which catalog does it use?
     Health,
+    /// Reconcile one directory with the catalog now (network mounts without events).
+    Scan {
+        dir: String,
+        /// Also queue jobs for new images in every session that selects them.
+        #[arg(long)]
+        auto_train: bool,
+    },
+    /// Watcher state: mode per root, watches, events, last reconcile.
+    Watcher,
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +225,12 @@ async fn dispatch(c: &Client, a: &CtlArgs) -> Result<i32, ClientError> {
             }
             (c.get(&q).await?, render_jobs)
         }
+        CtlCommand::Scan { dir, auto_train } => {
+            let abs = crate::config::absolutize(std::path::Path::new(dir));
+            let q = format!("{T}/scan/incremental?directory={}&auto_train={auto_train}", encode(&abs.to_string_lossy()));
+            (c.post(&q, None).await?, render_incremental)
+        }
+        CtlCommand::Watcher => (c.get(&format!("{T}/watcher")).await?, render_watcher),
         CtlCommand::ScanDir { path, no_recursive, extensions } => {
             let mut body = json!({"rootPath": path, "recursive": !no_recursive});
             if !extensions.is_empty() {
@@ -441,4 +456,53 @@ async fn watch_progress(c: &Client, id: i64, interval: f64) -> Result<i32, Clien
         }
         tokio::time::sleep(Duration::from_secs_f64(interval.max(0.1))).await;
     }
+}
+
+/// Percent-encode a query parameter value.
+fn encode(v: &str) -> String {
+    let mut out = String::new();
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn render_incremental(v: &Value) -> String {
+    format!(
+        "{}: {} images found; {} new, {} changed, {} moved, {} removed, {} unchanged, {} still being written; {} jobs queued",
+        s(&v["directory"]),
+        s(&v["discovered"]),
+        s(&v["created"]),
+        s(&v["updated"]),
+        s(&v["renamed"]),
+        s(&v["removed"]),
+        s(&v["skipped"]),
+        s(&v["settling"]),
+        s(&v["jobsQueued"]),
+    )
+}
+
+fn render_watcher(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v["roots"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| vec![s(&r["mode"]), s(&r["watchedDirectories"]), s(&r["path"]), r["note"].as_str().unwrap_or("").to_string()])
+        .collect();
+    format!(
+        "{}\nassets known: {}   events seen: {}   overflows: {}   pending: {}\nlast reconcile: {} ({} ms), {} so far",
+        table(&["MODE", "DIRS", "ROOT", "NOTE"], &rows),
+        s(&v["assetsKnown"]),
+        s(&v["eventsSeen"]),
+        s(&v["overflows"]),
+        s(&v["pendingPaths"]),
+        s(&v["lastReconcileAt"]),
+        s(&v["lastReconcileMs"]),
+        s(&v["reconciles"]),
+    )
 }

@@ -15,6 +15,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::library::Library;
 use crate::sessions::Sessions;
+use crate::watcher::{NoVectors, Watcher};
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
@@ -42,9 +43,31 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(session = %r.name, id = ?r.session_id, outcome = %r.outcome, "config session reconciled");
     }
 
+    // The watcher reconciles every root on its own thread, then follows events. New images
+    // wake autoStart sessions that wait for them.
+    let watcher = {
+        let s = sessions.clone();
+        let rt = tokio::runtime::Handle::current();
+        let wake = move || {
+            let s = s.clone();
+            rt.spawn(async move {
+                if let Err(e) = s.retry_waiting().await {
+                    tracing::warn!(error = %e, "starting waiting sessions failed");
+                }
+            });
+        };
+        Watcher::start(
+            Arc::new(Library::new(cfg.library.clone())),
+            catalog.clone(),
+            Arc::new(NoVectors),
+            tokio::runtime::Handle::current(),
+            Box::new(wake),
+        )
+    };
+
     // One broadcast tells every task to stop; each drains and returns.
     let (shutdown, _) = broadcast::channel::<()>(1);
-    let state = Arc::new(AppState { sessions: sessions.clone(), version: env!("CARGO_PKG_VERSION") });
+    let state = Arc::new(AppState { sessions: sessions.clone(), watcher: watcher.clone(), version: env!("CARGO_PKG_VERSION") });
     let app = api::router(state);
 
     let unix = bind_unix(&cfg.socket)?;
@@ -112,6 +135,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = shutdown.send(());
     while tasks.join_next().await.is_some() {}
+    let w = watcher.clone();
+    let _ = tokio::task::spawn_blocking(move || w.shutdown()).await;
     let _ = std::fs::remove_file(&cfg.socket);
     catalog.close().await;
     tracing::info!("stopped");

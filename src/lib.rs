@@ -10,3 +10,4 @@ pub mod daemon;
 pub mod library;
 pub mod model;
 pub mod sessions;
+pub mod watcher;

@@ -26,6 +26,7 @@ use crate::sessions::{CreateSession, Sessions};
 
 pub struct AppState {
     pub sessions: Sessions,
+    pub watcher: crate::watcher::Watcher,
     pub version: &'static str,
 }
 
@@ -44,7 +45,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/sessions/{id}/validate", post(validate))
         .route("/sessions/{id}/progress", get(progress))
         .route("/sessions/{id}/jobs", get(jobs))
-        .route("/directories/scan", post(scan_directory));
+        .route("/directories/scan", post(scan_directory))
+        .route("/scan/incremental", post(scan_incremental))
+        .route("/watcher", get(watcher_status));
     Router::new()
         .nest("/api/v1/training", training)
         .route("/api/v1/health", get(health))
@@ -262,4 +265,28 @@ struct ScanBody {
 
 async fn scan_directory(State(st): St, Body(b): Body<ScanBody>) -> ApiResult {
     ok(st.sessions.scan_directory(&b.root_path, b.recursive.unwrap_or(true), b.extensions).await?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watcher
+// ---------------------------------------------------------------------------------------------
+
+async fn watcher_status(State(st): St) -> ApiResult {
+    ok(st.watcher.status().await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncrementalParams {
+    directory: Option<String>,
+    auto_train: Option<bool>,
+}
+
+async fn scan_incremental(State(st): St, Q(p): Q<IncrementalParams>) -> ApiResult {
+    let dir = p.directory.filter(|d| !d.trim().is_empty()).ok_or_else(|| {
+        ApiError::BadRequest("the directory query parameter is required, e.g. ?directory=/photos/2024&auto_train=false".into())
+    })?;
+    let canon = st.sessions.library().resolve_dir(std::path::Path::new(&dir)).map_err(crate::sessions::SessionError::from)?;
+    let report = st.watcher.scan(canon, p.auto_train.unwrap_or(false)).await.map_err(ApiError::Internal)?;
+    ok(report)
 }

@@ -7,3 +7,4 @@ mod admission;
 mod catalog_suite;
 mod config_sessions;
 mod sessions_api;
+mod watcher;
