@@ -120,46 +120,10 @@ impl Library {
             if !seen.insert((meta.dev(), meta.ino())) {
                 continue;
             }
-            let Ok(rd) = std::fs::read_dir(&d) else { continue };
-            for entry in rd.flatten() {
-                let name = entry.file_name();
-                let Some(name) = name.to_str() else { continue };
-                if self.is_ignored_name(name) {
-                    continue;
-                }
-                let path = entry.path();
-                let Ok(ft) = entry.file_type() else { continue };
-                let (is_dir, is_file, meta) = if ft.is_symlink() {
-                    let Ok(m) = std::fs::metadata(&path) else { continue };
-                    if m.is_dir() {
-                        // follow only when the target stays inside the roots
-                        match std::fs::canonicalize(&path) {
-                            Ok(c) if self.is_inside_roots(&c) => {}
-                            _ => continue,
-                        }
-                    }
-                    (m.is_dir(), m.is_file(), Some(m))
-                } else {
-                    (ft.is_dir(), ft.is_file(), None)
-                };
-                if is_dir {
-                    if recursive {
-                        stack.push(path);
-                    }
-                } else if is_file {
-                    if has_extension(name, exts) {
-                        let m = match meta {
-                            Some(m) => m,
-                            None => match entry.metadata() {
-                                Ok(m) => m,
-                                Err(_) => continue,
-                            },
-                        };
-                        stats.images.push(FileEntry { path, size: m.len(), modified_ms: mtime_ms(&m) });
-                    } else {
-                        stats.unsupported += 1;
-                    }
-                }
+            let mut subdirs = Vec::new();
+            self.read_one_dir(&d, exts, &mut stats.images, &mut subdirs, &mut stats.unsupported);
+            if recursive {
+                stack.extend(subdirs);
             }
         }
         stats.images.sort_by(|a, b| a.path.cmp(&b.path));
@@ -206,7 +170,8 @@ impl Library {
                         if let Ok(meta) = std::fs::metadata(&d) {
                             if seen.lock().unwrap().insert((meta.dev(), meta.ino())) {
                                 dirs += 1;
-                                self.read_one_dir(&d, &mut files, &mut found_dirs);
+                                let mut unsupported = 0;
+                                self.read_one_dir(&d, &self.cfg.extensions, &mut files, &mut found_dirs, &mut unsupported);
                             }
                         }
                         let mut g = shared.lock().unwrap();
@@ -225,8 +190,9 @@ impl Library {
         (files, dirs)
     }
 
-    /// One directory's entries: image files into `files`, walkable subdirectories into `dirs`.
-    fn read_one_dir(&self, d: &Path, files: &mut Vec<FileEntry>, dirs: &mut Vec<PathBuf>) {
+    /// One directory's entries: image files into `files`, walkable subdirectories into `dirs`
+    /// (symlinked ones only when they stay inside the roots), other regular files counted.
+    fn read_one_dir(&self, d: &Path, exts: &[String], files: &mut Vec<FileEntry>, dirs: &mut Vec<PathBuf>, unsupported: &mut u64) {
         let Ok(rd) = std::fs::read_dir(d) else { return };
         for entry in rd.flatten() {
             let name = entry.file_name();
@@ -236,21 +202,29 @@ impl Library {
             }
             let path = entry.path();
             let Ok(ft) = entry.file_type() else { continue };
-            if ft.is_dir() {
-                dirs.push(path);
-            } else if ft.is_symlink() {
+            let meta = if ft.is_symlink() {
                 let Ok(m) = std::fs::metadata(&path) else { continue };
                 if m.is_dir() {
                     if std::fs::canonicalize(&path).is_ok_and(|c| self.is_inside_roots(&c)) {
                         dirs.push(path);
                     }
-                } else if m.is_file() && self.is_image_name(name) {
-                    files.push(FileEntry { path, size: m.len(), modified_ms: mtime_ms(&m) });
+                    continue;
                 }
-            } else if ft.is_file() && self.is_image_name(name) {
-                if let Ok(m) = entry.metadata() {
-                    files.push(FileEntry { path, size: m.len(), modified_ms: mtime_ms(&m) });
-                }
+                m
+            } else if ft.is_dir() {
+                dirs.push(path);
+                continue;
+            } else {
+                let Ok(m) = entry.metadata() else { continue };
+                m
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            if has_extension(name, exts) {
+                files.push(FileEntry { path, size: meta.len(), modified_ms: mtime_ms(&meta) });
+            } else {
+                *unsupported += 1;
             }
         }
     }
