@@ -15,8 +15,10 @@ fn photo_like(w: u32, h: u32) -> Vec<u8> {
         ])
     });
     let mut out = Vec::new();
-    img.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 88))
-        .unwrap();
+    img.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
+        &mut out, 88,
+    ))
+    .unwrap();
     out
 }
 
@@ -31,11 +33,17 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("image_full_size", |b| {
         b.iter(|| {
-            image::load(Cursor::new(&bytes), image::ImageFormat::Jpeg).unwrap().into_rgb8()
+            image::load(Cursor::new(&bytes), image::ImageFormat::Jpeg)
+                .unwrap()
+                .into_rgb8()
         })
     });
     g.bench_function("jpeg_decoder_full_size", |b| {
-        b.iter(|| jpeg_decoder::Decoder::new(Cursor::new(&bytes)).decode().unwrap())
+        b.iter(|| {
+            jpeg_decoder::Decoder::new(Cursor::new(&bytes))
+                .decode()
+                .unwrap()
+        })
     });
     g.bench_function("decode_for_embedding_dct_scaled", |b| {
         b.iter(|| decode_for_embedding(&path, &limits).unwrap())

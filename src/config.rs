@@ -34,8 +34,44 @@ pub struct RawConfig {
     pub daemon: RawDaemon,
     pub catalog: RawCatalog,
     pub library: RawLibrary,
+    pub model: RawModel,
+    pub pipeline: RawPipeline,
+    pub vectors: RawVectors,
     #[serde(default)]
     pub sessions: Vec<RawSession>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    /// EfficientNet-Lite0 ImageNet weights (legacy torch `.pth`); `scripts/fetch-model` puts them there.
+    pub weights: PathBuf,
+    /// "auto" (a hardware GPU through wgpu if there is one, else the CPU), "wgpu" or "cpu".
+    pub device: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPipeline {
+    pub decode_workers: usize,
+    pub resize_workers: usize,
+    pub batch_size: usize,
+    pub max_megapixels: f64,
+    pub max_file_bytes: u64,
+    pub lease_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVectors {
+    /// "embedded" (qdrant-edge under data_dir) or "qdrant" (a server).
+    pub backend: String,
+    /// Embedded: where the shard lives (default `<data_dir>/vectors`).
+    pub path: Option<PathBuf>,
+    /// Qdrant server URL (gRPC), e.g. "http://localhost:6334".
+    pub url: Option<String>,
+    pub api_key: Option<String>,
+    pub collection_prefix: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,6 +103,13 @@ pub struct RawLibrary {
     pub roots: Vec<PathBuf>,
     pub extensions: Vec<String>,
     pub ignored: Vec<String>,
+    /// "native" (inotify & co), "poll" (NFS/SMB/FUSE) or "off".
+    pub watch: String,
+    pub poll_interval_ms: u64,
+    /// A file is catalogued only after it has been unchanged this long.
+    pub settle_ms: u64,
+    /// Full reconcile scan period (also run at start and after an event overflow).
+    pub rescan_interval_secs: u64,
 }
 
 /// `"all"` or an explicit list of relative paths.
@@ -119,7 +162,21 @@ impl Default for RawConfig {
                     .iter()
                     .map(|s| s.to_string())
                     .collect(),
+                watch: "native".into(),
+                poll_interval_ms: 2000,
+                settle_ms: 1000,
+                rescan_interval_secs: 3600,
             },
+            model: RawModel { weights: PathBuf::from("models/efficientnet-lite0.pth"), device: "auto".into() },
+            pipeline: RawPipeline {
+                decode_workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8),
+                resize_workers: 1,
+                batch_size: 16,
+                max_megapixels: 100.0,
+                max_file_bytes: 200 * 1024 * 1024,
+                lease_secs: 600,
+            },
+            vectors: RawVectors { backend: "embedded".into(), path: None, url: None, api_key: None, collection_prefix: "pixdex".into() },
             sessions: vec![],
         }
     }
@@ -150,18 +207,60 @@ pub struct Config {
     pub catalog_url: String,
     pub catalog_max_connections: u32,
     pub library: LibraryConfig,
+    pub model: ModelSettings,
+    pub pipeline: PipelineSettings,
+    pub vectors: VectorSettings,
     pub sessions: Vec<SessionSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelSettings {
+    pub weights: PathBuf,
+    /// "auto" | "wgpu" | "cpu" (checked here; the embed module maps it to a device).
+    pub device: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub decode_workers: usize,
+    pub resize_workers: usize,
+    pub batch_size: usize,
+    pub max_megapixels: f64,
+    pub max_file_bytes: u64,
+    pub lease: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct VectorSettings {
+    /// true: embedded qdrant-edge; false: a Qdrant server at `url`.
+    pub embedded: bool,
+    pub path: PathBuf,
+    pub url: Option<String>,
+    pub api_key: Option<String>,
+    pub collection_prefix: String,
 }
 
 /// What the scanner needs to know: which trees, which files, which names to skip.
 #[derive(Debug, Clone)]
 pub struct LibraryConfig {
+    pub watch: WatchMode,
+    pub poll_interval: Duration,
+    pub settle: Duration,
+    pub rescan_interval: Duration,
     /// Canonical roots (symlinks resolved). Roots missing at load time are kept as written and
     /// reported by the daemon; they are re-resolved when used.
     pub roots: Vec<PathBuf>,
     /// Lower-case extensions without the dot.
     pub extensions: Vec<String>,
     pub ignored: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchMode {
+    Native,
+    Poll,
+    Off,
 }
 
 /// A session declared in the config file.
@@ -282,6 +381,55 @@ impl Config {
             roots.push(std::fs::canonicalize(&abs).unwrap_or(abs));
         }
 
+        let watch = match raw.library.watch.as_str() {
+            "native" => WatchMode::Native,
+            "poll" => WatchMode::Poll,
+            "off" => WatchMode::Off,
+            other => return Err(invalid("library.watch", format!("{other:?} is not one of \"native\", \"poll\", \"off\""))),
+        };
+        if raw.library.poll_interval_ms < 50 {
+            return Err(invalid("library.poll_interval_ms", "must be at least 50".into()));
+        }
+        if raw.library.rescan_interval_secs == 0 {
+            return Err(invalid("library.rescan_interval_secs", "must be at least 1".into()));
+        }
+
+        let device = raw.model.device.trim().to_ascii_lowercase();
+        if !["auto", "wgpu", "cpu"].contains(&device.as_str()) {
+            return Err(invalid("model.device", format!("{:?} is not one of \"auto\", \"wgpu\", \"cpu\"", raw.model.device)));
+        }
+        let p = &raw.pipeline;
+        for (key, v) in [("pipeline.decode_workers", p.decode_workers), ("pipeline.resize_workers", p.resize_workers), ("pipeline.batch_size", p.batch_size)] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        if p.batch_size > 256 {
+            return Err(invalid("pipeline.batch_size", format!("{} is more than 256", p.batch_size)));
+        }
+        if !(p.max_megapixels > 0.0) {
+            return Err(invalid("pipeline.max_megapixels", "must be above 0".into()));
+        }
+        if p.max_file_bytes == 0 || p.lease_secs == 0 {
+            return Err(invalid(if p.lease_secs == 0 { "pipeline.lease_secs" } else { "pipeline.max_file_bytes" }, "must be above 0".into()));
+        }
+        let v = &raw.vectors;
+        let embedded = match v.backend.as_str() {
+            "embedded" => true,
+            "qdrant" => {
+                if v.url.as_deref().unwrap_or("").trim().is_empty() {
+                    return Err(invalid("vectors.url", "is required with backend = \"qdrant\" (e.g. \"http://localhost:6334\")".into()));
+                }
+                false
+            }
+            other => return Err(invalid("vectors.backend", format!("{other:?} is neither \"embedded\" nor \"qdrant\""))),
+        };
+        if v.collection_prefix.trim().is_empty() {
+            return Err(invalid("vectors.collection_prefix", "must not be empty".into()));
+        }
+
+        let vectors_path = v.path.as_ref().map(|p| absolutize(p)).unwrap_or_else(|| data_dir.join("vectors"));
+
         let mut sessions = Vec::new();
         let mut names = HashSet::new();
         for (i, s) in raw.sessions.iter().enumerate() {
@@ -322,7 +470,31 @@ impl Config {
             log: raw.daemon.log,
             catalog_url,
             catalog_max_connections: raw.catalog.max_connections,
-            library: LibraryConfig { roots, extensions, ignored: raw.library.ignored },
+            library: LibraryConfig {
+                watch,
+                poll_interval: Duration::from_millis(raw.library.poll_interval_ms),
+                settle: Duration::from_millis(raw.library.settle_ms),
+                rescan_interval: Duration::from_secs(raw.library.rescan_interval_secs),
+                roots,
+                extensions,
+                ignored: raw.library.ignored,
+            },
+            model: ModelSettings { weights: absolutize(&raw.model.weights), device },
+            pipeline: PipelineSettings {
+                decode_workers: p.decode_workers,
+                resize_workers: p.resize_workers,
+                batch_size: p.batch_size,
+                max_megapixels: p.max_megapixels,
+                max_file_bytes: p.max_file_bytes,
+                lease: Duration::from_secs(p.lease_secs),
+            },
+            vectors: VectorSettings {
+                embedded,
+                path: vectors_path,
+                url: v.url.clone(),
+                api_key: v.api_key.clone(),
+                collection_prefix: v.collection_prefix.clone(),
+            },
             sessions,
         })
     }
@@ -331,6 +503,10 @@ impl Config {
     pub fn show(raw: &RawConfig, validated: &Config) -> String {
         let mut raw = raw.clone();
         raw.catalog.url = Some(mask_url(&validated.catalog_url));
+        if raw.vectors.api_key.is_some() {
+            raw.vectors.api_key = Some("***".into());
+        }
+        raw.model.weights = validated.model.weights.clone();
         raw.daemon.data_dir = validated.data_dir.clone();
         raw.daemon.socket = Some(validated.socket.clone());
         toml_string(&raw)
@@ -461,6 +637,15 @@ mod tests {
         let f = write(d.path(), "[library]\nextensions = []\n");
         let e = Config::load(Some(&f)).unwrap_err().to_string();
         assert!(e.contains("library.extensions"), "{e}");
+        let f = write(d.path(), "[model]\ndevice = \"tpu\"\n");
+        let e = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("model.device"), "{e}");
+        let f = write(d.path(), "[vectors]\nbackend = \"qdrant\"\n");
+        let e = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("vectors.url"), "{e}");
+        let f = write(d.path(), "[pipeline]\nbatch_size = 0\n");
+        let e = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("pipeline.batch_size"), "{e}");
         let f = write(d.path(), "[daemon]\nadmission_retry_secs = \"soon\"\n");
         let e = Config::load(Some(&f)).unwrap_err().to_string();
         assert!(e.contains("admission_retry_secs") && e.contains("pixdex.toml"), "{e}");

@@ -52,6 +52,35 @@ pub enum CtlCommand {
     },
     /// Is the daemon up, and which catalog does it use?
     Health,
+    /// Reconcile one directory with the catalog now (network mounts without events).
+    Scan {
+        dir: String,
+        /// Also queue jobs for new images in every session that selects them.
+        #[arg(long)]
+        auto_train: bool,
+    },
+    /// Watcher state: mode per root, watches, events, last reconcile.
+    Watcher,
+    /// Pipeline state: device, per-stage counters and busy share, queue depths.
+    Pipeline,
+    /// Search by example image, by asset, or by words.
+    Search {
+        /// An image file (read by ctl and uploaded).
+        #[arg(long, group = "how")]
+        image: Option<std::path::PathBuf>,
+        /// An asset id: images similar to it.
+        #[arg(long, group = "how")]
+        similar: Option<i64>,
+        /// Words matched against the labels (e.g. "cat", "espresso").
+        #[arg(long, group = "how")]
+        text: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        #[arg(long)]
+        session: Option<i64>,
+        #[arg(long)]
+        path_prefix: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -215,6 +244,48 @@ async fn dispatch(c: &Client, a: &CtlArgs) -> Result<i32, ClientError> {
                 q.push_str(&format!("&status={st}"));
             }
             (c.get(&q).await?, render_jobs)
+        }
+        CtlCommand::Scan { dir, auto_train } => {
+            let abs = crate::config::absolutize(std::path::Path::new(dir));
+            let q = format!("{T}/scan/incremental?directory={}&auto_train={auto_train}", encode(&abs.to_string_lossy()));
+            (c.post(&q, None).await?, render_incremental)
+        }
+        CtlCommand::Watcher => (c.get(&format!("{T}/watcher")).await?, render_watcher),
+        CtlCommand::Pipeline => (c.get(&format!("{T}/pipeline")).await?, render_pipeline),
+        CtlCommand::Search { image, similar, text, limit, session, path_prefix } => {
+            let mut filters = json!({});
+            if let Some(s) = session {
+                filters["sessionId"] = json!(s);
+            }
+            if let Some(p) = path_prefix {
+                filters["pathPrefix"] = json!(crate::config::absolutize(std::path::Path::new(p)));
+            }
+            let resp = if let Some(img) = image {
+                let bytes = match std::fs::read(img) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        eprintln!("error: cannot read {}: {e}", img.display());
+                        return Ok(1);
+                    }
+                };
+                let mut q = format!("/api/v1/search/image?limit={limit}");
+                if let Some(s) = session {
+                    q.push_str(&format!("&session_id={s}"));
+                }
+                c.request(hyper::Method::POST, &q, Some(bytes)).await?
+            } else if let Some(id) = similar {
+                let mut q = format!("/api/v1/search/similar/{id}?exclude_self=true&limit={limit}");
+                if let Some(s) = session {
+                    q.push_str(&format!("&session_id={s}"));
+                }
+                c.get(&q).await?
+            } else if let Some(t) = text {
+                c.post("/api/v1/search", Some(&json!({"query": t, "limit": limit, "filters": filters}))).await?
+            } else {
+                eprintln!("error: say how to search: --image FILE, --similar ASSET_ID or --text WORDS");
+                return Ok(1);
+            };
+            (resp, render_search)
         }
         CtlCommand::ScanDir { path, no_recursive, extensions } => {
             let mut body = json!({"rootPath": path, "recursive": !no_recursive});
@@ -441,4 +512,103 @@ async fn watch_progress(c: &Client, id: i64, interval: f64) -> Result<i32, Clien
         }
         tokio::time::sleep(Duration::from_secs_f64(interval.max(0.1))).await;
     }
+}
+
+/// Percent-encode a query parameter value.
+fn encode(v: &str) -> String {
+    let mut out = String::new();
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn render_incremental(v: &Value) -> String {
+    format!(
+        "{}: {} images found; {} new, {} changed, {} moved, {} removed, {} unchanged, {} still being written; {} jobs queued",
+        s(&v["directory"]),
+        s(&v["discovered"]),
+        s(&v["created"]),
+        s(&v["updated"]),
+        s(&v["renamed"]),
+        s(&v["removed"]),
+        s(&v["skipped"]),
+        s(&v["settling"]),
+        s(&v["jobsQueued"]),
+    )
+}
+
+fn render_watcher(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v["roots"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| vec![s(&r["mode"]), s(&r["watchedDirectories"]), s(&r["path"]), r["note"].as_str().unwrap_or("").to_string()])
+        .collect();
+    format!(
+        "{}\nassets known: {}   events seen: {}   overflows: {}   pending: {}\nlast reconcile: {} ({} ms), {} so far",
+        table(&["MODE", "DIRS", "ROOT", "NOTE"], &rows),
+        s(&v["assetsKnown"]),
+        s(&v["eventsSeen"]),
+        s(&v["overflows"]),
+        s(&v["pendingPaths"]),
+        s(&v["lastReconcileAt"]),
+        s(&v["lastReconcileMs"]),
+        s(&v["reconciles"]),
+    )
+}
+
+fn render_pipeline(v: &Value) -> String {
+    if v["running"].as_bool() != Some(true) {
+        return format!("pipeline not running: {}", s(&v["reason"]));
+    }
+    let rows: Vec<Vec<String>> = v["stages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|st| {
+            vec![
+                s(&st["name"]),
+                s(&st["workers"]),
+                s(&st["items"]),
+                s(&st["failures"]),
+                format!("{:.0}%", st["busyShare"].as_f64().unwrap_or(0.0) * 100.0),
+                format!("{}/{}", s(&st["queueDepth"]), s(&st["queueCapacity"])),
+            ]
+        })
+        .collect();
+    format!(
+        "device: {}   model: {}   batch: {}\nvectors: {}\n{:.2} images/s, {} completed\n{}",
+        s(&v["device"]),
+        s(&v["model"]),
+        s(&v["batchSize"]),
+        s(&v["vectorStore"]),
+        v["imagesPerSecond"].as_f64().unwrap_or(0.0),
+        s(&v["completed"]),
+        table(&["STAGE", "WORKERS", "ITEMS", "FAILED", "BUSY", "QUEUE"], &rows)
+    )
+}
+
+fn render_search(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v["results"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|h| {
+            let label = h["labels"][0]["label"].as_str().unwrap_or("").split(',').next().unwrap_or("").to_string();
+            vec![format!("{:.3}", h["score"].as_f64().unwrap_or(0.0)), s(&h["assetId"]), label, s(&h["path"])]
+        })
+        .collect();
+    let mut out = table(&["SCORE", "ASSET", "LABEL", "PATH"], &rows);
+    if let Some(h) = v["hint"].as_str() {
+        out.push_str(&format!("\n{h}"));
+    }
+    out
 }

@@ -15,6 +15,10 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::library::Library;
 use crate::sessions::Sessions;
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::search::Search;
+use crate::vectors::{VectorStore, VectorsConfig};
+use crate::watcher::{AssetObserver, Watcher};
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
@@ -42,9 +46,53 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(session = %r.name, id = ?r.session_id, outcome = %r.outcome, "config session reconciled");
     }
 
+    // The vector store: embedded qdrant-edge under data_dir, or a Qdrant server.
+    let store = VectorStore::open(&vectors_config(&cfg), crate::embed::MODEL_NAME, crate::embed::DIM)
+        .await
+        .with_context(|| "cannot open the vector store (check [vectors] in the config)")?;
+    tracing::info!(store = %store.describe(), "vector store open");
+
+    // The watcher reconciles every root on its own thread, then follows events. New images
+    // wake autoStart sessions that wait for them.
+    let watcher = {
+        let s = sessions.clone();
+        let rt = tokio::runtime::Handle::current();
+        let wake = move || {
+            let s = s.clone();
+            rt.spawn(async move {
+                if let Err(e) = s.retry_waiting().await {
+                    tracing::warn!(error = %e, "starting waiting sessions failed");
+                }
+            });
+        };
+        Watcher::start(
+            Arc::new(Library::new(cfg.library.clone())),
+            catalog.clone(),
+            Arc::new(VectorSync { store: store.clone(), rt: tokio::runtime::Handle::current() }),
+            tokio::runtime::Handle::current(),
+            Box::new(wake),
+        )
+    };
+
     // One broadcast tells every task to stop; each drains and returns.
     let (shutdown, _) = broadcast::channel::<()>(1);
-    let state = Arc::new(AppState { sessions: sessions.clone(), version: env!("CARGO_PKG_VERSION") });
+    // The pipeline needs the model; without its weights the daemon still catalogues and
+    // watches, and says what to run.
+    let (pipeline, search_model) = start_pipeline(&cfg, &catalog, &store).await;
+    let search = Search::new(
+        store.clone(),
+        catalog.clone(),
+        Arc::new(Library::new(cfg.library.clone())),
+        search_model,
+        crate::decode::DecodeLimits { max_megapixels: cfg.pipeline.max_megapixels, max_file_bytes: cfg.pipeline.max_file_bytes, target: 224 },
+    );
+    let state = Arc::new(AppState {
+        sessions: sessions.clone(),
+        watcher: watcher.clone(),
+        pipeline: pipeline.clone(),
+        search,
+        version: env!("CARGO_PKG_VERSION"),
+    });
     let app = api::router(state);
 
     let unix = bind_unix(&cfg.socket)?;
@@ -112,6 +160,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = shutdown.send(());
     while tasks.join_next().await.is_some() {}
+    let w = watcher.clone();
+    let _ = tokio::task::spawn_blocking(move || w.shutdown()).await;
+    let p = pipeline.clone();
+    let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+    let _ = store.flush().await;
     let _ = std::fs::remove_file(&cfg.socket);
     catalog.close().await;
     tracing::info!("stopped");
@@ -146,4 +199,83 @@ fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot set mode 0600 on {}", path.display()))?;
     Ok(l)
+}
+
+fn vectors_config(cfg: &Config) -> VectorsConfig {
+    let mut v = VectorsConfig::embedded(&cfg.data_dir);
+    v.path = cfg.vectors.path.clone();
+    v.collection_prefix = cfg.vectors.collection_prefix.clone();
+    if !cfg.vectors.embedded {
+        v.backend = crate::vectors::Backend::Qdrant;
+        v.url = cfg.vectors.url.clone();
+        v.api_key = cfg.vectors.api_key.clone();
+    }
+    v
+}
+
+/// Load the model (twice: the pipeline's batched instance and a batch-1 one for search by
+/// image) and start the pipeline; or say why not.
+async fn start_pipeline(cfg: &Config, catalog: &Catalog, store: &VectorStore) -> (Pipeline, Result<Arc<std::sync::Mutex<crate::embed::Embedder>>, String>) {
+    let device: crate::embed::DeviceChoice = cfg.model.device.parse().unwrap_or_default();
+    let weights = cfg.model.weights.clone();
+    let bs = cfg.pipeline.batch_size;
+    let loaded = tokio::task::spawn_blocking(move || {
+        let main = crate::embed::Embedder::load(&weights, device, bs)?;
+        let search = crate::embed::Embedder::load(&weights, device, 1)?;
+        Ok::<_, crate::embed::EmbedError>((main, search))
+    })
+    .await;
+    let (embedder, search) = match loaded {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            let reason = format!("the embedding pipeline is not running: {e}");
+            tracing::error!("{reason}");
+            return (Pipeline::disabled(reason.clone()), Err(reason));
+        }
+        Err(e) => {
+            let reason = format!("loading the model panicked: {e}");
+            tracing::error!("{reason}");
+            return (Pipeline::disabled(reason.clone()), Err(reason));
+        }
+    };
+    let owner = match crate::pipeline::daemon_id(&cfg.data_dir) {
+        Ok(o) => o,
+        Err(e) => {
+            let reason = format!("cannot keep the daemon id under {}: {e}", cfg.data_dir.display());
+            return (Pipeline::disabled(reason.clone()), Err(reason));
+        }
+    };
+    let pcfg = PipelineConfig {
+        decode_workers: cfg.pipeline.decode_workers,
+        resize_workers: cfg.pipeline.resize_workers,
+        claim_batch: cfg.pipeline.batch_size * 2,
+        lease: cfg.pipeline.lease,
+        limits: crate::decode::DecodeLimits { max_megapixels: cfg.pipeline.max_megapixels, max_file_bytes: cfg.pipeline.max_file_bytes, target: 224 },
+        owner,
+    };
+    let p = Pipeline::start(pcfg, embedder, store.clone(), catalog.clone(), tokio::runtime::Handle::current());
+    (p, Ok(Arc::new(std::sync::Mutex::new(search))))
+}
+
+/// Keeps vectors in step with the catalog when the watcher removes or moves assets.
+struct VectorSync {
+    store: VectorStore,
+    rt: tokio::runtime::Handle,
+}
+
+impl AssetObserver for VectorSync {
+    fn removed(&self, ids: &[i64]) {
+        let ids: Vec<u64> = ids.iter().map(|&i| i as u64).collect();
+        if let Err(e) = self.rt.block_on(self.store.delete(&ids)) {
+            tracing::warn!(error = %e, "deleting vectors of removed assets failed; search drops them anyway (the catalog no longer has them)");
+        }
+    }
+
+    fn moved(&self, moves: &[(i64, String)]) {
+        for (id, path) in moves {
+            if let Err(e) = self.rt.block_on(self.store.set_path(*id as u64, path)) {
+                tracing::warn!(asset = id, error = %e, "updating a moved asset's vector payload failed; search shows the catalog's path anyway");
+            }
+        }
+    }
 }

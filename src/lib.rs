@@ -11,5 +11,8 @@ pub mod decode;
 pub mod embed;
 pub mod library;
 pub mod model;
+pub mod pipeline;
+pub mod search;
 pub mod sessions;
 pub mod vectors;
+pub mod watcher;

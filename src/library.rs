@@ -58,6 +58,10 @@ impl Library {
         Library { cfg }
     }
 
+    pub fn config(&self) -> &LibraryConfig {
+        &self.cfg
+    }
+
     pub fn extensions(&self) -> &[String] {
         &self.cfg.extensions
     }
@@ -116,50 +120,129 @@ impl Library {
             if !seen.insert((meta.dev(), meta.ino())) {
                 continue;
             }
-            let Ok(rd) = std::fs::read_dir(&d) else { continue };
-            for entry in rd.flatten() {
-                let name = entry.file_name();
-                let Some(name) = name.to_str() else { continue };
-                if self.is_ignored_name(name) {
-                    continue;
-                }
-                let path = entry.path();
-                let Ok(ft) = entry.file_type() else { continue };
-                let (is_dir, is_file, meta) = if ft.is_symlink() {
-                    let Ok(m) = std::fs::metadata(&path) else { continue };
-                    if m.is_dir() {
-                        // follow only when the target stays inside the roots
-                        match std::fs::canonicalize(&path) {
-                            Ok(c) if self.is_inside_roots(&c) => {}
-                            _ => continue,
-                        }
-                    }
-                    (m.is_dir(), m.is_file(), Some(m))
-                } else {
-                    (ft.is_dir(), ft.is_file(), None)
-                };
-                if is_dir {
-                    if recursive {
-                        stack.push(path);
-                    }
-                } else if is_file {
-                    if has_extension(name, exts) {
-                        let m = match meta {
-                            Some(m) => m,
-                            None => match entry.metadata() {
-                                Ok(m) => m,
-                                Err(_) => continue,
-                            },
-                        };
-                        stats.images.push(FileEntry { path, size: m.len(), modified_ms: mtime_ms(&m) });
-                    } else {
-                        stats.unsupported += 1;
-                    }
-                }
+            let mut subdirs = Vec::new();
+            self.read_one_dir(&d, exts, &mut stats.images, &mut subdirs, &mut stats.unsupported);
+            if recursive {
+                stack.extend(subdirs);
             }
         }
         stats.images.sort_by(|a, b| a.path.cmp(&b.path));
         stats
+    }
+
+    /// Stat-only parallel walk of a whole tree (the reconcile scan): every image file below
+    /// `dir`, and how many directories were visited. Threads share a stack of directories;
+    /// each directory is visited once (device, inode), so symlink loops end.
+    pub fn walk_parallel(&self, dir: &Path, threads: usize) -> (Vec<FileEntry>, u64) {
+        use std::sync::{Condvar, Mutex};
+        struct Shared {
+            stack: Vec<PathBuf>,
+            busy: usize,
+            done: bool,
+        }
+        let shared = Mutex::new(Shared { stack: vec![dir.to_path_buf()], busy: 0, done: false });
+        let cv = Condvar::new();
+        let seen = Mutex::new(HashSet::new());
+        let results = Mutex::new((Vec::new(), 0u64));
+        std::thread::scope(|scope| {
+            for _ in 0..threads.max(1) {
+                scope.spawn(|| {
+                    let mut files = Vec::new();
+                    let mut dirs = 0u64;
+                    loop {
+                        let next = {
+                            let mut g = shared.lock().unwrap();
+                            loop {
+                                if let Some(d) = g.stack.pop() {
+                                    g.busy += 1;
+                                    break Some(d);
+                                }
+                                if g.busy == 0 || g.done {
+                                    g.done = true;
+                                    cv.notify_all();
+                                    break None;
+                                }
+                                g = cv.wait(g).unwrap();
+                            }
+                        };
+                        let Some(d) = next else { break };
+                        let mut found_dirs = Vec::new();
+                        if let Ok(meta) = std::fs::metadata(&d) {
+                            if seen.lock().unwrap().insert((meta.dev(), meta.ino())) {
+                                dirs += 1;
+                                let mut unsupported = 0;
+                                self.read_one_dir(&d, &self.cfg.extensions, &mut files, &mut found_dirs, &mut unsupported);
+                            }
+                        }
+                        let mut g = shared.lock().unwrap();
+                        g.stack.extend(found_dirs);
+                        g.busy -= 1;
+                        cv.notify_all();
+                    }
+                    let mut r = results.lock().unwrap();
+                    r.0.extend(files);
+                    r.1 += dirs;
+                });
+            }
+        });
+        let (mut files, dirs) = results.into_inner().unwrap();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        (files, dirs)
+    }
+
+    /// One directory's entries: image files into `files`, walkable subdirectories into `dirs`
+    /// (symlinked ones only when they stay inside the roots), other regular files counted.
+    fn read_one_dir(&self, d: &Path, exts: &[String], files: &mut Vec<FileEntry>, dirs: &mut Vec<PathBuf>, unsupported: &mut u64) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for entry in rd.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if self.is_ignored_name(name) {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(ft) = entry.file_type() else { continue };
+            let meta = if ft.is_symlink() {
+                let Ok(m) = std::fs::metadata(&path) else { continue };
+                if m.is_dir() {
+                    if std::fs::canonicalize(&path).is_ok_and(|c| self.is_inside_roots(&c)) {
+                        dirs.push(path);
+                    }
+                    continue;
+                }
+                m
+            } else if ft.is_dir() {
+                dirs.push(path);
+                continue;
+            } else {
+                let Ok(m) = entry.metadata() else { continue };
+                m
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            if has_extension(name, exts) {
+                files.push(FileEntry { path, size: meta.len(), modified_ms: mtime_ms(&meta) });
+            } else {
+                *unsupported += 1;
+            }
+        }
+    }
+
+    /// Is this path one the catalog should hold: inside a root, no hidden or ignored component
+    /// below the root, an image extension?
+    pub fn wants_file(&self, path: &Path) -> bool {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
+        self.is_image_name(name) && self.visible_dir_path(path)
+    }
+
+    /// Inside a root, and no component below the root hidden or ignored.
+    pub fn visible_dir_path(&self, path: &Path) -> bool {
+        self.roots().iter().any(|r| {
+            path.strip_prefix(r).is_ok_and(|rel| {
+                rel.components().all(|c| c.as_os_str().to_str().is_some_and(|s| !self.is_ignored_name(s)))
+            })
+        })
     }
 
     /// The subdirectories of `root` as sessions see them: each visible child directory with its
@@ -222,6 +305,10 @@ mod tests {
 
     fn lib(root: &Path) -> Library {
         Library::new(LibraryConfig {
+            watch: crate::config::WatchMode::Off,
+            poll_interval: std::time::Duration::from_secs(1),
+            settle: std::time::Duration::from_millis(100),
+            rescan_interval: std::time::Duration::from_secs(60),
             roots: vec![std::fs::canonicalize(root).unwrap()],
             extensions: vec!["jpg".into(), "png".into()],
             ignored: vec!["@eaDir".into()],
@@ -258,6 +345,14 @@ mod tests {
         assert_eq!(subs.len(), 2);
         assert!(subs[0].is_root && subs[0].image_count == 1);
         assert_eq!((subs[1].name.as_str(), subs[1].image_count), ("a", 3));
+        let (all, dirs) = l.walk_parallel(&std::fs::canonicalize(r).unwrap(), 3);
+        assert_eq!(all.len(), 4, "{all:?}");
+        assert_eq!(dirs, 4, "root, a, a/b, a/b/c; the loop is visited once");
+        let canon = std::fs::canonicalize(r).unwrap();
+        assert!(l.wants_file(&canon.join("a/b/x.jpg")));
+        assert!(!l.wants_file(&canon.join(".hidden/x.jpg")));
+        assert!(!l.wants_file(&canon.join("a/@eaDir/x.jpg")));
+        assert!(!l.wants_file(&canon.join("a/x.txt")));
     }
 
     #[test]

@@ -27,6 +27,13 @@ enum Cmd {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Run images through the model (same decode/resize/model code as the pipeline): top-5
+    /// labels, or with --json one object per file with the whole embedding.
+    Embed {
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -79,6 +86,22 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Embed { files, json } => {
+            let cfg = match load() {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if std::env::var_os("RUST_LOG").is_some() {
+                tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+            }
+            match pixdex::embed::cli::run(&cfg, &files, json) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
                 }
             }
         }

@@ -16,6 +16,8 @@ pub enum ApiError {
     MethodNotAllowed(String),
     Conflict { detail: String, current: Option<SessionStatus>, allowed: Vec<Action> },
     Unprocessable(Value),
+    /// A capability is not available (e.g. the model weights are missing): 503.
+    Unavailable(String),
     Internal(String),
 }
 
@@ -49,6 +51,7 @@ impl IntoResponse for ApiError {
                 json!({"detail": detail, "currentStatus": current, "allowedActions": allowed}),
             ),
             ApiError::Unprocessable(v) => (StatusCode::UNPROCESSABLE_ENTITY, v),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, json!({"detail": m})),
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, json!({"detail": m})),
         };
         (code, Json(body)).into_response()

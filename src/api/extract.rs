@@ -48,6 +48,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::BadRequest(e.body_text()))?;
-        raw.parse::<i64>().map(Id).map_err(|_| ApiError::BadRequest(format!("{raw:?} is not a session id (a number)")))
+        raw.parse::<i64>().map(Id).map_err(|_| ApiError::BadRequest(format!("{raw:?} is not an id (a number)")))
     }
 }

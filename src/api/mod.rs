@@ -26,6 +26,9 @@ use crate::sessions::{CreateSession, Sessions};
 
 pub struct AppState {
     pub sessions: Sessions,
+    pub watcher: crate::watcher::Watcher,
+    pub pipeline: crate::pipeline::Pipeline,
+    pub search: crate::search::Search,
     pub version: &'static str,
 }
 
@@ -44,9 +47,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/sessions/{id}/validate", post(validate))
         .route("/sessions/{id}/progress", get(progress))
         .route("/sessions/{id}/jobs", get(jobs))
-        .route("/directories/scan", post(scan_directory));
+        .route("/directories/scan", post(scan_directory))
+        .route("/scan/incremental", post(scan_incremental))
+        .route("/watcher", get(watcher_status))
+        .route("/pipeline", get(pipeline_status));
+    let search = Router::new()
+        .route("/", post(search_words))
+        .route("/image", post(search_image).layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024)))
+        .route("/similar/{id}", get(search_similar));
     Router::new()
         .nest("/api/v1/training", training)
+        .nest("/api/v1/search", search)
+        .route("/api/v1/search", post(search_words))
         .route("/api/v1/health", get(health))
         .fallback(|req: Request| async move {
             ApiError::NotFound(format!("no route {} {}", req.method(), req.uri().path())).into_response()
@@ -195,7 +207,9 @@ async fn patch_subdirs(State(st): St, Id(id): Id, Body(items): Body<Vec<Selectio
 }
 
 async fn start(State(st): St, Id(id): Id) -> ApiResult {
-    ok(st.sessions.start(id).await?)
+    let r = st.sessions.start(id).await?;
+    st.pipeline.resume_session(id);
+    ok(r)
 }
 
 async fn pause(State(st): St, Id(id): Id) -> ApiResult {
@@ -203,7 +217,9 @@ async fn pause(State(st): St, Id(id): Id) -> ApiResult {
 }
 
 async fn cancel(State(st): St, Id(id): Id) -> ApiResult {
-    ok(st.sessions.cancel(id).await?)
+    let r = st.sessions.cancel(id).await?;
+    st.pipeline.cancel_session(id);
+    ok(r)
 }
 
 #[derive(Deserialize)]
@@ -213,7 +229,9 @@ struct RestartParams {
 }
 
 async fn restart(State(st): St, Id(id): Id, Q(p): Q<RestartParams>) -> ApiResult {
-    ok(st.sessions.restart(id, p.failed_only.unwrap_or(false)).await?)
+    let r = st.sessions.restart(id, p.failed_only.unwrap_or(false)).await?;
+    st.pipeline.resume_session(id);
+    ok(r)
 }
 
 async fn validate(State(st): St, Id(id): Id) -> ApiResult {
@@ -262,4 +280,112 @@ struct ScanBody {
 
 async fn scan_directory(State(st): St, Body(b): Body<ScanBody>) -> ApiResult {
     ok(st.sessions.scan_directory(&b.root_path, b.recursive.unwrap_or(true), b.extensions).await?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watcher
+// ---------------------------------------------------------------------------------------------
+
+async fn watcher_status(State(st): St) -> ApiResult {
+    ok(st.watcher.status().await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncrementalParams {
+    directory: Option<String>,
+    auto_train: Option<bool>,
+}
+
+async fn scan_incremental(State(st): St, Q(p): Q<IncrementalParams>) -> ApiResult {
+    let dir = p.directory.filter(|d| !d.trim().is_empty()).ok_or_else(|| {
+        ApiError::BadRequest("the directory query parameter is required, e.g. ?directory=/photos/2024&auto_train=false".into())
+    })?;
+    let canon = st.sessions.library().resolve_dir(std::path::Path::new(&dir)).map_err(crate::sessions::SessionError::from)?;
+    let report = st.watcher.scan(canon, p.auto_train.unwrap_or(false)).await.map_err(ApiError::Internal)?;
+    ok(report)
+}
+
+async fn pipeline_status(State(st): St) -> ApiResult {
+    ok(st.pipeline.status())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Search
+// ---------------------------------------------------------------------------------------------
+
+impl From<crate::search::SearchError> for ApiError {
+    fn from(e: crate::search::SearchError) -> Self {
+        use crate::search::SearchError as E;
+        match e {
+            E::BadRequest(m) => ApiError::BadRequest(m),
+            E::NotFound(m) => ApiError::NotFound(m),
+            E::Unavailable(m) => ApiError::Unavailable(m),
+            E::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct WordsBody {
+    query: String,
+    limit: Option<usize>,
+    offset: Option<usize>,
+    #[serde(default)]
+    filters: crate::search::Filters,
+}
+
+async fn search_words(State(st): St, Body(b): Body<WordsBody>) -> ApiResult {
+    ok(st.search.by_words(&b.query, b.limit.unwrap_or(20), b.offset.unwrap_or(0), &b.filters).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ImageBody {
+    path: String,
+    limit: Option<usize>,
+    offset: Option<usize>,
+    #[serde(default)]
+    filters: crate::search::Filters,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PageParams {
+    limit: Option<usize>,
+    offset: Option<usize>,
+    exclude_self: Option<bool>,
+    session_id: Option<i64>,
+    category_id: Option<i64>,
+    path_prefix: Option<String>,
+}
+
+impl PageParams {
+    fn filters(&self) -> crate::search::Filters {
+        crate::search::Filters { session_id: self.session_id, category_id: self.category_id, path_prefix: self.path_prefix.clone(), ..Default::default() }
+    }
+}
+
+/// JSON `{path, limit, offset, filters}`, or the image bytes themselves (any other
+/// Content-Type) with `?limit=&offset=` in the query.
+async fn search_image(State(st): St, Q(p): Q<PageParams>, headers: axum::http::HeaderMap, bytes: axum::body::Bytes) -> ApiResult {
+    let is_json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        let b: ImageBody = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))?;
+        if b.path.trim().is_empty() {
+            return Err(ApiError::BadRequest("path must not be empty".into()));
+        }
+        let r = st.search.by_image(crate::search::ImageQuery::Path(b.path), b.limit.unwrap_or(20), b.offset.unwrap_or(0), &b.filters).await?;
+        return ok(r);
+    }
+    let r = st.search.by_image(crate::search::ImageQuery::Bytes(bytes.to_vec()), p.limit.unwrap_or(20), p.offset.unwrap_or(0), &p.filters()).await?;
+    ok(r)
+}
+
+async fn search_similar(State(st): St, Id(id): Id, Q(p): Q<PageParams>) -> ApiResult {
+    ok(st.search.similar(id, p.exclude_self.unwrap_or(true), p.limit.unwrap_or(20), p.offset.unwrap_or(0), &p.filters()).await?)
 }

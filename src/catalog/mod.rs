@@ -10,6 +10,8 @@
 //! `BEGIN IMMEDIATE`, so a read-then-write transaction never dies on a lock upgrade; readers use
 //! their own pool (WAL lets them run beside the writer). PostgreSQL uses one pool for both.
 
+mod assets;
+mod pipeline;
 mod rows;
 
 use std::collections::BTreeSet;
@@ -21,7 +23,13 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
+pub use assets::{Applied, AssetFile, ChangeSet, JobTarget};
 pub use rows::{Asset, Job, JobsSummary, Session, Subdirectory};
+
+/// A Unix-millisecond time as the API shows it (RFC 3339, UTC).
+pub fn rows_ts(ms: i64) -> String {
+    rows::ts::to_rfc3339(ms)
+}
 
 use crate::library::FileEntry;
 use crate::model::{JobStatus, SessionStatus, now_ms};

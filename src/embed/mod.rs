@@ -493,3 +493,33 @@ mod tests {
 }
 
 pub mod preprocess;
+
+pub mod cli;
+
+impl Embedder {
+    /// Embed decoded images through the pipeline's own path: on wgpu the WGSL kernel resizes
+    /// and normalizes on the device (no host round-trip); on the CPU the SIMD resize does.
+    pub fn embed_images(&self, images: &[&crate::decode::RgbImage]) -> Result<Vec<Embedding>, EmbedError> {
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(self.batch_size().max(1)) {
+            match self {
+                Embedder::Wgpu(_) => {
+                    let x = preprocess::gpu_resize_normalize(self.device(), chunk).map_err(EmbedError::Device)?;
+                    out.extend(self.embed_device_tensor(x)?);
+                }
+                Embedder::Flex(_) => {
+                    let data = preprocess::cpu_resize_normalize_batch(chunk);
+                    out.extend(self.embed_normalized(&data, chunk.len())?);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Embedder {
+    /// True on wgpu: the pipeline then resizes on the device.
+    pub fn is_gpu(&self) -> bool {
+        matches!(self, Embedder::Wgpu(_))
+    }
+}

@@ -140,11 +140,12 @@ impl Pipeline {
             last_write: RwLock::new(Instant::now()),
         });
         let device = embedder.device_name();
+        let gpu = embedder.is_gpu();
         let batch_size = embedder.batch_size();
         // Wake-ups (a session started): one pending is enough, more would say nothing new.
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let (queues, threads) = stages::spawn(&cfg, embedder, store.clone(), catalog, rt, shared.clone(), wake_rx);
-        let workers = [1, cfg.decode_workers, if device.starts_with("wgpu") { 0 } else { cfg.resize_workers }, 1, 1];
+        let workers = [1, cfg.decode_workers, if gpu { 1 } else { cfg.resize_workers }, 1, 1];
         tracing::info!(%device, batch_size, decode_workers = cfg.decode_workers, resize_workers = workers[2], "pipeline started");
         Pipeline {
             inner: Some(Arc::new(Running { shared, device, batch_size, store, queues, workers, threads: std::sync::Mutex::new(threads) })),

@@ -41,7 +41,7 @@ pub(super) fn spawn(
     wake: Receiver<()>,
 ) -> (Queues, Vec<JoinHandle<()>>) {
     let bs = embedder.batch_size();
-    let gpu = embedder.device_name().starts_with("wgpu");
+    let gpu = embedder.is_gpu();
     // claim → decode: holds only job ids and paths; two per decoder keeps every decoder fed
     // while bounding how many leased jobs wait unstarted.
     let decode_cap = cfg.decode_workers * 2;
@@ -417,8 +417,10 @@ impl Optimizer {
     fn run(self) {
         while !self.shared.stop.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(500));
-            let idle = self.shared.last_write.read().unwrap().elapsed() > Duration::from_secs(5);
-            if idle && self.shared.unoptimized.load(Ordering::Relaxed) > 0 {
+            // Index building is slow (minutes at 100k points on 2 cores): only after a bulk of
+            // new points, once the writer has been idle a while.
+            let idle = self.shared.last_write.read().unwrap().elapsed() > Duration::from_secs(10);
+            if idle && self.shared.unoptimized.load(Ordering::Relaxed) >= 1000 {
                 let n = self.shared.unoptimized.swap(0, Ordering::Relaxed);
                 let t = Instant::now();
                 match self.rt.block_on(self.store.optimize()) {

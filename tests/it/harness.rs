@@ -103,12 +103,19 @@ pub struct TestDaemon {
     extra: String,
     /// Extra lines inside `[daemon]`.
     pub daemon_extra: String,
+    /// Extra lines inside `[library]`.
+    pub library_extra: String,
     child: Option<Child>,
 }
 
 impl TestDaemon {
     /// A daemon over an empty library root `<tmp>/lib`; `setup` fills the root before start.
     pub async fn start(db: Db, extra_toml: &str, setup: impl FnOnce(&Path)) -> TestDaemon {
+        Self::start_with(db, extra_toml, "", setup).await
+    }
+
+    /// Like `start`, with extra lines inside `[library]` (watch mode, poll interval…).
+    pub async fn start_with(db: Db, extra_toml: &str, library_extra: &str, setup: impl FnOnce(&Path)) -> TestDaemon {
         let dir = tempfile::Builder::new().prefix("pxd").tempdir_in("/tmp").unwrap();
         let root = dir.path().join("lib");
         std::fs::create_dir_all(&root).unwrap();
@@ -124,9 +131,11 @@ impl TestDaemon {
             catalog_url,
             extra: extra_toml.to_string(),
             daemon_extra: String::new(),
+            library_extra: String::new(),
             dir,
             child: None,
         };
+        d.library_extra = library_extra.to_string();
         d.write_config(extra_toml);
         d.spawn().await;
         d
@@ -135,12 +144,13 @@ impl TestDaemon {
     pub fn write_config(&mut self, extra_toml: &str) {
         self.extra = extra_toml.to_string();
         let body = format!(
-            "[daemon]\ndata_dir = \"{}\"\nsocket = \"{}\"\nadmission_retry_secs = 1\nlog = \"info,pixdex=debug\"\n{}\n\n[catalog]\nurl = \"{}\"\n\n[library]\nroots = [\"{}\"]\n\n{}\n",
+            "[daemon]\ndata_dir = \"{}\"\nsocket = \"{}\"\nadmission_retry_secs = 1\nlog = \"info,pixdex=debug\"\n{}\n\n[catalog]\nurl = \"{}\"\n\n[library]\nroots = [\"{}\"]\nsettle_ms = 300\n{}\n\n{}\n",
             self.dir.path().join("data").display(),
             self.socket.display(),
             self.daemon_extra,
             self.catalog_url,
             self.root.display(),
+            self.library_extra,
             extra_toml.replace("$ROOT", &self.root.display().to_string())
         );
         std::fs::write(&self.config_path, body).unwrap();

@@ -8,3 +8,4 @@ mod catalog_suite;
 mod config_sessions;
 mod embed_model;
 mod sessions_api;
+mod watcher;

@@ -1,0 +1,137 @@
+//! The watcher: keeps `image_assets` and every subdirectory's `image_count` equal to the files
+//! on disk, and feeds new work to sessions.
+//!
+//! - `intake`: notify watchers per root → a bounded event channel (overflow → full reconcile).
+//! - `worker`: one OS thread (never the async runtime) that settles events (a file is read only
+//!   after `library.settle_ms` without change), reconciles scopes, runs the periodic full
+//!   reconcile, and answers control messages, which have their own channel so they never queue
+//!   behind events.
+//! - `diff`: disk truth vs catalog → change set, renames kept as renames.
+
+mod diff;
+mod intake;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+use serde::Serialize;
+
+use crate::catalog::Catalog;
+use crate::library::Library;
+
+pub use diff::diff;
+
+/// Told when assets leave the catalog or move, so their vectors follow (the vector store
+/// implements it; until then, `NoVectors`).
+pub trait AssetObserver: Send + Sync {
+    fn removed(&self, ids: &[i64]);
+    fn moved(&self, moves: &[(i64, String)]);
+}
+
+pub struct NoVectors;
+
+impl AssetObserver for NoVectors {
+    fn removed(&self, _: &[i64]) {}
+    fn moved(&self, _: &[(i64, String)]) {}
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RootStatus {
+    pub path: String,
+    pub mode: String,
+    /// Directories under watch (a native watcher holds one kernel watch per directory).
+    pub watched_directories: u64,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WatcherStatus {
+    pub roots: Vec<RootStatus>,
+    pub events_seen: u64,
+    pub overflows: u64,
+    pub pending_paths: usize,
+    pub reconciles: u64,
+    pub last_reconcile_at: Option<String>,
+    pub last_reconcile_ms: Option<u64>,
+    pub assets_known: i64,
+    pub settle_ms: u64,
+}
+
+/// What an on-demand scan of one directory did.
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanReport {
+    pub directory: String,
+    pub discovered: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub renamed: u64,
+    pub removed: u64,
+    pub skipped: u64,
+    /// Files modified within `library.settle_ms`: left alone now, catalogued once they settle.
+    pub settling: u64,
+    pub jobs_queued: u64,
+}
+
+pub(crate) enum Control {
+    /// Reconcile one directory now; `auto_train` queues jobs in every session selecting it.
+    Scan { dir: PathBuf, auto_train: bool, reply: tokio::sync::oneshot::Sender<Result<ScanReport, String>> },
+    Shutdown,
+}
+
+#[derive(Clone)]
+pub struct Watcher {
+    control: Sender<Control>,
+    status: Arc<Mutex<WatcherStatus>>,
+    catalog: Catalog,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Watcher {
+    /// Start the worker thread. It reconciles every root first, then follows events.
+    /// `on_new_images` runs (on the worker thread) whenever images were added, so waiting
+    /// autoStart sessions can start.
+    pub fn start(
+        library: Arc<Library>,
+        catalog: Catalog,
+        observer: Arc<dyn AssetObserver>,
+        rt: tokio::runtime::Handle,
+        on_new_images: Box<dyn Fn() + Send>,
+    ) -> Watcher {
+        // Control messages are rare (an on-demand scan, shutdown): 64 waiting is plenty, and a
+        // full channel makes the API answer "busy" instead of piling up.
+        let (control, control_rx) = crossbeam_channel::bounded(64);
+        let status = Arc::new(Mutex::new(WatcherStatus { settle_ms: library.config().settle.as_millis() as u64, ..Default::default() }));
+        let w = worker::Worker::new(library, catalog.clone(), observer, rt, on_new_images, status.clone(), control_rx);
+        let handle = std::thread::Builder::new().name("pixdex-watcher".into()).spawn(move || w.run()).expect("spawn watcher thread");
+        Watcher { control, status, catalog, thread: Arc::new(Mutex::new(Some(handle))) }
+    }
+
+    pub async fn status(&self) -> WatcherStatus {
+        let mut s = self.status.lock().unwrap().clone();
+        s.assets_known = self.catalog.count_assets().await.unwrap_or(-1);
+        s
+    }
+
+    /// Reconcile one directory (inside the roots; the caller checks) right now.
+    pub async fn scan(&self, dir: PathBuf, auto_train: bool) -> Result<ScanReport, String> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.control
+            .try_send(Control::Scan { dir, auto_train, reply })
+            .map_err(|_| "the watcher is busy with other scans; try again shortly".to_string())?;
+        rx.await.map_err(|_| "the watcher stopped".to_string())?
+    }
+
+    /// Stop the worker and wait for it (call from a blocking context or spawn_blocking).
+    pub fn shutdown(&self) {
+        let _ = self.control.send(Control::Shutdown);
+        if let Some(h) = self.thread.lock().unwrap().take() {
+            let _ = h.join();
+        }
+    }
+}

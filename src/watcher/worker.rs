@@ -1,0 +1,371 @@
+//! The watcher's worker thread: settles events, reconciles, answers control messages.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::intake::{self, Flags, RawEvent, RootWatch};
+use super::{AssetObserver, Control, ScanReport, WatcherStatus};
+use crate::catalog::{Catalog, JobTarget};
+use crate::library::Library;
+use crate::model::now_ms;
+
+/// Which sessions get jobs for new or changed images.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum JobsFor {
+    /// `live` sessions that are running or completed (watcher events, reconciles).
+    Live,
+    /// Every running, completed or paused session selecting the image (scan with auto_train).
+    Any,
+    Nothing,
+}
+
+struct Outcome {
+    report: ScanReport,
+    dirs: u64,
+}
+
+pub(super) struct Worker {
+    library: Arc<Library>,
+    catalog: Catalog,
+    observer: Arc<dyn AssetObserver>,
+    rt: tokio::runtime::Handle,
+    on_new_images: Box<dyn Fn() + Send>,
+    status: Arc<Mutex<WatcherStatus>>,
+    control_rx: Receiver<Control>,
+    flags: Arc<Flags>,
+    events_tx: Sender<RawEvent>,
+    events_rx: Receiver<RawEvent>,
+    watches: Vec<(PathBuf, RootWatch, Option<String>, u64)>,
+    /// Paths with events, and when the last one arrived.
+    dirty: HashMap<PathBuf, Instant>,
+    /// Renames the watcher paired (from, to), applied with the next batch that covers them.
+    hints: Vec<(PathBuf, PathBuf)>,
+    next_rescan: Instant,
+}
+
+impl Worker {
+    pub(super) fn new(
+        library: Arc<Library>,
+        catalog: Catalog,
+        observer: Arc<dyn AssetObserver>,
+        rt: tokio::runtime::Handle,
+        on_new_images: Box<dyn Fn() + Send>,
+        status: Arc<Mutex<WatcherStatus>>,
+        control_rx: Receiver<Control>,
+    ) -> Worker {
+        // Events: a copy of a big folder produces tens of thousands at once, arriving faster
+        // than the worker settles them while it is busy reconciling. 65 536 (a few MB) absorbs
+        // such bursts; past that, events are dropped and a full reconcile catches up.
+        let (events_tx, events_rx) = crossbeam_channel::bounded(65_536);
+        Worker {
+            library,
+            catalog,
+            observer,
+            rt,
+            on_new_images,
+            status,
+            control_rx,
+            flags: Arc::new(Flags::default()),
+            events_tx,
+            events_rx,
+            watches: Vec::new(),
+            dirty: HashMap::new(),
+            hints: Vec::new(),
+            next_rescan: Instant::now(),
+        }
+    }
+
+    fn settle(&self) -> Duration {
+        self.library.config().settle
+    }
+
+    pub(super) fn run(mut self) {
+        self.ensure_watches();
+        self.full_reconcile();
+        let tick = (self.settle() / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
+        loop {
+            crossbeam_channel::select! {
+                // Control has its own channel: a scan request never waits behind events.
+                recv(self.control_rx) -> msg => match msg {
+                    Ok(Control::Scan { dir, auto_train, reply }) => {
+                        let r = self.scan(dir, auto_train);
+                        let _ = reply.send(r);
+                    }
+                    Ok(Control::Shutdown) | Err(_) => break,
+                },
+                // An event: mark its paths dirty (cheap); work happens once they settle.
+                recv(self.events_rx) -> ev => if let Ok(ev) = ev { self.on_event(ev) },
+                // Nothing for a tick: time to check what has settled.
+                default(tick) => {}
+            }
+            // Take what else is queued, boundedly, so a flood cannot starve settling.
+            for _ in 0..10_000 {
+                match self.events_rx.try_recv() {
+                    Ok(ev) => self.on_event(ev),
+                    Err(_) => break,
+                }
+            }
+            if self.flags.overflow.swap(false, Ordering::SeqCst) {
+                tracing::warn!("watcher event queue overflowed; reconciling every root");
+                self.dirty.clear();
+                self.hints.clear();
+                self.full_reconcile();
+            } else if Instant::now() >= self.next_rescan {
+                self.full_reconcile();
+            }
+            self.settle_ready();
+            let mut st = self.status.lock().unwrap();
+            st.pending_paths = self.dirty.len();
+            st.events_seen = self.flags.events.load(Ordering::Relaxed);
+            st.overflows = self.flags.overflows.load(Ordering::Relaxed);
+        }
+        tracing::info!("watcher stopped");
+    }
+
+    fn on_event(&mut self, ev: RawEvent) {
+        match ev {
+            Err(e) => {
+                tracing::warn!(error = %e, "watcher error; a reconcile will follow");
+                self.flags.overflow.store(true, Ordering::SeqCst);
+            }
+            Ok(ev) => {
+                if ev.need_rescan() {
+                    self.flags.overflow.store(true, Ordering::SeqCst);
+                }
+                let (paths, hint) = intake::paths_of(&ev);
+                let now = Instant::now();
+                for p in paths {
+                    self.dirty.insert(p, now);
+                }
+                if let Some(h) = hint {
+                    self.hints.push(h);
+                }
+            }
+        }
+    }
+
+    /// (Re)establish watchers for roots that have none (missing at start, say).
+    fn ensure_watches(&mut self) {
+        let cfg = self.library.config().clone();
+        for root in self.library.roots() {
+            let have = self.watches.iter().any(|w| w.0 == root && !matches!(w.1, RootWatch::Unavailable));
+            if have {
+                continue;
+            }
+            let (w, note) = intake::watch_root(&root, cfg.watch, cfg.poll_interval, &self.events_tx, &self.flags);
+            tracing::info!(root = %root.display(), mode = w.mode(), note = ?note, "watching");
+            self.watches.retain(|x| x.0 != root);
+            self.watches.push((root, w, note, 0));
+        }
+    }
+
+    fn settle_ready(&mut self) {
+        let settle = self.settle();
+        let now = Instant::now();
+        let ready: Vec<PathBuf> = self.dirty.iter().filter(|(_, t)| now.duration_since(**t) >= settle).map(|(p, _)| p.clone()).collect();
+        if ready.is_empty() {
+            return;
+        }
+        for p in &ready {
+            self.dirty.remove(p);
+        }
+        // A rename is used once both of its ends have settled.
+        let (hints, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.hints)
+            .into_iter()
+            .partition(|(a, b)| !self.dirty.contains_key(a) && !self.dirty.contains_key(b));
+        self.hints = keep;
+        if let Err(e) = self.process(ready, hints, JobsFor::Live, 2) {
+            tracing::error!(error = %e, "applying filesystem changes failed; the next reconcile retries");
+        }
+    }
+
+    fn full_reconcile(&mut self) {
+        let t = Instant::now();
+        self.ensure_watches();
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let mut total = ScanReport::default();
+        for root in self.library.roots() {
+            if !root.is_dir() {
+                // A mount that is away is not a library that was deleted: keep its assets.
+                tracing::warn!(root = %root.display(), "library root unavailable; its assets are kept until it returns");
+                continue;
+            }
+            match self.process(vec![root.clone()], vec![], JobsFor::Live, threads) {
+                Ok(o) => {
+                    if let Some(w) = self.watches.iter_mut().find(|w| w.0 == root) {
+                        w.3 = o.dirs;
+                    }
+                    total.discovered += o.report.discovered;
+                    total.created += o.report.created;
+                    total.updated += o.report.updated;
+                    total.renamed += o.report.renamed;
+                    total.removed += o.report.removed;
+                }
+                Err(e) => tracing::error!(root = %root.display(), error = %e, "reconcile failed"),
+            }
+        }
+        let ms = t.elapsed().as_millis() as u64;
+        tracing::info!(
+            files = total.discovered,
+            created = total.created,
+            updated = total.updated,
+            renamed = total.renamed,
+            removed = total.removed,
+            elapsed_ms = ms,
+            "reconcile done"
+        );
+        self.next_rescan = Instant::now() + self.library.config().rescan_interval;
+        let mut s = self.status.lock().unwrap();
+        s.reconciles += 1;
+        s.last_reconcile_at = Some(crate::catalog::rows_ts(now_ms()));
+        s.last_reconcile_ms = Some(ms);
+        s.events_seen = self.flags.events.load(Ordering::Relaxed);
+        s.overflows = self.flags.overflows.load(Ordering::Relaxed);
+        s.roots = self
+            .watches
+            .iter()
+            .map(|w| super::RootStatus {
+                path: w.0.display().to_string(),
+                mode: w.1.mode().into(),
+                watched_directories: if matches!(w.1, RootWatch::Native(_) | RootWatch::Poll(_)) { w.3 } else { 0 },
+                note: w.2.clone(),
+            })
+            .collect();
+    }
+
+    fn scan(&mut self, dir: PathBuf, auto_train: bool) -> Result<ScanReport, String> {
+        let mut o = self.process(vec![dir.clone()], vec![], if auto_train { JobsFor::Any } else { JobsFor::Nothing }, 2)?;
+        o.report.directory = dir.display().to_string();
+        Ok(o.report)
+    }
+
+    /// Bring the catalog to the truth under `scopes` (files or directories).
+    fn process(&mut self, scopes: Vec<PathBuf>, hints: Vec<(PathBuf, PathBuf)>, jobs: JobsFor, threads: usize) -> Result<Outcome, String> {
+        let settle_ms = self.settle().as_millis() as i64;
+        let now = now_ms();
+        let too_fresh = |m: i64| (0..settle_ms).contains(&(now - m));
+
+        // Scopes inside the roots, no hidden component, none nested in another.
+        let mut scopes: Vec<PathBuf> = scopes.into_iter().filter(|p| self.library.visible_dir_path(p)).collect();
+        scopes.sort();
+        scopes.dedup();
+        let mut kept: Vec<PathBuf> = Vec::new();
+        for s in scopes {
+            if !kept.iter().any(|k| s.starts_with(k)) {
+                kept.push(s);
+            }
+        }
+        let mut out = Outcome { report: ScanReport::default(), dirs: 0 };
+        if kept.is_empty() {
+            return Ok(out);
+        }
+
+        let mut disk = Vec::new();
+        let mut fresh: HashSet<String> = HashSet::new();
+        for s in &kept {
+            match std::fs::metadata(s) {
+                Ok(m) if m.is_dir() => {
+                    let (files, dirs) = self.library.walk_parallel(s, threads);
+                    out.dirs += dirs;
+                    for f in files {
+                        if too_fresh(f.modified_ms) {
+                            fresh.insert(f.path.to_string_lossy().into_owned());
+                        } else {
+                            disk.push(f);
+                        }
+                    }
+                }
+                Ok(m) if m.is_file() => {
+                    if self.library.wants_file(s) {
+                        let f = crate::library::FileEntry { path: s.clone(), size: m.len(), modified_ms: crate::library::mtime_ms(&m) };
+                        if too_fresh(f.modified_ms) {
+                            fresh.insert(s.to_string_lossy().into_owned());
+                        } else {
+                            disk.push(f);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut known = Vec::new();
+        for s in &kept {
+            let under = self.rt.block_on(self.catalog.assets_under(&s.to_string_lossy())).map_err(|e| e.to_string())?;
+            known.extend(under);
+        }
+        // Files still being written are left alone (neither read nor deleted) and looked at again.
+        known.retain(|a| !fresh.contains(&a.path));
+        let t = Instant::now();
+        for p in &fresh {
+            self.dirty.insert(PathBuf::from(p), t);
+        }
+
+        let hint_strs: Vec<(String, String)> =
+            hints.iter().map(|(a, b)| (a.to_string_lossy().into_owned(), b.to_string_lossy().into_owned())).collect();
+        let cs = super::diff(&disk, &known, &hint_strs);
+        out.report.discovered = disk.len() as u64;
+        out.report.settling = fresh.len() as u64;
+        if !cs.is_empty() {
+            let applied = self.rt.block_on(self.catalog.apply_changes(&cs)).map_err(|e| e.to_string())?;
+            if !cs.deletes.is_empty() {
+                self.observer.removed(&cs.deletes);
+            }
+            if !cs.renames.is_empty() {
+                self.observer.moved(&cs.renames);
+            }
+            // A renamed folder stays what sessions selected.
+            for (from, to) in &hint_strs {
+                self.rt.block_on(self.catalog.rename_subdirectories(from, to)).map_err(|e| e.to_string())?;
+            }
+            let scope_strs: Vec<String> = kept.iter().map(|k| k.to_string_lossy().into_owned()).collect();
+            self.rt.block_on(self.catalog.recount_subdirectories(&scope_strs)).map_err(|e| e.to_string())?;
+            out.report.created = applied.created;
+            out.report.updated = applied.updated;
+            out.report.renamed = applied.renamed;
+            out.report.removed = applied.removed;
+            if jobs != JobsFor::Nothing && !applied.touched.is_empty() {
+                let targets = self.rt.block_on(self.catalog.job_targets(jobs == JobsFor::Any)).map_err(|e| e.to_string())?;
+                let items = match_targets(&targets, &applied.touched);
+                out.report.jobs_queued = self.rt.block_on(self.catalog.queue_jobs(&items)).map_err(|e| e.to_string())?;
+            }
+            tracing::debug!(
+                created = applied.created,
+                updated = applied.updated,
+                renamed = applied.renamed,
+                removed = applied.removed,
+                jobs = out.report.jobs_queued,
+                "catalog follows the filesystem"
+            );
+            if applied.created > 0 {
+                (self.on_new_images)();
+            }
+        }
+        out.report.skipped = out.report.discovered.saturating_sub(out.report.created + out.report.updated + out.report.renamed);
+        Ok(out)
+    }
+}
+
+/// (session, subdirectory, asset) for every selected subdirectory holding a touched asset;
+/// one job per session and asset.
+fn match_targets(targets: &[JobTarget], touched: &[(i64, String)]) -> Vec<(i64, i64, i64)> {
+    let mut seen = HashSet::new();
+    let mut items = Vec::new();
+    for (asset_id, path) in touched {
+        for t in targets {
+            let inside = if t.is_root {
+                path.rsplit_once('/').is_some_and(|(parent, _)| parent == t.path)
+            } else {
+                path.starts_with(&format!("{}/", t.path))
+            };
+            if inside && seen.insert((t.session_id, *asset_id)) {
+                items.push((t.session_id, t.subdirectory_id, *asset_id));
+            }
+        }
+    }
+    items
+}

@@ -1,0 +1,262 @@
+//! The watcher against a running daemon on temp directories: exact catalog state after every
+//! kind of change, native and poll, and changes made while the daemon was down.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::both_backends;
+use crate::harness::{Db, PNG, TestDaemon, eventually, write_images};
+
+const S: &str = "/api/v1/training/sessions";
+
+/// (id, path relative to the root, size) of every catalogued asset.
+async fn assets(d: &TestDaemon) -> Vec<(i64, String, i64)> {
+    let cat = d.catalog().await;
+    let root = format!("{}/", d.root.display());
+    let out = cat.all_assets().await.unwrap().into_iter().map(|a| (a.id, a.path.trim_start_matches(&root).to_string(), a.size)).collect();
+    cat.close().await;
+    out
+}
+
+async fn paths(d: &TestDaemon) -> Vec<String> {
+    assets(d).await.into_iter().map(|a| a.1).collect()
+}
+
+async fn id_of(d: &TestDaemon, rel: &str) -> Option<i64> {
+    assets(d).await.into_iter().find(|a| a.1 == rel).map(|a| a.0)
+}
+
+async fn until_paths(d: &TestDaemon, want: &[&str]) {
+    let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    let ok = eventually(15, || async { paths(d).await == want }).await;
+    assert!(ok, "catalog {:?} != expected {:?}\n{}", paths(d).await, want, d.log());
+}
+
+async fn until_paths_len(d: &TestDaemon, n: usize) {
+    assert!(eventually(15, || async { paths(d).await.len() == n }).await, "{:?}", paths(d).await);
+}
+
+fn write(p: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, bytes).unwrap();
+}
+
+async fn image_count(d: &TestDaemon, session: i64, name: &str) -> i64 {
+    let subs = d.get(&format!("{S}/{session}/subdirectories")).await.body;
+    subs.as_array().unwrap().iter().find(|s| s["name"] == name).map(|s| s["imageCount"].as_i64().unwrap()).unwrap_or(-1)
+}
+
+both_backends!(follows_every_change, follows_every_change_body);
+async fn follows_every_change_body(db: Db) {
+    let d = TestDaemon::start(db, "", |root| write_images(root, "a", 2, "png")).await;
+    let root = d.root.clone();
+    until_paths(&d, &["a/img000.png", "a/img001.png"]).await;
+
+    // A live session, completed: new images re-open it with a job each.
+    let sid = d.create(json!({"name": "live", "rootPath": root.display().to_string()})).await;
+    assert_eq!(d.action(sid, "start").await.status, 200);
+    let cat = d.catalog().await;
+    let claimed = cat.claim_jobs("w", 10, Duration::from_secs(60)).await.unwrap();
+    cat.complete_jobs("w", &claimed.iter().map(|c| c.job_id).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(d.session(sid).await["status"], "completed");
+
+    // create
+    write(&root.join("a/new.png"), PNG);
+    until_paths(&d, &["a/img000.png", "a/img001.png", "a/new.png"]).await;
+    assert!(eventually(3, || async { image_count(&d, sid, "a").await == 3 }).await, "count follows");
+    let s = d.session(sid).await;
+    assert_eq!(s["status"], "running", "a completed live session takes the new image: {s:?}");
+    assert_eq!(d.get(&format!("{S}/{sid}/progress")).await.body["jobsSummary"]["pending"], 1);
+
+    // modify: same asset, new size
+    let id0 = id_of(&d, "a/img000.png").await.unwrap();
+    let mut bigger = PNG.to_vec();
+    bigger.extend_from_slice(&[0u8; 100]);
+    write(&root.join("a/img000.png"), &bigger);
+    assert!(eventually(10, || async { assets(&d).await.iter().any(|a| a.0 == id0 && a.2 == bigger.len() as i64) }).await, "{:?}", assets(&d).await);
+
+    // rename a file: same id
+    let id_new = id_of(&d, "a/new.png").await.unwrap();
+    std::fs::rename(root.join("a/new.png"), root.join("a/renamed.png")).unwrap();
+    until_paths(&d, &["a/img000.png", "a/img001.png", "a/renamed.png"]).await;
+    assert_eq!(id_of(&d, "a/renamed.png").await, Some(id_new), "a rename keeps the asset");
+
+    // rename the directory: every id kept, the session's subdirectory follows
+    let before: Vec<i64> = assets(&d).await.iter().map(|a| a.0).collect();
+    std::fs::rename(root.join("a"), root.join("b")).unwrap();
+    until_paths(&d, &["b/img000.png", "b/img001.png", "b/renamed.png"]).await;
+    let after: Vec<i64> = assets(&d).await.iter().map(|a| a.0).collect();
+    assert_eq!(before, after);
+    assert!(eventually(3, || async { image_count(&d, sid, "b").await == 3 }).await, "{:?}", d.get(&format!("{S}/{sid}/subdirectories")).await.body);
+
+    // delete: gone, count drops, its pending job cancelled
+    std::fs::remove_file(root.join("b/renamed.png")).unwrap();
+    until_paths(&d, &["b/img000.png", "b/img001.png"]).await;
+    assert!(eventually(3, || async { image_count(&d, sid, "b").await == 2 }).await);
+    let p = d.get(&format!("{S}/{sid}/progress")).await.body;
+    assert_eq!(p["jobsSummary"]["cancelled"], 1, "{p:?}");
+
+    // mkdir -p of a deep tree
+    for rel in ["deep/x/y/z/1.jpg", "deep/x/y/z/2.jpg", "deep/x/3.webp"] {
+        write(&root.join(rel), PNG);
+    }
+    until_paths(&d, &["b/img000.png", "b/img001.png", "deep/x/3.webp", "deep/x/y/z/1.jpg", "deep/x/y/z/2.jpg"]).await;
+
+    // ignored: hidden, @eaDir, other extensions
+    write(&root.join(".hidden/h.png"), PNG);
+    write(&root.join("b/.dot.png"), PNG);
+    write(&root.join("b/@eaDir/t.png"), PNG);
+    write(&root.join("b/notes.txt"), b"x");
+
+    // out of the root = delete; into the root = create
+    let outside = d.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::rename(root.join("deep/x/3.webp"), outside.join("3.webp")).unwrap();
+    until_paths(&d, &["b/img000.png", "b/img001.png", "deep/x/y/z/1.jpg", "deep/x/y/z/2.jpg"]).await;
+    write(&outside.join("in.png"), PNG);
+    std::fs::rename(outside.join("in.png"), root.join("b/in.png")).unwrap();
+    until_paths(&d, &["b/img000.png", "b/img001.png", "b/in.png", "deep/x/y/z/1.jpg", "deep/x/y/z/2.jpg"]).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(paths(&d).await.len(), 5, "ignored files never catalogued: {:?}", paths(&d).await);
+
+    let st = d.get("/api/v1/training/watcher").await.body;
+    assert_eq!(st["roots"][0]["mode"], "native", "{st:?}");
+    assert_eq!(st["assetsKnown"], 5);
+    assert!(st["eventsSeen"].as_u64().unwrap() > 0);
+    cat.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_of_2000_files() {
+    let d = TestDaemon::start(Db::Sqlite, "", |_| {}).await;
+    until_paths(&d, &[]).await;
+    let dir = d.root.join("burst");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..2000 {
+        std::fs::write(dir.join(format!("{i:04}.jpg")), PNG).unwrap();
+    }
+    let ok = eventually(60, || async { assets(&d).await.len() == 2000 }).await;
+    assert!(ok, "{} of 2000 catalogued", assets(&d).await.len());
+    let mut want: Vec<String> = (0..2000).map(|i| format!("burst/{i:04}.jpg")).collect();
+    want.sort();
+    assert_eq!(paths(&d).await, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_write_is_never_read_half_way() {
+    let d = TestDaemon::start(Db::Sqlite, "", |_| {}).await;
+    until_paths(&d, &[]).await;
+    let path = d.root.join("slow.jpg");
+    let chunk = vec![7u8; 4096];
+    let chunks = 15;
+    let final_size = (chunk.len() * chunks) as i64;
+    let writer = {
+        let path = path.clone();
+        let chunk = chunk.clone();
+        std::thread::spawn(move || {
+            let mut f = std::fs::File::create(&path).unwrap();
+            for _ in 0..chunks {
+                f.write_all(&chunk).unwrap();
+                f.flush().unwrap();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let t = Instant::now();
+    while !writer.is_finished() {
+        for a in assets(&d).await {
+            assert_eq!(a.2, final_size, "catalogued at {} bytes after {:?}, while still being written", a.2, t.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    writer.join().unwrap();
+    assert!(t.elapsed() >= Duration::from_secs(3));
+    assert!(eventually(10, || async { assets(&d).await.iter().any(|a| a.1 == "slow.jpg" && a.2 == final_size) }).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_mode_follows_changes() {
+    let d = TestDaemon::start_with(Db::Sqlite, "", "watch = \"poll\"\npoll_interval_ms = 200", |root| write_images(root, "p", 1, "png")).await;
+    until_paths(&d, &["p/img000.png"]).await;
+    let st = d.get("/api/v1/training/watcher").await.body;
+    assert_eq!(st["roots"][0]["mode"], "poll", "{st:?}");
+    write(&d.root.join("p/two.png"), &[PNG, &[1u8; 10]].concat());
+    until_paths(&d, &["p/img000.png", "p/two.png"]).await;
+    let id = id_of(&d, "p/two.png").await.unwrap();
+    std::fs::rename(d.root.join("p/two.png"), d.root.join("p/deux.png")).unwrap();
+    until_paths(&d, &["p/deux.png", "p/img000.png"]).await;
+    assert_eq!(id_of(&d, "p/deux.png").await, Some(id), "a polled rename keeps the asset");
+    std::fs::rename(d.root.join("p"), d.root.join("q")).unwrap();
+    until_paths(&d, &["q/deux.png", "q/img000.png"]).await;
+    assert_eq!(id_of(&d, "q/deux.png").await, Some(id), "a polled directory move keeps the assets");
+    std::fs::remove_file(d.root.join("q/img000.png")).unwrap();
+    until_paths(&d, &["q/deux.png"]).await;
+}
+
+both_backends!(changes_while_down_found_at_start, changes_while_down_body);
+async fn changes_while_down_body(db: Db) {
+    let mut d = TestDaemon::start(db, "", |root| {
+        write_images(root, "a", 3, "png");
+    })
+    .await;
+    until_paths(&d, &["a/img000.png", "a/img001.png", "a/img002.png"]).await;
+    let moved_id = id_of(&d, "a/img001.png").await.unwrap();
+    d.stop();
+    // While the daemon is down: one new, one deleted, one moved (no events for any of it).
+    write(&d.root.join("a/later.png"), &[PNG, &[2u8; 5]].concat());
+    std::fs::remove_file(d.root.join("a/img000.png")).unwrap();
+    std::fs::create_dir_all(d.root.join("c")).unwrap();
+    std::fs::rename(d.root.join("a/img001.png"), d.root.join("c/img001.png")).unwrap();
+    std::thread::sleep(Duration::from_millis(400)); // older than settle_ms
+    d.respawn().await;
+    until_paths(&d, &["a/img002.png", "a/later.png", "c/img001.png"]).await;
+    assert_eq!(id_of(&d, "c/img001.png").await, Some(moved_id));
+    let st = d.get("/api/v1/training/watcher").await.body;
+    assert!(st["reconciles"].as_u64().unwrap() >= 1 && st["lastReconcileAt"].is_string(), "{st:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_scan() {
+    let d = TestDaemon::start_with(Db::Sqlite, "", "watch = \"off\"", |root| write_images(root, "a", 1, "png")).await;
+    until_paths(&d, &["a/img000.png"]).await;
+    let sid = d.create(json!({"name": "s", "rootPath": d.root.display().to_string(), "live": false})).await;
+    assert_eq!(d.action(sid, "start").await.status, 200);
+    // watch = off: nothing follows by itself
+    write_images(&d.root, "a/more", 2, "jpg");
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(paths(&d).await.len(), 1);
+    std::thread::sleep(Duration::from_millis(400));
+    let q = |dir: &Path, auto: bool| format!("/api/v1/training/scan/incremental?directory={}&auto_train={auto}", dir.display());
+    let r = d.post(&q(&d.root.join("a"), false), None).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!((r.body["discovered"].as_i64(), r.body["created"].as_i64(), r.body["skipped"].as_i64()), (Some(3), Some(2), Some(1)), "{:?}", r.body);
+    assert_eq!(r.body["jobsQueued"], 0);
+    assert_eq!(d.get(&format!("{S}/{sid}/jobs")).await.body["total"], 1, "auto_train=false queues nothing");
+    write_images(&d.root, "a", 3, "webp");
+    std::thread::sleep(Duration::from_millis(400));
+    let r = d.post(&q(&d.root.join("a"), true), None).await;
+    assert_eq!((r.body["created"].as_i64(), r.body["jobsQueued"].as_i64()), (Some(3), Some(3)), "{:?}", r.body);
+    assert_eq!(d.get(&format!("{S}/{sid}/jobs")).await.body["total"], 4);
+    // Files still being written are left to settle, then catalogued (no jobs: the session is not live).
+    write_images(&d.root, "a/fresh", 2, "png");
+    let r = d.post(&q(&d.root.join("a"), false), None).await;
+    assert_eq!((r.body["created"].as_i64(), r.body["settling"].as_i64()), (Some(0), Some(2)), "{:?}", r.body);
+    until_paths_len(&d, 8).await;
+    assert_eq!(d.get(&format!("{S}/{sid}/jobs")).await.body["total"], 4);
+    // errors
+    assert_eq!(d.post("/api/v1/training/scan/incremental", None).await.status, 400);
+    assert_eq!(d.post(&q(d.dir.path(), false), None).await.status, 403);
+    assert_eq!(d.post(&q(&d.root.join("nope"), false), None).await.status, 404);
+    let st = d.get("/api/v1/training/watcher").await.body;
+    assert_eq!(st["roots"][0]["mode"], "off");
+    let (code, out, _) = d.ctl(&["scan", &d.root.display().to_string()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("8 images found"), "{out}");
+    let (code, out, _) = d.ctl(&["watcher"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("off") && out.contains("assets known: 8"), "{out}");
+}
