@@ -32,6 +32,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::warn!("library.roots is empty: no session can be created until a root is configured");
     }
 
+    // Claim the control socket first: a second daemon on the same config stops here, before it
+    // touches the catalog or the vector store.
+    let unix = bind_unix(&cfg.socket)?;
+    tracing::info!(socket = %cfg.socket.display(), "control socket bound");
+
     let catalog = Catalog::connect(&cfg.catalog_url, cfg.catalog_max_connections).await?;
     let recovered = catalog.recover().await?;
     tracing::info!(
@@ -95,8 +100,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     });
     let app = api::router(state);
 
-    let unix = bind_unix(&cfg.socket)?;
-    tracing::info!(socket = %cfg.socket.display(), "control socket listening");
     let mut tasks = tokio::task::JoinSet::new();
     {
         let mut rx = shutdown.subscribe();

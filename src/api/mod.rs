@@ -58,7 +58,6 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .nest("/api/v1/training", training)
         .nest("/api/v1/search", search)
-        .route("/api/v1/search", post(search_words))
         .route("/api/v1/health", get(health))
         .fallback(|req: Request| async move {
             ApiError::NotFound(format!("no route {} {}", req.method(), req.uri().path())).into_response()
@@ -307,7 +306,9 @@ async fn scan_incremental(State(st): St, Q(p): Q<IncrementalParams>) -> ApiResul
 }
 
 async fn pipeline_status(State(st): St) -> ApiResult {
-    ok(st.pipeline.status())
+    let mut v = serde_json::to_value(st.pipeline.status()).unwrap_or_default();
+    v["points"] = json!(st.pipeline.points().await);
+    ok(v)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -370,10 +371,10 @@ impl PageParams {
 /// JSON `{path, limit, offset, filters}`, or the image bytes themselves (any other
 /// Content-Type) with `?limit=&offset=` in the query.
 async fn search_image(State(st): St, Q(p): Q<PageParams>, headers: axum::http::HeaderMap, bytes: axum::body::Bytes) -> ApiResult {
-    let is_json = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+    // JSON `{path…}` or raw image bytes: decided by the body itself (no image format starts
+    // with `{`), so clients that send no or a wrong Content-Type still work.
+    let _ = headers;
+    let is_json = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     if is_json {
         let b: ImageBody = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))?;
         if b.path.trim().is_empty() {

@@ -226,6 +226,14 @@ impl Pipeline {
         }
     }
 
+    /// Points in the vector store (None when the pipeline does not run).
+    pub async fn points(&self) -> Option<u64> {
+        match &self.inner {
+            Some(r) => r.store.count().await.ok(),
+            None => None,
+        }
+    }
+
     /// Stop claiming, let every stage drain what it holds, join the threads. Jobs still leased
     /// are requeued at the next start.
     pub fn shutdown(&self) {

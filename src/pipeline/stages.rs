@@ -369,7 +369,10 @@ impl Writer {
         // leased and are requeued at the next start: nothing is lost, nothing completes early).
         let mut backoff = Duration::from_millis(250);
         loop {
-            match self.rt.block_on(self.store.upsert(points.clone())) {
+            // Stored means durable: flush before the catalog calls the jobs completed, so a
+            // kill -9 right after cannot leave a completed job without its vector.
+            let stored = self.rt.block_on(async { self.store.upsert(points.clone()).await?; self.store.flush().await });
+            match stored {
                 Ok(()) => break,
                 Err(e) if e.is_retryable() => {
                     if self.shared.stop.load(Ordering::SeqCst) {

@@ -153,6 +153,13 @@ impl TestDaemon {
             self.library_extra,
             extra_toml.replace("$ROOT", &self.root.display().to_string())
         );
+        // Daemons run without the model unless a test asks for it ([model] in its extra TOML):
+        // loading EfficientNet in every test daemon would only cost time.
+        let body = if extra_toml.contains("[model]") {
+            body
+        } else {
+            format!("{body}\n[model]\nweights = \"{}\"\n", self.dir.path().join("no-model.pth").display())
+        };
         std::fs::write(&self.config_path, body).unwrap();
     }
 
@@ -303,4 +310,38 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// The repository's model weights (`scripts/fetch-model`), or a panic saying how to get them.
+pub fn weights() -> PathBuf {
+    let p = std::env::var("PIXDEX_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("models/efficientnet-lite0.pth"));
+    assert!(p.is_file(), "model weights missing at {}: run `scripts/fetch-model {}`", p.display(), p.display());
+    p
+}
+
+/// A sample photo (`scripts/fetch-samples`), or a panic saying how to get it.
+pub fn sample(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples").join(name);
+    assert!(p.is_file(), "sample photo missing at {}: run `scripts/fetch-samples`", p.display());
+    p
+}
+
+/// `[model]` + `[pipeline]` TOML for a daemon that embeds on the CPU.
+pub fn model_toml(batch: usize) -> String {
+    format!("[model]\nweights = \"{}\"\ndevice = \"cpu\"\n\n[pipeline]\nbatch_size = {batch}\ndecode_workers = 2\n", weights().display())
+}
+
+/// A noisy RGB PNG of the given size (deterministic per seed).
+pub fn noise_png(path: &Path, w: u32, h: u32, seed: u32) {
+    let mut x = seed.wrapping_mul(2654435761).wrapping_add(1);
+    let img = image::RgbImage::from_fn(w, h, |_, _| {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        image::Rgb([(x & 255) as u8, ((x >> 8) & 255) as u8, ((x >> 16) & 255) as u8])
+    });
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    img.save(path).unwrap();
 }

@@ -7,5 +7,6 @@ mod admission;
 mod catalog_suite;
 mod config_sessions;
 mod embed_model;
+mod pipeline;
 mod sessions_api;
 mod watcher;

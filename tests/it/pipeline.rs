@@ -1,0 +1,246 @@
+//! The embedding pipeline end to end: a real daemon, the real model (CPU), real qdrant-edge.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::harness::{Db, TestDaemon, eventually, model_toml, noise_png, sample};
+
+const S: &str = "/api/v1/training/sessions";
+
+/// A big-endian CRC-32 (PNG chunks) for the hand-made bomb header.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+fn bomb_png(path: &Path) {
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut f = b"\x89PNG\r\n\x1a\n".to_vec();
+    f.extend_from_slice(&13u32.to_be_bytes());
+    f.extend_from_slice(&ihdr);
+    f.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    std::fs::write(path, f).unwrap();
+}
+
+fn photo_library(root: &Path) {
+    let photos = root.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for name in ["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "brick.png"] {
+        std::fs::copy(sample(name), photos.join(name)).unwrap();
+    }
+    // A resized copy of the coffee photo: it must rank right after the original.
+    let coffee = image::open(sample("coffee.png")).unwrap();
+    coffee.resize(300, 200, image::imageops::FilterType::Triangle).save(photos.join("coffee-small.jpg")).unwrap();
+    for i in 0..4 {
+        noise_png(&root.join(format!("noise/n{i}.png")), 96, 64, i);
+    }
+    let bad = root.join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    let rocket = std::fs::read(sample("rocket.jpg")).unwrap();
+    std::fs::write(bad.join("truncated.jpg"), &rocket[..rocket.len() / 2]).unwrap();
+    std::fs::write(bad.join("empty.jpg"), b"").unwrap();
+    std::fs::write(bad.join("text.jpg"), b"this is not an image, just words").unwrap();
+    bomb_png(&bad.join("bomb.png"));
+}
+
+async fn wait_status(d: &TestDaemon, id: i64, status: &str, secs: u64) -> Value {
+    let ok = eventually(secs, || async { d.session(id).await["status"] == status }).await;
+    let s = d.session(id).await;
+    assert!(ok, "session {id} not {status} after {secs} s: {s:?}\n{:?}", d.get("/api/v1/training/pipeline").await.body);
+    s
+}
+
+both_backends!(indexes_and_searches, indexes_and_searches_body);
+async fn indexes_and_searches_body(db: Db) {
+    let d = TestDaemon::start(db, &model_toml(4), photo_library).await;
+    let root = d.root.display().to_string();
+    let p = d.get("/api/v1/training/pipeline").await.body;
+    assert_eq!(p["running"], true, "{p:?}");
+
+    // Before anything is indexed: an empty result with a hint, not an error.
+    let r = d.post("/api/v1/search", Some(json!({"query": "cat"}))).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(r.body["hint"].as_str().unwrap().contains("nothing is indexed"), "{:?}", r.body);
+
+    let id = d.create(json!({"name": "all", "rootPath": root})).await;
+    assert_eq!(d.action(id, "start").await.status, 200);
+    let s = wait_status(&d, id, "completed", 120).await;
+    // 6 photos + 4 noise images embedded; the 4 bad files failed their own jobs only.
+    assert_eq!((s["totalImages"].as_i64(), s["processedImages"].as_i64(), s["failedImages"].as_i64()), (Some(14), Some(10), Some(4)), "{s:?}");
+    let failed = d.get(&format!("{S}/{id}/jobs?status=failed")).await.body;
+    let reasons: Vec<(String, String)> = failed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| (j["path"].as_str().unwrap().rsplit('/').next().unwrap().to_string(), j["errorMessage"].as_str().unwrap().to_string()))
+        .collect();
+    for (file, word) in [("truncated.jpg", "truncated"), ("empty.jpg", "empty"), ("text.jpg", "unsupported"), ("bomb.png", "max_megapixels")] {
+        let r = reasons.iter().find(|r| r.0 == file).unwrap_or_else(|| panic!("{file} did not fail: {reasons:?}"));
+        assert!(r.1.to_lowercase().contains(word), "{file}: {:?} should say {word}", r.1);
+    }
+    let p = d.get("/api/v1/training/pipeline").await.body;
+    assert_eq!(p["points"], 10, "one point per embedded asset: {p:?}");
+    assert_eq!(p["stages"][1]["failures"], 4);
+
+    // Words: the cat photo first for "cat"; espresso for the coffee photos.
+    let r = d.post("/api/v1/search", Some(json!({"query": "cat", "limit": 5}))).await.body;
+    assert!(r["results"][0]["path"].as_str().unwrap().ends_with("chelsea.png"), "{r:?}");
+    let r = d.post("/api/v1/search", Some(json!({"query": "Espresso"}))).await.body;
+    let top: Vec<&str> = r["results"].as_array().unwrap().iter().map(|h| h["path"].as_str().unwrap().rsplit('/').next().unwrap()).collect();
+    assert!(top.len() >= 2 && top[..2].contains(&"coffee.png") && top[..2].contains(&"coffee-small.jpg"), "{r:?}");
+
+    // By image: the exact copy and the resized copy rank first and second.
+    let coffee = d.root.join("photos/coffee.png");
+    let r = d.post("/api/v1/search/image", Some(json!({"path": coffee, "limit": 3}))).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let names: Vec<&str> = r.body["results"].as_array().unwrap().iter().map(|h| h["path"].as_str().unwrap().rsplit('/').next().unwrap()).collect();
+    assert_eq!(&names[..2], &["coffee.png", "coffee-small.jpg"], "{:?}", r.body);
+    assert!(r.body["results"][0]["score"].as_f64().unwrap() > 0.99);
+    // The same by uploaded bytes.
+    let bytes = std::fs::read(&coffee).unwrap();
+    let r = d.client.request("POST".parse().unwrap(), "/api/v1/search/image?limit=2", Some(bytes)).await.unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(r.body["results"][0]["path"].as_str().unwrap().ends_with("coffee.png"));
+    // Similar to an asset, itself excluded.
+    let coffee_id = r.body["results"][0]["assetId"].as_i64().unwrap();
+    let r = d.get(&format!("/api/v1/search/similar/{coffee_id}?exclude_self=true&limit=3")).await.body;
+    assert!(r["results"][0]["path"].as_str().unwrap().ends_with("coffee-small.jpg"), "{r:?}");
+    assert!(r["results"].as_array().unwrap().iter().all(|h| h["assetId"] != coffee_id));
+
+    // Filters narrow: path prefix, session.
+    let r = d.post("/api/v1/search", Some(json!({"query": "espresso", "filters": {"pathPrefix": format!("{root}/noise")}}))).await.body;
+    assert_eq!(r["results"].as_array().unwrap().len(), 0, "{r:?}");
+    let r = d.post("/api/v1/search/image", Some(json!({"path": coffee, "limit": 20, "filters": {"pathPrefix": format!("{root}/noise")}}))).await.body;
+    assert!(r["results"].as_array().unwrap().iter().all(|h| h["path"].as_str().unwrap().contains("/noise/")), "{r:?}");
+    assert_eq!(r["results"].as_array().unwrap().len(), 4);
+    let r = d.post("/api/v1/search/image", Some(json!({"path": coffee, "filters": {"sessionId": id + 100}}))).await.body;
+    assert_eq!(r["results"].as_array().unwrap().len(), 0);
+
+    // Bad input.
+    assert_eq!(d.post("/api/v1/search", Some(json!({"query": "  "}))).await.status, 400);
+    assert_eq!(d.post("/api/v1/search", Some(json!({"query": "cat", "limit": 0}))).await.status, 400);
+    assert_eq!(d.post("/api/v1/search", Some(json!({"query": "cat", "limit": 1000}))).await.status, 400);
+    assert_eq!(d.post("/api/v1/search/image", Some(json!({"path": format!("{root}/missing.jpg")}))).await.status, 404);
+    let r = d.post("/api/v1/search/image", Some(json!({"path": d.root.join("bad/text.jpg")}))).await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(d.get("/api/v1/search/similar/99999").await.status, 404);
+
+    // A moved file shows its new path; a deleted one disappears.
+    std::fs::rename(d.root.join("photos/chelsea.png"), d.root.join("photos/cat.png")).unwrap();
+    assert!(
+        eventually(10, || async {
+            let r = d.post("/api/v1/search", Some(json!({"query": "cat"}))).await.body;
+            r["results"][0]["path"].as_str().is_some_and(|p| p.ends_with("photos/cat.png"))
+        })
+        .await
+    );
+    std::fs::remove_file(d.root.join("photos/cat.png")).unwrap();
+    assert!(
+        eventually(10, || async {
+            let r = d.post("/api/v1/search", Some(json!({"query": "tabby"}))).await.body;
+            r["results"].as_array().unwrap().iter().all(|h| !h["path"].as_str().unwrap().contains("cat.png"))
+        })
+        .await
+    );
+    let (code, out, _) = d.ctl(&["search", "--text", "espresso", "--limit", "2"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("coffee"), "{out}");
+    let (code, out, _) = d.ctl(&["pipeline"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("embed") && out.contains("decode"), "{out}");
+}
+
+fn many(root: &Path, n: u32) {
+    for i in 0..n {
+        noise_png(&root.join(format!("many/{:03}/{i:04}.png", i / 50)), 80, 60, i + 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_cancel_mid_run() {
+    let d = TestDaemon::start(Db::Sqlite, &model_toml(4), |r| many(r, 160)).await;
+    let root = d.root.display().to_string();
+    let id = d.create(json!({"name": "big", "rootPath": root})).await;
+    assert_eq!(d.action(id, "start").await.status, 200);
+    assert!(eventually(60, || async { d.session(id).await["processedImages"].as_i64().unwrap() >= 8 }).await);
+    assert_eq!(d.action(id, "pause").await.body["status"], "paused");
+    // In-flight work finishes; nothing new is claimed.
+    assert!(eventually(20, || async { d.get(&format!("{S}/{id}/progress")).await.body["jobsSummary"]["running"] == 0 }).await);
+    let done = d.session(id).await["processedImages"].as_i64().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(d.session(id).await["processedImages"].as_i64().unwrap(), done, "paused: no progress");
+    assert!(done < 160, "paused mid-run");
+    assert_eq!(d.action(id, "start").await.body["status"], "running");
+    let s = wait_status(&d, id, "completed", 180).await;
+    assert_eq!((s["processedImages"].as_i64(), s["failedImages"].as_i64()), (Some(160), Some(0)));
+
+    // Cancel mid-run: unfinished jobs cancelled, the session stops for good.
+    let r = d.action(id, "restart").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(eventually(60, || async { d.session(id).await["processedImages"].as_i64().unwrap() >= 4 }).await);
+    assert_eq!(d.action(id, "cancel").await.body["status"], "cancelled");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let p = d.get(&format!("{S}/{id}/progress")).await.body;
+    let j = &p["jobsSummary"];
+    assert_eq!((j["pending"].as_i64(), j["running"].as_i64()), (Some(0), Some(0)), "{p:?}");
+    assert!(j["cancelled"].as_i64().unwrap() > 0, "{p:?}");
+    assert_eq!(j["completed"].as_i64().unwrap() + j["cancelled"].as_i64().unwrap(), 160, "{p:?}");
+    assert_eq!(d.session(id).await["status"], "cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_daemon_finishes_without_duplicates() {
+    let mut d = TestDaemon::start(Db::Sqlite, &model_toml(4), |r| many(r, 120)).await;
+    let id = d.create(json!({"name": "crash", "rootPath": d.root.display().to_string()})).await;
+    assert_eq!(d.action(id, "start").await.status, 200);
+    assert!(eventually(60, || async { d.session(id).await["processedImages"].as_i64().unwrap() >= 10 }).await);
+    d.kill(); // kill -9 mid-run
+    d.respawn().await;
+    let s = wait_status(&d, id, "completed", 180).await;
+    assert_eq!((s["processedImages"].as_i64(), s["totalImages"].as_i64()), (Some(120), Some(120)), "{s:?}");
+    let p = d.get("/api/v1/training/pipeline").await.body;
+    assert_eq!(p["points"], 120, "one point per asset, no duplicates: {p:?}");
+    let cat = d.catalog().await;
+    assert!(cat.all_assets().await.unwrap().len() == 120);
+    cat.close().await;
+}
+
+#[test]
+fn embed_command_prints_labels_and_vectors() {
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args(["embed", "--json"])
+        .arg(sample("chelsea.png"))
+        .arg(sample("coffee.png"))
+        .env("PIXDEX_MODEL__WEIGHTS", crate::harness::weights())
+        .env("PIXDEX_MODEL__DEVICE", "cpu")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["dim"], 1280);
+    assert_eq!(lines[0]["embedding"].as_array().unwrap().len(), 1280);
+    let cat_ids: Vec<i64> = (281..=285).collect();
+    assert!(cat_ids.contains(&lines[0]["labels"][0]["classId"].as_i64().unwrap()), "{:?}", lines[0]["labels"]);
+    assert!(lines[1]["labels"].as_array().unwrap().iter().any(|l| l["label"].as_str().unwrap().contains("espresso")));
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args(["embed"])
+        .arg("/nonexistent.jpg")
+        .env("PIXDEX_MODEL__WEIGHTS", crate::harness::weights())
+        .env("PIXDEX_MODEL__DEVICE", "cpu")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
