@@ -33,6 +33,12 @@ enum Cmd {
         files: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
+        /// Measure device throughput at these batch sizes instead (e.g. 1,8,32).
+        #[arg(long, value_delimiter = ',')]
+        bench_batches: Vec<usize>,
+        /// Batches per measurement with --bench-batches.
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
     },
 }
 
@@ -89,13 +95,22 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Embed { files, json } => {
+        Cmd::Embed { files, json, bench_batches, iters } => {
             let cfg = match load() {
                 Ok(c) => c,
                 Err(code) => return code,
             };
             if std::env::var_os("RUST_LOG").is_some() {
                 tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+            }
+            if !bench_batches.is_empty() {
+                return match pixdex::embed::cli::bench(&cfg, &bench_batches, iters.max(1)) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::from(2)
+                    }
+                };
             }
             match pixdex::embed::cli::run(&cfg, &files, json) {
                 Ok(code) => ExitCode::from(code),

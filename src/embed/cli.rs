@@ -48,3 +48,46 @@ pub fn run(cfg: &Config, files: &[PathBuf], json: bool) -> Result<u8, String> {
     }
     Ok(if failed { 1 } else { 0 })
 }
+
+/// `pixdex embed --bench-batches 1,8,32`: device throughput by batch size on synthetic 500×375
+/// images, through the pipeline's resize + model path (`embed_images`) and the model alone
+/// (`embed_normalized`). One JSON line per batch size. For measuring a GPU the quickest way.
+pub fn bench(cfg: &Config, batches: &[usize], iters: usize) -> Result<(), String> {
+    let device: DeviceChoice = cfg.model.device.parse().map_err(|e: super::EmbedError| e.to_string())?;
+    for &b in batches {
+        let embedder = Embedder::load(&cfg.model.weights, device, b).map_err(|e| e.to_string())?;
+        let images: Vec<crate::decode::RgbImage> = (0..b)
+            .map(|i| {
+                let (w, h) = (500u32, 375u32);
+                let data = (0..(w * h * 3) as usize).map(|k| ((k as u32).wrapping_mul(2654435761).wrapping_add(i as u32 * 97) >> 13) as u8).collect();
+                crate::decode::RgbImage { width: w, height: h, data }
+            })
+            .collect();
+        let refs: Vec<&crate::decode::RgbImage> = images.iter().collect();
+        let nchw = super::preprocess::cpu_resize_normalize_batch(&refs);
+        for _ in 0..2 {
+            embedder.embed_images(&refs).map_err(|e| e.to_string())?;
+        }
+        let t = std::time::Instant::now();
+        for _ in 0..iters {
+            embedder.embed_images(&refs).map_err(|e| e.to_string())?;
+        }
+        let with_resize = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        for _ in 0..iters {
+            embedder.embed_normalized(&nchw, b).map_err(|e| e.to_string())?;
+        }
+        let model_only = t.elapsed().as_secs_f64();
+        let n = (b * iters) as f64;
+        println!(
+            "{}",
+            serde_json::json!({
+                "device": embedder.device_name(), "batch": b, "iters": iters,
+                "imgPerSecResizeAndModel": (n / with_resize * 10.0).round() / 10.0,
+                "imgPerSecModelOnly": (n / model_only * 10.0).round() / 10.0,
+                "msPerBatch": (with_resize / iters as f64 * 1000.0 * 100.0).round() / 100.0,
+            })
+        );
+    }
+    Ok(())
+}
