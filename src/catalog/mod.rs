@@ -612,20 +612,26 @@ impl Catalog {
         let expires = now + lease.as_millis() as i64;
         let mut tx = self.begin_write().await?;
         let q = match self.backend {
+            // Fair across running sessions: candidates are ranked by their position within
+            // their own session, so every session gets its next job before any gets a second.
             Backend::Postgres => {
                 "UPDATE training_jobs SET status = 'running', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, \
                  started_at = $3, updated_at = $3 WHERE id IN ( \
-                   SELECT j.id FROM training_jobs j JOIN training_sessions s ON s.id = j.session_id \
-                   WHERE j.status = 'pending' AND s.status = 'running' AND j.asset_id IS NOT NULL \
-                   ORDER BY j.id FOR UPDATE OF j SKIP LOCKED LIMIT $4) \
+                   SELECT id FROM training_jobs WHERE status = 'pending' AND id IN ( \
+                     SELECT id FROM (SELECT j.id, ROW_NUMBER() OVER (PARTITION BY j.session_id ORDER BY j.id) AS rn \
+                       FROM training_jobs j JOIN training_sessions s ON s.id = j.session_id \
+                       WHERE j.status = 'pending' AND s.status = 'running' AND j.asset_id IS NOT NULL) ranked \
+                     ORDER BY rn, id LIMIT $4) \
+                   FOR UPDATE SKIP LOCKED) \
                  RETURNING id"
             }
             Backend::Sqlite => {
                 "UPDATE training_jobs SET status = 'running', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, \
                  started_at = $3, updated_at = $3 WHERE id IN ( \
-                   SELECT j.id FROM training_jobs j JOIN training_sessions s ON s.id = j.session_id \
-                   WHERE j.status = 'pending' AND s.status = 'running' AND j.asset_id IS NOT NULL \
-                   ORDER BY j.id LIMIT $4) \
+                   SELECT id FROM (SELECT j.id, ROW_NUMBER() OVER (PARTITION BY j.session_id ORDER BY j.id) AS rn \
+                     FROM training_jobs j JOIN training_sessions s ON s.id = j.session_id \
+                     WHERE j.status = 'pending' AND s.status = 'running' AND j.asset_id IS NOT NULL) ranked \
+                   ORDER BY rn, id LIMIT $4) \
                  RETURNING id"
             }
         };

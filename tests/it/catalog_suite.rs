@@ -142,9 +142,21 @@ async fn jobs_body(db: Db) {
     let sum = c.jobs_summary(s.id).await.unwrap();
     assert_eq!((sum.cancelled, sum.total()), (5, 5));
 
-    // Recovery: expired leases go back to pending; live leases stay.
+    // Claims are fair across running sessions: a second session gets half of a small claim.
+    let s2 = c.create_session(&new_session("s2"), &[sub("/lib/b", true)]).await.unwrap();
+    let sd2 = c.subdirectories(s2.id).await.unwrap()[0].id;
+    let files2: Vec<FileEntry> = (0..5).map(|i| file(&format!("/lib/b/{i}.jpg"), 1, 1)).collect();
+    c.add_discovered(s2.id, &[(sd2, files2)]).await.unwrap();
+    assert!(c.transition(s2.id, SessionStatus::Pending, SessionStatus::Running, Stamps::default()).await.unwrap());
     c.reset_jobs(s.id, false).await.unwrap();
     assert!(c.transition(s.id, SessionStatus::Completed, SessionStatus::Running, Stamps::default()).await.unwrap());
+    let fair = c.claim_jobs("f", 4, Duration::from_secs(30)).await.unwrap();
+    let from_s2 = fair.iter().filter(|j| j.session_id == s2.id).count();
+    assert_eq!((fair.len(), from_s2), (4, 2), "{fair:?}");
+    c.cancel_unfinished_jobs(s2.id).await.unwrap();
+
+    // Recovery: expired leases go back to pending; live leases stay.
+    c.reset_jobs(s.id, false).await.unwrap();
     c.claim_jobs("dead", 2, Duration::from_millis(1)).await.unwrap();
     c.claim_jobs("alive", 2, Duration::from_secs(600)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
