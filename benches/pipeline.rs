@@ -98,7 +98,7 @@ fn end_to_end(c: &mut Criterion) {
     });
     g.finish();
     let st = pipeline.status();
-    eprintln!("pipeline: {:.1} images/s over the whole run", st.images_per_second);
+    eprintln!("pipeline: {:.1} images/s over the last minute", st.images_per_second);
     for s in &st.stages {
         eprintln!("  {:<7} items {:>5}  busy {:>5.1}% of {} worker(s)", s.name, s.items, s.busy_share * 100.0, s.workers);
     }

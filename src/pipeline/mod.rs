@@ -65,9 +65,30 @@ pub struct Shared {
     /// Points written since the last optimize of the vector store.
     pub unoptimized: AtomicU64,
     pub last_write: RwLock<Instant>,
+    /// Completions of the last minute, for a current images/s.
+    pub recent: std::sync::Mutex<std::collections::VecDeque<(Instant, u64)>>,
 }
 
 impl Shared {
+    /// Record `n` completed jobs now.
+    pub fn completed_now(&self, n: u64) {
+        self.completed.fetch_add(n, Ordering::Relaxed);
+        let mut r = self.recent.lock().unwrap();
+        r.push_back((Instant::now(), n));
+        while r.front().is_some_and(|(t, _)| t.elapsed() > Duration::from_secs(60)) {
+            r.pop_front();
+        }
+    }
+
+    /// Images per second over the last minute of work (0 when idle for a minute).
+    pub fn recent_rate(&self) -> f64 {
+        let r = self.recent.lock().unwrap();
+        let n: u64 = r.iter().filter(|(t, _)| t.elapsed() <= Duration::from_secs(60)).map(|(_, n)| n).sum();
+        let Some((first, _)) = r.iter().find(|(t, _)| t.elapsed() <= Duration::from_secs(60)) else { return 0.0 };
+        let span = first.elapsed().as_secs_f64().max(1.0);
+        n as f64 / span
+    }
+
     pub fn is_cancelled(&self, session_id: i64) -> bool {
         self.cancelled.read().unwrap().contains(&session_id)
     }
@@ -96,6 +117,7 @@ pub struct PipelineStatus {
     pub model: String,
     pub batch_size: usize,
     pub vector_store: Option<String>,
+    /// Over the last minute of work.
     pub images_per_second: f64,
     pub completed: u64,
     pub stages: Vec<StageStatus>,
@@ -138,6 +160,7 @@ impl Pipeline {
             completed: AtomicU64::new(0),
             unoptimized: AtomicU64::new(0),
             last_write: RwLock::new(Instant::now()),
+            recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
         });
         let device = embedder.device_name();
         let gpu = embedder.is_gpu();
@@ -214,7 +237,7 @@ impl Pipeline {
             model: crate::embed::MODEL_NAME.into(),
             batch_size: r.batch_size,
             vector_store: Some(r.store.describe()),
-            images_per_second: ((completed as f64 / wall) * 100.0).round() / 100.0,
+            images_per_second: (s.recent_rate() * 100.0).round() / 100.0,
             completed,
             stages: vec![
                 stage("claim", &s.claim, 0),

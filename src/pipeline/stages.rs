@@ -399,7 +399,7 @@ impl Writer {
         let ids: Vec<i64> = embedded.iter().map(|e| e.0.job_id).collect();
         match self.rt.block_on(self.catalog.complete_embedded(&self.owner, &ids, &meta)) {
             Ok(n) => {
-                self.shared.completed.fetch_add(n, Ordering::Relaxed);
+                self.shared.completed_now(n);
                 self.shared.unoptimized.fetch_add(n, Ordering::Relaxed);
                 *self.shared.last_write.write().unwrap() = Instant::now();
             }
