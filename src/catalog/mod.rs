@@ -14,7 +14,6 @@ mod assets;
 mod pipeline;
 mod rows;
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -660,37 +659,7 @@ impl Catalog {
     /// sessions' counts and complete sessions with nothing left to do. Jobs no longer running
     /// under `owner` (cancelled meanwhile, lease taken over) are left as they are.
     pub async fn complete_jobs(&self, owner: &str, job_ids: &[i64]) -> Result<u64> {
-        let now = now_ms();
-        let mut tx = self.begin_write().await?;
-        let mut sessions = BTreeSet::new();
-        let mut done = 0;
-        for &id in job_ids {
-            let row = sqlx::query(
-                "UPDATE training_jobs SET status = 'completed', completed_at = $1, updated_at = $1, lease_owner = NULL, \
-                 lease_expires_at = NULL, error_message = NULL WHERE id = $2 AND status = 'running' AND lease_owner = $3 \
-                 RETURNING session_id, asset_id",
-            )
-            .bind(now)
-            .bind(id)
-            .bind(owner)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = row {
-                let sid: i64 = row.try_get(0)?;
-                let aid: Option<i64> = row.try_get(1)?;
-                if let Some(aid) = aid {
-                    sqlx::query("UPDATE image_assets SET indexed_at = $1 WHERE id = $2").bind(now).bind(aid).execute(&mut *tx).await?;
-                }
-                sessions.insert(sid);
-                done += 1;
-            }
-        }
-        for sid in sessions {
-            refresh_counts(&mut tx, sid, now).await?;
-            finish_if_done(&mut tx, sid, now).await?;
-        }
-        tx.commit().await?;
-        Ok(done)
+        self.complete_embedded(owner, job_ids, &[]).await
     }
 
     /// Fail one leased job with a reason; the session goes on.

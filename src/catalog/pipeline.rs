@@ -45,17 +45,18 @@ impl Catalog {
         Ok((sessions, categories))
     }
 
-    /// Complete embedded jobs and record their assets' dimensions and labels, in one
-    /// transaction (after the vectors were stored).
+    /// Complete leased jobs (their vectors are stored), stamp their assets' `indexed_at` and
+    /// record dimensions and labels from `meta`, refresh the sessions' counts and complete
+    /// sessions with nothing left — one transaction. Jobs no longer running under `owner`
+    /// (cancelled meanwhile, lease taken over) are left as they are.
     pub async fn complete_embedded(&self, owner: &str, job_ids: &[i64], meta: &[(i64, u32, u32, String)]) -> Result<u64> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         for (asset_id, w, h, labels) in meta {
-            sqlx::query("UPDATE image_assets SET width = $1, height = $2, labels = $3, indexed_at = $4 WHERE id = $5")
+            sqlx::query("UPDATE image_assets SET width = $1, height = $2, labels = $3 WHERE id = $4")
                 .bind(*w as i64)
                 .bind(*h as i64)
                 .bind(labels)
-                .bind(now)
                 .bind(asset_id)
                 .execute(&mut *tx)
                 .await?;
@@ -66,7 +67,7 @@ impl Catalog {
             let row = sqlx::query(
                 "UPDATE training_jobs SET status = 'completed', completed_at = $1, updated_at = $1, lease_owner = NULL, \
                  lease_expires_at = NULL, error_message = NULL WHERE id = $2 AND status = 'running' AND lease_owner = $3 \
-                 RETURNING session_id",
+                 RETURNING session_id, asset_id",
             )
             .bind(now)
             .bind(id)
@@ -75,6 +76,9 @@ impl Catalog {
             .await?;
             if let Some(row) = row {
                 sessions.insert(row.try_get::<i64, _>(0)?);
+                if let Some(asset) = row.try_get::<Option<i64>, _>(1)? {
+                    sqlx::query("UPDATE image_assets SET indexed_at = $1 WHERE id = $2").bind(now).bind(asset).execute(&mut *tx).await?;
+                }
                 done += 1;
             }
         }
