@@ -117,6 +117,19 @@ fn bench(c: &mut Criterion) {
             .unwrap();
         assert_eq!(hit[0].id, 1, "self-search");
 
+        // Latency percentiles over 1000 searches (criterion reports means).
+        for (name, f) in [("unfiltered", Filter::default()), ("path_prefix_4pct", prefix.clone())] {
+            let mut lat: Vec<f64> = (0..1000)
+                .map(|k| {
+                    let t = std::time::Instant::now();
+                    rt.block_on(store.search(&queries[k % queries.len()], 10, 0, &f)).unwrap();
+                    t.elapsed().as_secs_f64() * 1000.0
+                })
+                .collect();
+            lat.sort_by(|a, b| a.total_cmp(b));
+            eprintln!("[bench search] n={n} {name}: p50 {:.2} ms, p99 {:.2} ms (1000 searches, limit 10)", lat[499], lat[989]);
+        }
+
         let mut i = 0;
         group.bench_with_input(BenchmarkId::new("unfiltered", n), &n, |b, _| {
             b.iter(|| {

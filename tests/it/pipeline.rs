@@ -64,7 +64,25 @@ async fn wait_status(d: &TestDaemon, id: i64, status: &str, secs: u64) -> Value 
 
 both_backends!(indexes_and_searches, indexes_and_searches_body);
 async fn indexes_and_searches_body(db: Db) {
-    let d = TestDaemon::start(db, &model_toml(4), photo_library).await;
+    indexes_and_searches_with(db, "").await;
+}
+
+/// The same suite with the vectors on a Qdrant server, when `QDRANT_URL` names one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexes_and_searches_on_qdrant_server() {
+    let Ok(url) = std::env::var("QDRANT_URL") else {
+        eprintln!("SKIPPED pipeline::indexes_and_searches_on_qdrant_server: set QDRANT_URL (e.g. http://localhost:6334) to run the search suite on a Qdrant server");
+        return;
+    };
+    let mut toml = format!("\n[vectors]\nbackend = \"qdrant\"\nurl = \"{url}\"\ncollection_prefix = \"pixdex_t{}_{}\"\n", std::process::id(), pixdex::model::now_ms());
+    if let Ok(key) = std::env::var("QDRANT_API_KEY") {
+        toml.push_str(&format!("api_key = \"{key}\"\n"));
+    }
+    indexes_and_searches_with(Db::Sqlite, &toml).await;
+}
+
+async fn indexes_and_searches_with(db: Db, vectors_toml: &str) {
+    let d = TestDaemon::start(db, &(model_toml(4) + vectors_toml), photo_library).await;
     let root = d.root.display().to_string();
     let p = d.get("/api/v1/training/pipeline").await.body;
     assert_eq!(p["running"], true, "{p:?}");
