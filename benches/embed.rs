@@ -1,5 +1,6 @@
-//! Embedding throughput on the CPU (burn flex) by batch size.
-//! `cargo bench --bench embed`; weights from `PIXDEX_MODEL` or `models/efficientnet-lite0.pth`.
+//! Embedding throughput by batch size: CPU (burn flex) by default, `PIXDEX_BENCH_DEVICE=wgpu`
+//! (or `auto`) on a GPU machine. `cargo bench --bench embed`; weights from `PIXDEX_MODEL` or
+//! `models/efficientnet-lite0.pth`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,7 +17,8 @@ fn embed(c: &mut Criterion) {
         return;
     }
     let sizes = [1usize, 8, 32];
-    let embedder = Embedder::load(&weights, DeviceChoice::Cpu, 32).expect("load embedder");
+    let device: DeviceChoice = std::env::var("PIXDEX_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into()).parse().expect("PIXDEX_BENCH_DEVICE");
+    let embedder = Embedder::load(&weights, device, 32).expect("load embedder");
     // A deterministic, non-constant input.
     let input: Vec<f32> = (0..32 * IMAGE_FLOATS).map(|i| ((i % 251) as f32 / 125.0) - 1.0).collect();
     let mut group = c.benchmark_group(format!("embed/{}", embedder.device_name()));

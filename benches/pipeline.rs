@@ -1,10 +1,13 @@
-//! End-to-end pipeline throughput: a generated corpus of 64 photos-sized PNGs (640×480),
-//! claimed, decoded, resized, embedded (CPU, Burn flex) and written to embedded qdrant-edge,
-//! with each stage's busy share printed after the run.
+//! End-to-end pipeline throughput: a generated corpus of photo-sized PNGs (640×480), claimed,
+//! decoded, resized, embedded and written to embedded qdrant-edge, with each stage's busy
+//! share printed after the run.
 //!
-//! `cargo bench --bench pipeline` (needs `scripts/fetch-model`).
+//! `cargo bench --bench pipeline` (needs `scripts/fetch-model`). Defaults: 64 images, CPU
+//! (Burn flex), batch 8, 2 decoders. On a GPU machine: `PIXDEX_BENCH_DEVICE=wgpu`
+//! (`cpu`/`wgpu`/`auto`), `PIXDEX_BENCH_BATCH`, `PIXDEX_BENCH_IMAGES`, `PIXDEX_BENCH_DECODERS`;
+//! weights from `PIXDEX_MODEL` or `models/efficientnet-lite0.pth`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,10 +20,12 @@ use pixdex::pipeline::{Pipeline, PipelineConfig};
 use pixdex::sessions::{CreateSession, Sessions};
 use pixdex::vectors::{VectorStore, VectorsConfig};
 
-const IMAGES: u32 = 64;
+fn knob(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(default)
+}
 
-fn corpus(root: &Path) {
-    for i in 0..IMAGES {
+fn corpus(root: &Path, images: u32) {
+    for i in 0..images {
         let img = image::RgbImage::from_fn(640, 480, |x, y| image::Rgb([(x ^ i) as u8, (y.wrapping_mul(i + 1)) as u8, ((x + y) / 5) as u8]));
         let p = root.join(format!("set/{i:03}.png"));
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -29,7 +34,13 @@ fn corpus(root: &Path) {
 }
 
 fn end_to_end(c: &mut Criterion) {
-    let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/efficientnet-lite0.pth");
+    let weights = std::env::var_os("PIXDEX_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models/efficientnet-lite0.pth"));
+    let device: DeviceChoice = std::env::var("PIXDEX_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into()).parse().expect("PIXDEX_BENCH_DEVICE");
+    let images = knob("PIXDEX_BENCH_IMAGES", 64) as u32;
+    let batch = knob("PIXDEX_BENCH_BATCH", 8);
+    let decoders = knob("PIXDEX_BENCH_DECODERS", 2);
     if !weights.is_file() {
         eprintln!("SKIPPED pipeline bench: run scripts/fetch-model {}", weights.display());
         return;
@@ -37,7 +48,7 @@ fn end_to_end(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("lib");
-    corpus(&root);
+    corpus(&root, images);
     let root = std::fs::canonicalize(&root).unwrap();
     let lib = || {
         Library::new(LibraryConfig {
@@ -53,15 +64,17 @@ fn end_to_end(c: &mut Criterion) {
     let url = format!("sqlite://{}", dir.path().join("catalog.db").display());
     let catalog = rt.block_on(Catalog::connect(&url, 4)).unwrap();
     let store = rt.block_on(VectorStore::open(&VectorsConfig::embedded(dir.path()), pixdex::embed::MODEL_NAME, pixdex::embed::DIM)).unwrap();
-    let embedder = Embedder::load(&weights, DeviceChoice::Cpu, 8).unwrap();
+    let embedder = Embedder::load(&weights, device, batch).unwrap();
+    let device_name = embedder.device_name();
+    eprintln!("pipeline bench on {device_name}: {images} images, batch {batch}, {decoders} decoders");
     let sessions = Sessions::new(catalog.clone(), lib());
     let s = rt
         .block_on(sessions.create(CreateSession { name: "bench".into(), root_path: root.display().to_string(), live: true, ..Default::default() }, "api"))
         .unwrap();
     let cfg = PipelineConfig {
-        decode_workers: 2,
+        decode_workers: decoders,
         resize_workers: 1,
-        claim_batch: 16,
+        claim_batch: (2 * batch).max(16),
         lease: Duration::from_secs(600),
         limits: pixdex::decode::DecodeLimits::default(),
         owner: "bench".into(),
@@ -71,7 +84,8 @@ fn end_to_end(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipeline");
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(30));
-    g.bench_function(format!("end_to_end_{IMAGES}_png_640x480_cpu_batch8"), |b| {
+    let kind = if device_name.starts_with("wgpu") { "wgpu" } else { "cpu" };
+    g.bench_function(format!("end_to_end_{images}_png_640x480_{kind}_batch{batch}"), |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
@@ -86,7 +100,7 @@ fn end_to_end(c: &mut Criterion) {
                 loop {
                     let st = rt.block_on(catalog.session(s.id)).unwrap().unwrap();
                     if st.status == pixdex::model::SessionStatus::Completed {
-                        assert_eq!(st.processed_images, IMAGES as i64);
+                        assert_eq!(st.processed_images, images as i64);
                         break;
                     }
                     std::thread::sleep(Duration::from_millis(5));

@@ -368,12 +368,11 @@ impl PageParams {
     }
 }
 
-/// JSON `{path, limit, offset, filters}`, or the image bytes themselves (any other
-/// Content-Type) with `?limit=&offset=` in the query.
-async fn search_image(State(st): St, Q(p): Q<PageParams>, headers: axum::http::HeaderMap, bytes: axum::body::Bytes) -> ApiResult {
+/// JSON `{path, limit, offset, filters}`, or the image bytes themselves with
+/// `?limit=&offset=` in the query.
+async fn search_image(State(st): St, Q(p): Q<PageParams>, bytes: axum::body::Bytes) -> ApiResult {
     // JSON `{path…}` or raw image bytes: decided by the body itself (no image format starts
     // with `{`), so clients that send no or a wrong Content-Type still work.
-    let _ = headers;
     let is_json = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     if is_json {
         let b: ImageBody = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))?;

@@ -611,17 +611,24 @@ impl Catalog {
         let expires = now + lease.as_millis() as i64;
         let mut tx = self.begin_write().await?;
         let q = match self.backend {
-            // Fair across running sessions: candidates are ranked by their position within
-            // their own session, so every session gets its next job before any gets a second.
+            // Fair across running sessions: every session gets its next job before any gets a
+            // second. Candidates are each running session's first `$5` pending jobs, ranked by
+            // position within their session; rows are then locked in rank order with SKIP
+            // LOCKED, so a claimer racing another (many daemons, one PostgreSQL) passes over
+            // the other's rows and still fills its batch, and locks only what it takes.
             Backend::Postgres => {
                 "UPDATE training_jobs SET status = 'running', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, \
                  started_at = $3, updated_at = $3 WHERE id IN ( \
-                   SELECT id FROM training_jobs WHERE status = 'pending' AND id IN ( \
-                     SELECT id FROM (SELECT j.id, ROW_NUMBER() OVER (PARTITION BY j.session_id ORDER BY j.id) AS rn \
-                       FROM training_jobs j JOIN training_sessions s ON s.id = j.session_id \
-                       WHERE j.status = 'pending' AND s.status = 'running' AND j.asset_id IS NOT NULL) ranked \
-                     ORDER BY rn, id LIMIT $4) \
-                   FOR UPDATE SKIP LOCKED) \
+                   SELECT j.id FROM training_jobs j JOIN ( \
+                     SELECT c.id, ROW_NUMBER() OVER (PARTITION BY s.id ORDER BY c.id) AS rn \
+                     FROM training_sessions s CROSS JOIN LATERAL ( \
+                       SELECT t.id FROM training_jobs t \
+                       WHERE t.session_id = s.id AND t.status = 'pending' AND t.asset_id IS NOT NULL \
+                       ORDER BY t.id LIMIT $5) c \
+                     WHERE s.status = 'running') r ON r.id = j.id \
+                   WHERE j.status = 'pending' \
+                   ORDER BY r.rn, r.id LIMIT $4 \
+                   FOR UPDATE OF j SKIP LOCKED) \
                  RETURNING id"
             }
             Backend::Sqlite => {
@@ -634,13 +641,18 @@ impl Catalog {
                  RETURNING id"
             }
         };
-        let ids: Vec<i64> = sqlx::query_scalar(q)
+        let query = sqlx::query_scalar(q)
             .bind(owner)
             .bind(expires)
             .bind(now)
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?;
+            .bind(limit);
+        // Candidate window per session: room for several claimers of this size at once.
+        let ids: Vec<i64> = match self.backend {
+            Backend::Postgres => query.bind(limit.saturating_mul(8)),
+            Backend::Sqlite => query,
+        }
+        .fetch_all(&mut *tx)
+        .await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let r = sqlx::query(

@@ -169,3 +169,47 @@ async fn jobs_body(db: Db) {
     assert!(jobs[0].path.is_some());
     c.close().await;
 }
+
+// Several claimers at once (many daemons on one PostgreSQL, or one daemon's claim loop racing
+// a restart): every round hands out as many jobs as are free, never one twice, and fairness
+// across sessions still holds.
+both_backends!(concurrent_claims, concurrent_claims_body);
+async fn concurrent_claims_body(db: Db) {
+    let (c, _d) = open(db).await;
+    let mut sessions = Vec::new();
+    for (name, dir, n) in [("big", "/lib/big", 30), ("small", "/lib/small", 10)] {
+        let s = c.create_session(&new_session(name), &[sub(dir, true)]).await.unwrap();
+        let sd = c.subdirectories(s.id).await.unwrap()[0].id;
+        let files: Vec<FileEntry> = (0..n).map(|i| file(&format!("{dir}/{i}.jpg"), 1, 1)).collect();
+        assert_eq!(c.add_discovered(s.id, &[(sd, files)]).await.unwrap(), n as u64);
+        assert!(c.transition(s.id, SessionStatus::Pending, SessionStatus::Running, Stamps::default()).await.unwrap());
+        sessions.push(s.id);
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut remaining = 40usize;
+    let mut first_round = true;
+    while remaining > 0 {
+        let lease = Duration::from_secs(60);
+        let (a, b, d, e) = tokio::join!(
+            c.claim_jobs("a", 2, lease),
+            c.claim_jobs("b", 2, lease),
+            c.claim_jobs("d", 2, lease),
+            c.claim_jobs("e", 2, lease)
+        );
+        let round: Vec<_> = [a, b, d, e].into_iter().flat_map(|r| r.unwrap()).collect();
+        assert_eq!(round.len(), remaining.min(8), "a round with {remaining} free jobs handed out {}", round.len());
+        if first_round {
+            // Both sessions get their turn even when the claims race.
+            let small = round.iter().filter(|j| j.session_id == sessions[1]).count();
+            assert!(small >= 2, "the small session got {small} of the first 8 claims");
+            first_round = false;
+        }
+        for j in &round {
+            assert!(seen.insert(j.job_id), "job {} claimed twice", j.job_id);
+        }
+        remaining -= round.len();
+    }
+    assert!(c.claim_jobs("late", 10, Duration::from_secs(60)).await.unwrap().is_empty());
+    assert_eq!(seen.len(), 40);
+    c.close().await;
+}
