@@ -8,7 +8,6 @@
 //! weights from `PIXDEX_MODEL` or `models/efficientnet-lite0.pth`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -504,8 +504,12 @@ impl Embedder {
         for chunk in images.chunks(self.batch_size().max(1)) {
             match self {
                 Embedder::Wgpu(_) => {
-                    let x = preprocess::gpu_resize_normalize(self.device(), chunk).map_err(EmbedError::Device)?;
-                    out.extend(self.embed_device_tensor(x)?);
+                    // Big images (panoramas, huge PNGs only box-reduced) can make a full batch
+                    // exceed one upload; such a batch goes up in parts rather than failing.
+                    for part in preprocess::upload_groups(chunk, preprocess::MAX_BATCH_BYTES) {
+                        let x = preprocess::gpu_resize_normalize(self.device(), &chunk[part]).map_err(EmbedError::Device)?;
+                        out.extend(self.embed_device_tensor(x)?);
+                    }
                 }
                 Embedder::Flex(_) => {
                     let data = preprocess::cpu_resize_normalize_batch(chunk);

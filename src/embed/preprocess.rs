@@ -112,20 +112,46 @@ impl KernelSource for ResizeNormalizeKernel {
 }
 
 /// Largest packed batch uploaded at once (wgpu's default storage-binding limit is 128 MiB).
-const MAX_BATCH_BYTES: usize = 128 << 20;
+pub(crate) const MAX_BATCH_BYTES: usize = 128 << 20;
 
-/// Pack the batch: pixel words (each image word-aligned) and the per-image table.
-fn pack_batch(images: &[&RgbImage]) -> Result<(Vec<u32>, Vec<u32>), String> {
-    let total: usize = images.iter().map(|i| i.data.len().div_ceil(4)).sum();
-    if total * 4 > MAX_BATCH_BYTES {
+/// Bytes one image takes in a packed upload.
+fn packed_len(img: &RgbImage) -> usize {
+    img.data.len().next_multiple_of(4)
+}
+
+/// Split a batch into consecutive runs whose packed pixels fit in `max` bytes (an image too
+/// big on its own gets a run of its own, and its upload says why it fails).
+pub(crate) fn upload_groups(images: &[&RgbImage], max: usize) -> Vec<std::ops::Range<usize>> {
+    let mut groups = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, img) in images.iter().enumerate() {
+        let len = packed_len(img);
+        if i > start && bytes + len > max {
+            groups.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    if start < images.len() {
+        groups.push(start..images.len());
+    }
+    groups
+}
+
+/// Pack the batch: the pixel bytes as the kernel reads them (little-endian u32 words, each
+/// image starting on a word boundary) and the per-image table. One copy per image: this runs
+/// on the embed stage's thread, which bounds the pipeline on a GPU.
+fn pack_batch(images: &[&RgbImage]) -> Result<(Vec<u8>, Vec<u32>), String> {
+    let total: usize = images.iter().copied().map(packed_len).sum();
+    if total > MAX_BATCH_BYTES {
         return Err(format!(
             "batch of {} images is {} bytes of pixels, over the {} byte upload limit; split it",
             images.len(),
-            total * 4,
+            total,
             MAX_BATCH_BYTES
         ));
     }
-    let mut words = Vec::with_capacity(total.max(1));
+    let mut bytes = Vec::with_capacity(total.max(4));
     let mut table = vec![0u32; 4 + 8 * images.len()];
     table[0] = images.len() as u32;
     for (k, img) in images.iter().enumerate() {
@@ -140,34 +166,19 @@ fn pack_batch(images: &[&RgbImage]) -> Result<(Vec<u32>, Vec<u32>), String> {
         }
         let (left, top, side) = crop_box(img.width, img.height);
         let e = 4 + 8 * k;
-        table[e] = words.len() as u32;
+        table[e] = (bytes.len() / 4) as u32;
         table[e + 1] = img.width;
         table[e + 2] = img.height;
         table[e + 4] = (left as f32).to_bits();
         table[e + 5] = (top as f32).to_bits();
         table[e + 6] = (side as f32).to_bits();
-        let data = &img.data[..need];
-        let mut chunks = data.chunks_exact(4);
-        words.extend(
-            chunks
-                .by_ref()
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-        );
-        let rem = chunks.remainder();
-        if !rem.is_empty() {
-            let mut last = [0u8; 4];
-            last[..rem.len()].copy_from_slice(rem);
-            words.push(u32::from_le_bytes(last));
-        }
+        bytes.extend_from_slice(&img.data[..need]);
+        bytes.resize(bytes.len().next_multiple_of(4), 0);
     }
-    if words.is_empty() {
-        words.push(0);
+    if bytes.is_empty() {
+        bytes.resize(4, 0);
     }
-    Ok((words, table))
-}
-
-fn words_to_bytes(words: &[u32]) -> Vec<u8> {
-    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    Ok((bytes, table))
 }
 
 /// Resize + center-crop + normalize a batch on a wgpu device. The result `[n, 3, 224, 224]`
@@ -184,7 +195,7 @@ pub(crate) fn gpu_resize_normalize(
         return Err("empty batch".into());
     }
     let n = images.len();
-    let (words, table) = pack_batch(images)?;
+    let (pixels, table) = pack_batch(images)?;
     let out = Tensor::<4>::empty([n, 3, SIZE, SIZE], (device, DType::F32))
         .try_into_primitive::<Cube>()
         .map_err(|e| format!("not a CubeCL (wgpu) device: {e:?}"))?;
@@ -202,8 +213,9 @@ pub(crate) fn gpu_resize_normalize(
         ));
     }
     let client = out.client.clone();
-    let pixels = client.create_from_slice(&words_to_bytes(&words));
-    let table = client.create_from_slice(&words_to_bytes(&table));
+    let pixels = client.create_from_slice(&pixels);
+    let table: Vec<u8> = table.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let table = client.create_from_slice(&table);
     let groups = (SIZE as u32).div_ceil(16);
     client.launch(
         Box::new(SourceKernel::new(
@@ -414,6 +426,20 @@ mod tests {
     }
 
     #[test]
+    fn oversize_batches_go_up_in_parts() {
+        let img = |bytes: usize| RgbImage { width: 1, height: (bytes / 3) as u32, data: vec![0; bytes] };
+        let (a, b, c, big) = (img(24), img(24), img(42), img(300));
+        // 24 + 24 + 42 (→ 44, word-aligned) = 92: over 90 the third image starts a second upload.
+        assert_eq!(upload_groups(&[&a, &b, &c], 90), vec![0..2, 2..3]);
+        assert_eq!(upload_groups(&[&a, &b, &c], 92), vec![0..3]);
+        assert_eq!(upload_groups(&[&a, &big, &b], 100), vec![0..1, 1..2, 2..3]);
+        assert!(upload_groups(&[], 100).is_empty());
+        // Every default-size batch of pipeline-sized images is one upload.
+        let photo = img(500 * 375 * 3);
+        assert_eq!(upload_groups(&vec![&photo; 64], MAX_BATCH_BYTES), vec![0..64]);
+    }
+
+    #[test]
     fn pack_batch_layout() {
         let a = RgbImage {
             width: 1,
@@ -425,7 +451,8 @@ mod tests {
             height: 1,
             data: vec![4, 5, 6, 7, 8, 9],
         };
-        let (words, table) = pack_batch(&[&a, &b]).unwrap();
+        let (bytes, table) = pack_batch(&[&a, &b]).unwrap();
+        let words: Vec<u32> = bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
         assert_eq!(words, vec![0x0003_0201, 0x0706_0504, 0x0000_0908]);
         assert_eq!(table[0], 2);
         assert_eq!(&table[4..7], &[0, 1, 1]);
