@@ -21,6 +21,12 @@ use crate::vectors::{VectorStore, VectorsConfig};
 use crate::watcher::{AssetObserver, Watcher};
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    // Signal handlers first: the socket answers before start-up is over, and a SIGHUP (or
+    // SIGTERM) sent in that window must reach the loop below, not kill the process with the
+    // default action. Signals that arrive meanwhile wait in these streams.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create daemon.data_dir {}", cfg.data_dir.display()))?;
     for root in &cfg.library.roots {
@@ -148,9 +154,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         });
     }
 
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
             // SIGHUP: re-read the config file and reconcile its sessions.
