@@ -32,7 +32,7 @@ fn flex() -> &'static Embedder {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    crate::harness::repo_dir().join("tests/fixtures").join(name)
 }
 
 fn reference_input() -> Vec<f32> {

@@ -13,6 +13,13 @@ use tempfile::TempDir;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pixdex");
 
+/// The checkout the tests run from. Read at run time (cargo sets it for test binaries): a build
+/// folder shared between clones (`.ci/run` keeps one outside the clone) is not rebuilt when only
+/// the clone's path changes, so the compile-time value can name another, older checkout.
+pub fn repo_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// A 1×1 PNG.
 pub const PNG: &[u8] = &[
     0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00,
@@ -316,14 +323,14 @@ where
 pub fn weights() -> PathBuf {
     let p = std::env::var("PIXDEX_MODEL")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("models/efficientnet-lite0.pth"));
+        .unwrap_or_else(|_| repo_dir().join("models/efficientnet-lite0.pth"));
     assert!(p.is_file(), "model weights missing at {}: run `scripts/fetch-model {}`", p.display(), p.display());
     p
 }
 
 /// A sample photo (`scripts/fetch-samples`), or a panic saying how to get it.
 pub fn sample(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples").join(name);
+    let p = repo_dir().join("samples").join(name);
     assert!(p.is_file(), "sample photo missing at {}: run `scripts/fetch-samples`", p.display());
     p
 }
