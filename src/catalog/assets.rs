@@ -47,6 +47,8 @@ pub struct Applied {
     pub removed: u64,
     /// Jobs cancelled because their file went away.
     pub jobs_cancelled: u64,
+    /// Jobs in flight for a changed file, sent back to pending (embedded again from the new bytes).
+    pub jobs_requeued: u64,
 }
 
 /// A session that may receive jobs for new or changed images.
@@ -127,6 +129,21 @@ impl Catalog {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            // A job in flight for it has read (or may read) the old bytes: it goes back to
+            // pending, so the in-flight completion (lease-checked) no longer matches and the
+            // asset is embedded again from its new content.
+            let rows = sqlx::query(
+                "UPDATE training_jobs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = $2 \
+                 WHERE asset_id = $1 AND status = 'running' RETURNING session_id",
+            )
+            .bind(id)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+            out.jobs_requeued += rows.len() as u64;
+            for r in rows {
+                sessions.insert(r.try_get::<i64, _>(0)?);
+            }
             out.updated += 1;
             out.touched.push((*id, f.path.to_string_lossy().into_owned()));
         }

@@ -52,15 +52,9 @@ impl Catalog {
     pub async fn complete_embedded(&self, owner: &str, job_ids: &[i64], meta: &[(i64, u32, u32, String)]) -> Result<u64> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        for (asset_id, w, h, labels) in meta {
-            sqlx::query("UPDATE image_assets SET width = $1, height = $2, labels = $3 WHERE id = $4")
-                .bind(*w as i64)
-                .bind(*h as i64)
-                .bind(labels)
-                .bind(asset_id)
-                .execute(&mut *tx)
-                .await?;
-        }
+        // Width/height/labels only for jobs still leased to us: a job sent back to pending
+        // (its file changed while in flight) keeps nothing from the old bytes.
+        let meta: HashMap<i64, &(i64, u32, u32, String)> = meta.iter().map(|m| (m.0, m)).collect();
         let mut sessions = BTreeSet::new();
         let mut done = 0;
         for &id in job_ids {
@@ -78,6 +72,15 @@ impl Catalog {
                 sessions.insert(row.try_get::<i64, _>(0)?);
                 if let Some(asset) = row.try_get::<Option<i64>, _>(1)? {
                     sqlx::query("UPDATE image_assets SET indexed_at = $1 WHERE id = $2").bind(now).bind(asset).execute(&mut *tx).await?;
+                    if let Some((_, w, h, labels)) = meta.get(&asset) {
+                        sqlx::query("UPDATE image_assets SET width = $1, height = $2, labels = $3 WHERE id = $4")
+                            .bind(*w as i64)
+                            .bind(*h as i64)
+                            .bind(labels)
+                            .bind(asset)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                 }
                 done += 1;
             }

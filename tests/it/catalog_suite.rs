@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pixdex::catalog::{Catalog, CatalogError, NewSession, NewSubdir, SessionPatch, Stamp, Stamps};
+use pixdex::catalog::{Catalog, ChangeSet, CatalogError, NewSession, NewSubdir, SessionPatch, Stamp, Stamps};
 use pixdex::library::FileEntry;
 use pixdex::model::SessionStatus;
 
@@ -167,6 +167,19 @@ async fn jobs_body(db: Db) {
     let (jobs, total) = c.jobs(s.id, Some(pixdex::model::JobStatus::Running), 10, 0).await.unwrap();
     assert_eq!((jobs.len(), total), (2, 2));
     assert!(jobs[0].path.is_some());
+
+    // A file changed while its job is in flight: the job goes back to pending and the
+    // in-flight completion (old bytes) no longer counts; it is embedded again.
+    let (inflight, asset) = (jobs[0].id, jobs[0].asset_id.unwrap());
+    let path = jobs[0].path.clone().unwrap();
+    let changed = ChangeSet { changes: vec![(asset, file(&path, 4242, 9999))], ..ChangeSet::default() };
+    let applied = c.apply_changes(&changed).await.unwrap();
+    assert_eq!((applied.updated, applied.jobs_requeued), (1, 1));
+    assert_eq!(c.complete_embedded("alive", &[inflight], &[(asset, 7, 7, "[]".into())]).await.unwrap(), 0);
+    let a = c.asset_by_path(&path).await.unwrap().unwrap();
+    assert!(a.indexed_at.is_none() && a.width.is_none(), "nothing from the old bytes is kept: {a:?}");
+    let sum = c.jobs_summary(s.id).await.unwrap();
+    assert_eq!((sum.pending, sum.running), (4, 1));
     c.close().await;
 }
 

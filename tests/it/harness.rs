@@ -112,6 +112,8 @@ pub struct TestDaemon {
     pub daemon_extra: String,
     /// Extra lines inside `[library]`.
     pub library_extra: String,
+    /// Run the daemon as this uid/gid (through `setpriv`), not as the test's user.
+    pub run_as: Option<u32>,
     child: Option<Child>,
 }
 
@@ -123,6 +125,13 @@ impl TestDaemon {
 
     /// Like `start`, with extra lines inside `[library]` (watch mode, poll interval…).
     pub async fn start_with(db: Db, extra_toml: &str, library_extra: &str, setup: impl FnOnce(&Path)) -> TestDaemon {
+        let mut d = Self::prepare(db, extra_toml, library_extra, setup).await;
+        d.spawn().await;
+        d
+    }
+
+    /// Everything `start_with` does except starting the daemon (`respawn` starts it).
+    pub async fn prepare(db: Db, extra_toml: &str, library_extra: &str, setup: impl FnOnce(&Path)) -> TestDaemon {
         let dir = tempfile::Builder::new().prefix("pxd").tempdir_in("/tmp").unwrap();
         let root = dir.path().join("lib");
         std::fs::create_dir_all(&root).unwrap();
@@ -139,12 +148,12 @@ impl TestDaemon {
             extra: extra_toml.to_string(),
             daemon_extra: String::new(),
             library_extra: String::new(),
+            run_as: None,
             dir,
             child: None,
         };
         d.library_extra = library_extra.to_string();
         d.write_config(extra_toml);
-        d.spawn().await;
         d
     }
 
@@ -172,7 +181,15 @@ impl TestDaemon {
 
     async fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("daemon.log")).unwrap();
-        let child = Command::new(BIN)
+        let mut cmd = match self.run_as {
+            None => Command::new(BIN),
+            Some(id) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={id}")).arg(format!("--regid={id}")).arg("--clear-groups").arg(BIN);
+                c
+            }
+        };
+        let child = cmd
             .args(["daemon", "--config"])
             .arg(&self.config_path)
             .env_remove("RUST_LOG")

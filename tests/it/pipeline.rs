@@ -92,9 +92,11 @@ async fn indexes_and_searches_with(db: Db, vectors_toml: &str) {
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert!(r.body["hint"].as_str().unwrap().contains("nothing is indexed"), "{:?}", r.body);
 
-    let id = d.create(json!({"name": "all", "rootPath": root})).await;
+    let id = d.create(json!({"name": "all", "rootPath": root, "categoryId": 7})).await;
+    let before_start = chrono::Utc::now();
     assert_eq!(d.action(id, "start").await.status, 200);
     let s = wait_status(&d, id, "completed", 120).await;
+    let after_done = chrono::Utc::now();
     // 6 photos + 4 noise images embedded; the 4 bad files failed their own jobs only.
     assert_eq!((s["totalImages"].as_i64(), s["processedImages"].as_i64(), s["failedImages"].as_i64()), (Some(14), Some(10), Some(4)), "{s:?}");
     let failed = d.get(&format!("{S}/{id}/jobs?status=failed")).await.body;
@@ -145,6 +147,25 @@ async fn indexes_and_searches_with(db: Db, vectors_toml: &str) {
     assert_eq!(r["results"].as_array().unwrap().len(), 4);
     let r = d.post("/api/v1/search/image", Some(json!({"path": coffee, "filters": {"sessionId": id + 100}}))).await.body;
     assert_eq!(r["results"].as_array().unwrap().len(), 0);
+    let hits = |r: &Value| r["results"].as_array().unwrap().len();
+    let r = d.post("/api/v1/search/image", Some(json!({"path": coffee, "limit": 20, "filters": {"sessionId": id}}))).await.body;
+    assert_eq!(hits(&r), 10, "{r:?}");
+    // Category: the session's (7) keeps everything, another none.
+    let r = d.post("/api/v1/search/image", Some(json!({"path": coffee, "limit": 20, "filters": {"categoryId": 7}}))).await.body;
+    assert_eq!(hits(&r), 10, "{r:?}");
+    let r = d.post("/api/v1/search", Some(json!({"query": "espresso", "filters": {"categoryId": 8}}))).await.body;
+    assert_eq!(hits(&r), 0, "{r:?}");
+    // Indexed date range: everything was indexed between the start and the completion.
+    let (from, to) = (before_start.to_rfc3339(), after_done.timestamp_millis());
+    let r = d.post("/api/v1/search/image", Some(json!({"path": coffee, "limit": 20, "filters": {"indexedFrom": from, "indexedTo": to}}))).await.body;
+    assert_eq!(hits(&r), 10, "{r:?}");
+    let r = d.post("/api/v1/search/image", Some(json!({"path": coffee, "limit": 20, "filters": {"indexedTo": before_start.timestamp_millis()}}))).await.body;
+    assert_eq!(hits(&r), 0, "{r:?}");
+    let r = d.post("/api/v1/search", Some(json!({"query": "espresso", "filters": {"indexedFrom": after_done.timestamp_millis() + 1}}))).await.body;
+    assert_eq!(hits(&r), 0, "{r:?}");
+    let r = d.post("/api/v1/search", Some(json!({"query": "espresso", "filters": {"indexedFrom": "last week"}}))).await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(r.body["detail"].as_str().unwrap_or_default().contains("indexedFrom"), "{:?}", r.body);
 
     // Bad input.
     assert_eq!(d.post("/api/v1/search", Some(json!({"query": "  "}))).await.status, 400);

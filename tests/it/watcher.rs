@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -78,6 +79,9 @@ async fn follows_every_change_body(db: Db) {
     bigger.extend_from_slice(&[0u8; 100]);
     write(&root.join("a/img000.png"), &bigger);
     assert!(eventually(10, || async { assets(&d).await.iter().any(|a| a.0 == id0 && a.2 == bigger.len() as i64) }).await, "{:?}", assets(&d).await);
+    // ... and its completed job is queued again, so its vector follows the new content.
+    let p = d.get(&format!("{S}/{sid}/progress")).await.body;
+    assert_eq!((p["jobsSummary"]["pending"].as_i64(), p["jobsSummary"]["completed"].as_i64()), (Some(2), Some(1)), "{p:?}");
 
     // rename a file: same id
     let id_new = id_of(&d, "a/new.png").await.unwrap();
@@ -195,6 +199,59 @@ async fn poll_mode_follows_changes() {
     assert_eq!(id_of(&d, "q/deux.png").await, Some(id), "a polled directory move keeps the assets");
     std::fs::remove_file(d.root.join("q/img000.png")).unwrap();
     until_paths(&d, &["q/deux.png"]).await;
+}
+
+/// The kernel refuses an inotify instance (the user's `fs.inotify.max_user_instances` is used up):
+/// the root is polled instead, the watcher route says why, and changes are still followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_falls_back_to_polling_when_the_kernel_refuses() {
+    // inotify limits are per user: use up those of a user of our own (nobody), not the test's,
+    // so that other daemons running beside this test keep theirs.
+    const NOBODY: u32 = 65534;
+    // The system python (a pyenv shim under /root is not for other users).
+    const PYTHON: &str = "/usr/bin/python3";
+    if euid() != 0 || Command::new("setpriv").arg("--version").output().is_err() || !Path::new(PYTHON).exists() {
+        eprintln!("SKIPPED native_falls_back_to_polling_when_the_kernel_refuses: needs root, setpriv and {PYTHON} to run a daemon as another user");
+        return;
+    }
+    let mut d = TestDaemon::prepare(Db::Sqlite, "", "poll_interval_ms = 200", |root| write_images(root, "f", 1, "png")).await;
+    let chown = Command::new("chown").arg("-R").arg(format!("{NOBODY}:{NOBODY}")).arg(d.dir.path()).status().unwrap();
+    assert!(chown.success());
+    // A process, as nobody, that holds every inotify instance the kernel allows that user.
+    let mut hog = Command::new("setpriv")
+        .args([&format!("--reuid={NOBODY}"), &format!("--regid={NOBODY}"), "--clear-groups", PYTHON, "-c"])
+        .arg(
+            "import ctypes,sys\nlibc=ctypes.CDLL(None,use_errno=True)\nfds=[]\nwhile True:\n    fd=libc.inotify_init()\n    \
+             if fd<0: break\n    fds.append(fd)\nprint(len(fds),ctypes.get_errno(),flush=True)\nsys.stdin.read()",
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(hog.stdout.as_mut().unwrap()), &mut line).unwrap();
+    let held: Vec<i64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    assert!(held.len() == 2 && held[1] == 24, "the hog should end on EMFILE (24), holding every instance: {line:?}");
+    d.run_as = Some(NOBODY);
+    d.respawn().await;
+    // The watcher starts its roots just after the socket answers.
+    assert!(eventually(10, || async { d.get("/api/v1/training/watcher").await.body["roots"].as_array().is_some_and(|r| !r.is_empty()) }).await);
+    let st = d.get("/api/v1/training/watcher").await.body;
+    let _ = hog.kill();
+    let _ = hog.wait();
+    assert_eq!(st["roots"][0]["mode"], "poll", "{st:?}");
+    let note = st["roots"][0]["note"].as_str().unwrap_or_default();
+    assert!(note.contains("native") && note.contains("polling instead"), "{st:?}");
+    until_paths(&d, &["f/img000.png"]).await;
+    write(&d.root.join("f/new.png"), PNG);
+    until_paths(&d, &["f/img000.png", "f/new.png"]).await;
+    std::fs::remove_file(d.root.join("f/img000.png")).unwrap();
+    until_paths(&d, &["f/new.png"]).await;
+}
+
+fn euid() -> u32 {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 both_backends!(changes_while_down_found_at_start, changes_while_down_body);
