@@ -51,7 +51,12 @@ pub enum CtlCommand {
         extensions: Vec<String>,
     },
     /// Is the daemon up, and which catalog does it use?
-    Health,
+    Health {
+        /// Keep trying for up to this many seconds while the daemon is still starting
+        /// (scripts: `pixdex daemon … & pixdex ctl health --wait 60`).
+        #[arg(long, value_name = "SECS")]
+        wait: Option<f64>,
+    },
     /// Reconcile one directory with the catalog now (network mounts without events).
     Scan {
         dir: String,
@@ -158,6 +163,20 @@ pub enum SubdirsCmd {
 
 const T: &str = "/api/v1/training";
 
+/// `GET /health`, retried while the daemon cannot be reached yet (until `wait` seconds pass).
+async fn health(c: &Client, wait: Option<f64>) -> Result<Response, ClientError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs_f64(wait.unwrap_or(0.0).max(0.0));
+    loop {
+        match c.get("/api/v1/health").await {
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "daemon not reachable yet");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Run one ctl command; returns the process exit code (0 ok, 1 refused by the daemon, 2 daemon
 /// unreachable).
 pub async fn run(client: &Client, args: &CtlArgs) -> i32 {
@@ -173,7 +192,7 @@ pub async fn run(client: &Client, args: &CtlArgs) -> i32 {
 async fn dispatch(c: &Client, a: &CtlArgs) -> Result<i32, ClientError> {
     let json = a.json;
     let (resp, render): (Response, fn(&Value) -> String) = match &a.cmd {
-        CtlCommand::Health => (c.get("/api/v1/health").await?, |v| format!("daemon ok (version {}, catalog {})", s(&v["version"]), s(&v["catalog"]))),
+        CtlCommand::Health { wait } => (health(c, *wait).await?, |v| format!("daemon ok (version {}, catalog {})", s(&v["version"]), s(&v["catalog"]))),
         CtlCommand::Sessions(cmd) => match cmd {
             SessionsCmd::List { status, page, page_size } => {
                 let mut q = format!("{T}/sessions?page={page}&page_size={page_size}");

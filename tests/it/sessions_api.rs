@@ -364,9 +364,24 @@ async fn socket_and_tcp_body(db: Db) {
 
     // The TCP listener, when enabled, serves the same routes.
     d.stop();
+    // `ctl health --wait` gives up with exit 2 when nothing answers in time, and otherwise
+    // waits for a daemon that is still starting.
+    let (code, _, err) = d.ctl(&["health", "--wait", "0.3"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot reach"), "{err}");
+    let waiter = std::process::Command::new(crate::harness::BIN)
+        .args(["ctl", "--socket"])
+        .arg(&d.socket)
+        .args(["health", "--wait", "30"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     d.daemon_extra = format!("listen = \"127.0.0.1:{port}\"");
     d.write_config("");
     d.respawn().await;
+    let out = waiter.wait_with_output().unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("daemon ok"), "{out:?}");
     let tcp = pixdex::api::client::Client::new(pixdex::api::client::Endpoint::Tcp(format!("127.0.0.1:{port}")));
     let id = d.create(json!({"name": "over-socket", "rootPath": d.root.display().to_string()})).await;
     let r = tcp.get(&format!("{S}/{id}")).await.unwrap();
