@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 
 use super::{Catalog, Result, finish_if_done, refresh_counts};
 use crate::library::FileEntry;
@@ -60,6 +60,16 @@ pub struct JobTarget {
     pub is_root: bool,
 }
 
+/// Run `sql` (binds: $1 asset id, $2 now; returns session_id per job) over one asset's jobs;
+/// records the sessions touched (their counts are refreshed) and returns how many jobs changed.
+async fn release_jobs(tx: &mut Transaction<'static, Any>, sql: &'static str, asset_id: i64, now: i64, sessions: &mut BTreeSet<i64>) -> Result<u64> {
+    let rows = sqlx::query(sql).bind(asset_id).bind(now).fetch_all(&mut **tx).await?;
+    for r in &rows {
+        sessions.insert(r.try_get::<i64, _>(0)?);
+    }
+    Ok(rows.len() as u64)
+}
+
 fn upper(prefix: &str) -> String {
     format!("{prefix}0")
 }
@@ -94,18 +104,15 @@ impl Catalog {
         // Deletes first: a rename or create may reuse a path a deleted asset had.
         let mut sessions = BTreeSet::new();
         for &id in &cs.deletes {
-            let rows = sqlx::query(
+            out.jobs_cancelled += release_jobs(
+                &mut tx,
                 "UPDATE training_jobs SET status = 'cancelled', lease_owner = NULL, lease_expires_at = NULL, updated_at = $2, \
                  error_message = 'file deleted' WHERE asset_id = $1 AND status IN ('pending', 'running') RETURNING session_id",
+                id,
+                now,
+                &mut sessions,
             )
-            .bind(id)
-            .bind(now)
-            .fetch_all(&mut *tx)
             .await?;
-            out.jobs_cancelled += rows.len() as u64;
-            for r in rows {
-                sessions.insert(r.try_get::<i64, _>(0)?);
-            }
             let r = sqlx::query("DELETE FROM image_assets WHERE id = $1").bind(id).execute(&mut *tx).await?;
             out.removed += r.rows_affected();
         }
@@ -132,18 +139,15 @@ impl Catalog {
             // A job in flight for it has read (or may read) the old bytes: it goes back to
             // pending, so the in-flight completion (lease-checked) no longer matches and the
             // asset is embedded again from its new content.
-            let rows = sqlx::query(
+            out.jobs_requeued += release_jobs(
+                &mut tx,
                 "UPDATE training_jobs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = $2 \
                  WHERE asset_id = $1 AND status = 'running' RETURNING session_id",
+                *id,
+                now,
+                &mut sessions,
             )
-            .bind(id)
-            .bind(now)
-            .fetch_all(&mut *tx)
             .await?;
-            out.jobs_requeued += rows.len() as u64;
-            for r in rows {
-                sessions.insert(r.try_get::<i64, _>(0)?);
-            }
             out.updated += 1;
             out.touched.push((*id, f.path.to_string_lossy().into_owned()));
         }
