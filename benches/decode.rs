@@ -15,10 +15,7 @@ fn photo_like(w: u32, h: u32) -> Vec<u8> {
         ])
     });
     let mut out = Vec::new();
-    img.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
-        &mut out, 88,
-    ))
-    .unwrap();
+    img.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 88)).unwrap();
     out
 }
 
@@ -31,26 +28,10 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("decode_12mp_jpeg");
     g.sample_size(10);
-    g.bench_function("image_full_size", |b| {
-        b.iter(|| {
-            image::load(Cursor::new(&bytes), image::ImageFormat::Jpeg)
-                .unwrap()
-                .into_rgb8()
-        })
-    });
-    g.bench_function("jpeg_decoder_full_size", |b| {
-        b.iter(|| {
-            jpeg_decoder::Decoder::new(Cursor::new(&bytes))
-                .decode()
-                .unwrap()
-        })
-    });
-    g.bench_function("decode_for_embedding_dct_scaled", |b| {
-        b.iter(|| decode_for_embedding(&path, &limits).unwrap())
-    });
-    g.bench_function("decode_bytes_dct_scaled", |b| {
-        b.iter(|| decode_bytes(&bytes, "12mp.jpg", &limits).unwrap())
-    });
+    g.bench_function("image_full_size", |b| b.iter(|| image::load(Cursor::new(&bytes), image::ImageFormat::Jpeg).unwrap().into_rgb8()));
+    g.bench_function("jpeg_decoder_full_size", |b| b.iter(|| jpeg_decoder::Decoder::new(Cursor::new(&bytes)).decode().unwrap()));
+    g.bench_function("decode_for_embedding_dct_scaled", |b| b.iter(|| decode_for_embedding(&path, &limits).unwrap()));
+    g.bench_function("decode_bytes_dct_scaled", |b| b.iter(|| decode_bytes(&bytes, "12mp.jpg", &limits).unwrap()));
     g.finish();
 }
 

@@ -9,9 +9,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use pixdex::embed::{DeviceChoice, Embedder, IMAGE_FLOATS};
 
 fn embed(c: &mut Criterion) {
-    let weights = std::env::var_os("PIXDEX_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(pixdex::embed::DEFAULT_WEIGHTS));
+    let weights = std::env::var_os("PIXDEX_MODEL").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(pixdex::embed::DEFAULT_WEIGHTS));
     if !weights.is_file() {
         println!("embed bench skipped: no weights at {} (run `scripts/fetch-model`)", weights.display());
         return;
@@ -25,9 +23,7 @@ fn embed(c: &mut Criterion) {
     group.sample_size(10).warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(15));
     for n in sizes {
         group.throughput(Throughput::Elements(n as u64));
-        group.bench_with_input(BenchmarkId::new("batch", n), &n, |b, &n| {
-            b.iter(|| embedder.embed_normalized(&input[..n * IMAGE_FLOATS], n).unwrap())
-        });
+        group.bench_with_input(BenchmarkId::new("batch", n), &n, |b, &n| b.iter(|| embedder.embed_normalized(&input[..n * IMAGE_FLOATS], n).unwrap()));
     }
     group.finish();
 }

@@ -33,9 +33,9 @@ fn corpus(root: &Path, images: u32) {
 }
 
 fn end_to_end(c: &mut Criterion) {
-    let weights = std::env::var_os("PIXDEX_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("models/efficientnet-lite0.pth"));
+    let weights = std::env::var_os("PIXDEX_MODEL").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("models/efficientnet-lite0.pth")
+    });
     let device: DeviceChoice = std::env::var("PIXDEX_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into()).parse().expect("PIXDEX_BENCH_DEVICE");
     let images = knob("PIXDEX_BENCH_IMAGES", 64) as u32;
     let batch = knob("PIXDEX_BENCH_BATCH", 8);

@@ -25,9 +25,7 @@ impl Rng {
         z ^ (z >> 31)
     }
     fn unit_vector(&mut self) -> Vec<f32> {
-        let mut v: Vec<f32> = (0..DIM)
-            .map(|_| (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
-            .collect();
+        let mut v: Vec<f32> = (0..DIM).map(|_| (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         v.iter_mut().for_each(|x| *x /= n);
         v
@@ -49,10 +47,7 @@ fn payload(id: u64) -> Payload {
 }
 
 fn sizes() -> Vec<usize> {
-    std::env::var("PIXDEX_BENCH_SIZES")
-        .ok()
-        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![10_000, 100_000])
+    std::env::var("PIXDEX_BENCH_SIZES").ok().map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect()).unwrap_or_else(|| vec![10_000, 100_000])
 }
 
 async fn build(dir: &Path, n: usize) -> VectorStore {
@@ -65,11 +60,7 @@ async fn build(dir: &Path, n: usize) -> VectorStore {
         let batch: Vec<Point> = (0..BATCH.min(n - id as usize))
             .map(|_| {
                 id += 1;
-                Point {
-                    id,
-                    vector: rng.unit_vector(),
-                    payload: payload(id),
-                }
+                Point { id, vector: rng.unit_vector(), payload: payload(id) }
             })
             .collect();
         store.upsert(batch).await.expect("upsert");
@@ -91,30 +82,20 @@ async fn build(dir: &Path, n: usize) -> VectorStore {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let mut group = c.benchmark_group("embedded_search_limit10");
-    group
-        .sample_size(50)
-        .measurement_time(Duration::from_secs(8));
+    group.sample_size(50).measurement_time(Duration::from_secs(8));
     for n in sizes() {
         let tmp = tempfile::tempdir().unwrap();
         let store = rt.block_on(build(tmp.path(), n));
         let mut rng = Rng(0xBEEF);
         let queries: Vec<Vec<f32>> = (0..64).map(|_| rng.unit_vector()).collect();
-        let prefix = Filter {
-            path_prefix: Some("/photos/2003".into()),
-            ..Default::default()
-        };
+        let prefix = Filter { path_prefix: Some("/photos/2003".into()), ..Default::default() };
 
         // Sanity: a stored vector finds itself.
         let mut again = Rng(n as u64);
         let v0 = again.unit_vector();
-        let hit = rt
-            .block_on(store.search(&v0, 1, 0, &Filter::default()))
-            .unwrap();
+        let hit = rt.block_on(store.search(&v0, 1, 0, &Filter::default())).unwrap();
         assert_eq!(hit[0].id, 1, "self-search");
 
         // Latency percentiles over 1000 searches (criterion reports means).
@@ -134,15 +115,13 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("unfiltered", n), &n, |b, _| {
             b.iter(|| {
                 i = (i + 1) % queries.len();
-                rt.block_on(store.search(&queries[i], 10, 0, &Filter::default()))
-                    .unwrap()
+                rt.block_on(store.search(&queries[i], 10, 0, &Filter::default())).unwrap()
             })
         });
         group.bench_with_input(BenchmarkId::new("path_prefix_4pct", n), &n, |b, _| {
             b.iter(|| {
                 i = (i + 1) % queries.len();
-                rt.block_on(store.search(&queries[i], 10, 0, &prefix))
-                    .unwrap()
+                rt.block_on(store.search(&queries[i], 10, 0, &prefix)).unwrap()
             })
         });
         drop(store);

@@ -87,6 +87,24 @@ pub struct RawDaemon {
     pub admission_retry_secs: u64,
     /// Log filter (tracing `EnvFilter` syntax), overridden by `RUST_LOG`.
     pub log: String,
+    /// TCP listener authentication: "token" (default: every route but `/health` needs the
+    /// token) or "none" (only allowed when `listen` is a loopback address; for the replaced
+    /// web UI, which sends no credentials).
+    pub tcp_auth: String,
+    /// The TCP token. When neither this nor `token_file` is set, a token is generated at first
+    /// start into `<data_dir>/token` (mode 0600) and the login link is printed.
+    pub token: Option<String>,
+    /// A file holding the TCP token (first line).
+    pub token_file: Option<PathBuf>,
+    /// Host names (besides loopback names) the TCP listener answers to; "*" allows any.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins allowed to call the API cross-origin (CORS), e.g. "http://localhost:5173".
+    /// Empty: same origin only.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    /// Largest request body (uploads for search by image), in MiB.
+    pub max_upload_mb: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -153,15 +171,18 @@ impl Default for RawConfig {
                 listen: None,
                 admission_retry_secs: 10,
                 log: "info".into(),
+                tcp_auth: "token".into(),
+                token: None,
+                token_file: None,
+                allowed_hosts: vec![],
+                cors_origins: vec![],
+                max_upload_mb: 64,
             },
             catalog: RawCatalog { url: None, max_connections: 8 },
             library: RawLibrary {
                 roots: vec![],
                 extensions: ["jpg", "jpeg", "png", "webp"].iter().map(|s| s.to_string()).collect(),
-                ignored: ["@eaDir", "node_modules", "$RECYCLE.BIN", "lost+found"]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
+                ignored: ["@eaDir", "node_modules", "$RECYCLE.BIN", "lost+found"].iter().map(|s| s.to_string()).collect(),
                 watch: "native".into(),
                 poll_interval_ms: 2000,
                 settle_ms: 1000,
@@ -202,6 +223,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub socket: PathBuf,
     pub listen: Option<SocketAddr>,
+    pub web: WebSettings,
     pub admission_retry: Duration,
     pub log: String,
     pub catalog_url: String,
@@ -211,6 +233,31 @@ pub struct Config {
     pub pipeline: PipelineSettings,
     pub vectors: VectorSettings,
     pub sessions: Vec<SessionSpec>,
+}
+
+/// How the TCP listener admits requests (see `api::guard`).
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    pub auth: TcpAuth,
+    /// Lower-case host names, without port; `*` allows any.
+    pub allowed_hosts: Vec<String>,
+    /// Exact origins (`scheme://host[:port]`), lower-case, no trailing slash.
+    pub cors_origins: Vec<String>,
+    pub max_upload_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TcpAuth {
+    /// A token: configured inline, read from a file, or generated under data_dir.
+    Token(TokenSource),
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    Inline(String),
+    File(PathBuf),
+    Generated(PathBuf),
 }
 
 #[derive(Debug, Clone)]
@@ -303,19 +350,10 @@ impl Config {
             Some(f) => format!(" in {}", f.display()),
             None => String::new(),
         };
-        let invalid = |key: &str, reason: String| ConfigError::Invalid {
-            key: key.to_string(),
-            origin: origin.clone(),
-            reason,
-        };
+        let invalid = |key: &str, reason: String| ConfigError::Invalid { key: key.to_string(), origin: origin.clone(), reason };
 
         let data_dir = absolutize(&raw.daemon.data_dir);
-        let socket = raw
-            .daemon
-            .socket
-            .as_ref()
-            .map(|p| absolutize(p))
-            .unwrap_or_else(|| data_dir.join("pixdex.sock"));
+        let socket = raw.daemon.socket.as_ref().map(|p| absolutize(p)).unwrap_or_else(|| data_dir.join("pixdex.sock"));
         // Unix socket paths are limited to ~107 bytes by sun_path.
         if socket.as_os_str().len() > 100 {
             return Err(invalid(
@@ -326,10 +364,9 @@ impl Config {
         let listen = match &raw.daemon.listen {
             None => None,
             Some(s) if s.trim().is_empty() => None,
-            Some(s) => Some(s.parse::<SocketAddr>().map_err(|e| {
-                invalid("daemon.listen", format!("{s:?} is not an address like \"127.0.0.1:8765\" ({e})"))
-            })?),
+            Some(s) => Some(s.parse::<SocketAddr>().map_err(|e| invalid("daemon.listen", format!("{s:?} is not an address like \"127.0.0.1:8765\" ({e})")))?),
         };
+        let web = validate_web(&raw.daemon, listen, &data_dir).map_err(|(k, r)| invalid(k, r))?;
         if raw.daemon.admission_retry_secs == 0 {
             return Err(invalid("daemon.admission_retry_secs", "must be at least 1".into()));
         }
@@ -348,10 +385,7 @@ impl Config {
                 } else if u.starts_with("postgres://") || u.starts_with("postgresql://") {
                     u
                 } else {
-                    return Err(invalid(
-                        "catalog.url",
-                        format!("{} is neither sqlite://PATH nor postgres://USER@HOST/DB", mask_url(&u)),
-                    ));
+                    return Err(invalid("catalog.url", format!("{} is neither sqlite://PATH nor postgres://USER@HOST/DB", mask_url(&u))));
                 }
             }
         };
@@ -407,7 +441,7 @@ impl Config {
         if p.batch_size > 256 {
             return Err(invalid("pipeline.batch_size", format!("{} is more than 256", p.batch_size)));
         }
-        if !(p.max_megapixels > 0.0) {
+        if p.max_megapixels.is_nan() || p.max_megapixels <= 0.0 {
             return Err(invalid("pipeline.max_megapixels", "must be above 0".into()));
         }
         if p.max_file_bytes == 0 || p.lease_secs == 0 {
@@ -443,10 +477,7 @@ impl Config {
             let sel = |field: &str, d: &DirSelection| -> Result<Option<Vec<String>>, ConfigError> {
                 match d {
                     DirSelection::Keyword(k) if k == "all" => Ok(None),
-                    DirSelection::Keyword(k) => Err(invalid(
-                        &format!("{key}.{field}"),
-                        format!("{k:?} is neither \"all\" nor a list of subdirectory paths"),
-                    )),
+                    DirSelection::Keyword(k) => Err(invalid(&format!("{key}.{field}"), format!("{k:?} is neither \"all\" nor a list of subdirectory paths"))),
                     DirSelection::List(l) => Ok(Some(l.clone())),
                 }
             };
@@ -466,6 +497,7 @@ impl Config {
             data_dir,
             socket,
             listen,
+            web,
             admission_retry: Duration::from_secs(raw.daemon.admission_retry_secs),
             log: raw.daemon.log,
             catalog_url,
@@ -506,6 +538,9 @@ impl Config {
         if raw.vectors.api_key.is_some() {
             raw.vectors.api_key = Some("***".into());
         }
+        if raw.daemon.token.is_some() {
+            raw.daemon.token = Some("***".into());
+        }
         raw.model.weights = validated.model.weights.clone();
         raw.daemon.data_dir = validated.data_dir.clone();
         raw.daemon.socket = Some(validated.socket.clone());
@@ -542,12 +577,13 @@ fn render_toml(out: &mut String, prefix: &str, v: &figment::value::Value) {
         }
     }
     for (k, val) in dict {
-        if let Value::Array(_, items) = val {
-            if !items.is_empty() && items.iter().all(|i| matches!(i, Value::Dict(..))) {
-                for item in items {
-                    out.push_str(&format!("\n[[{k}]]\n"));
-                    render_toml(out, k, item);
-                }
+        if let Value::Array(_, items) = val
+            && !items.is_empty()
+            && items.iter().all(|i| matches!(i, Value::Dict(..)))
+        {
+            for item in items {
+                out.push_str(&format!("\n[[{k}]]\n"));
+                render_toml(out, k, item);
             }
         }
     }
@@ -570,32 +606,84 @@ fn scalar(v: &figment::value::Value) -> String {
         }
         Value::Empty(..) => "\"\"".into(),
         Value::Array(_, items) => format!("[{}]", items.iter().map(scalar).collect::<Vec<_>>().join(", ")),
-        Value::Dict(_, d) => format!(
-            "{{ {} }}",
-            d.iter().map(|(k, v)| format!("{k} = {}", scalar(v))).collect::<Vec<_>>().join(", ")
-        ),
+        Value::Dict(_, d) => format!("{{ {} }}", d.iter().map(|(k, v)| format!("{k} = {}", scalar(v))).collect::<Vec<_>>().join(", ")),
     }
+}
+
+/// `daemon.tcp_auth`, `token*`, `allowed_hosts`, `cors_origins`, `max_upload_mb`.
+fn validate_web(d: &RawDaemon, listen: Option<SocketAddr>, data_dir: &Path) -> Result<WebSettings, (&'static str, String)> {
+    let auth = match d.tcp_auth.trim() {
+        "token" => {
+            let token = d.token.as_deref().map(str::trim).filter(|t| !t.is_empty());
+            match (token, &d.token_file) {
+                (Some(_), Some(_)) => return Err(("daemon.token", "set either daemon.token or daemon.token_file, not both".into())),
+                (Some(t), None) => {
+                    if t.len() < 16 {
+                        return Err((
+                            "daemon.token",
+                            "is shorter than 16 characters; use a long random string (or leave it unset to have one generated)".into(),
+                        ));
+                    }
+                    TcpAuth::Token(TokenSource::Inline(t.to_string()))
+                }
+                (None, Some(f)) => TcpAuth::Token(TokenSource::File(absolutize(f))),
+                (None, None) => TcpAuth::Token(TokenSource::Generated(data_dir.join("token"))),
+            }
+        }
+        "none" => {
+            if let Some(addr) = listen
+                && !addr.ip().is_loopback()
+            {
+                return Err((
+                    "daemon.tcp_auth",
+                    format!("\"none\" is only allowed on a loopback listener, but daemon.listen is {addr}; bind 127.0.0.1 or keep tcp_auth = \"token\""),
+                ));
+            }
+            TcpAuth::None
+        }
+        other => return Err(("daemon.tcp_auth", format!("{other:?} is neither \"token\" nor \"none\""))),
+    };
+    let mut allowed_hosts = Vec::new();
+    for h in &d.allowed_hosts {
+        let h = h.trim().to_ascii_lowercase();
+        if h.is_empty() || h.contains('/') || h.contains(' ') {
+            return Err(("daemon.allowed_hosts", format!("{h:?} is not a host name (e.g. \"photos.example.lan\")")));
+        }
+        allowed_hosts.push(h);
+    }
+    let mut cors_origins = Vec::new();
+    for o in &d.cors_origins {
+        let o = o.trim().trim_end_matches('/').to_ascii_lowercase();
+        if o == "*" {
+            cors_origins.push(o);
+            continue;
+        }
+        let ok = (o.starts_with("http://") || o.starts_with("https://")) && !o.split_once("://").map(|x| x.1).unwrap_or("").contains('/');
+        if !ok {
+            return Err(("daemon.cors_origins", format!("{o:?} is not an origin like \"http://localhost:5173\" (scheme, host, optional port; no path)")));
+        }
+        cors_origins.push(o);
+    }
+    if d.max_upload_mb == 0 || d.max_upload_mb > 1024 {
+        return Err(("daemon.max_upload_mb", format!("{} is not between 1 and 1024", d.max_upload_mb)));
+    }
+    Ok(WebSettings { auth, allowed_hosts, cors_origins, max_upload_bytes: (d.max_upload_mb * 1024 * 1024) as usize })
 }
 
 /// Replace a URL's password with `***`.
 pub fn mask_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((userinfo, host)) = rest.split_once('@') {
-            if let Some((user, _pw)) = userinfo.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}");
-            }
-        }
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+        && let Some((user, _pw)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
     }
     url.to_string()
 }
 
 /// Make a path absolute against the current directory (without touching the filesystem).
 pub fn absolutize(p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
-    }
+    if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf()) }
 }
 
 #[cfg(test)]
@@ -670,6 +758,24 @@ mod tests {
         let f = write(d.path(), "[[sessions]]\nname = \"a\"\nroot = \"/x\"\nsubdirectories = \"some\"\n");
         let e = Config::load(Some(&f)).unwrap_err().to_string();
         assert!(e.contains("sessions[0].subdirectories"), "{e}");
+    }
+
+    #[test]
+    fn tcp_security_settings() {
+        let d = tempfile::tempdir().unwrap();
+        let f = write(d.path(), "[daemon]\nlisten = \"0.0.0.0:8000\"\ntcp_auth = \"none\"\n");
+        let e = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("daemon.tcp_auth") && e.contains("loopback"), "{e}");
+        let f = write(d.path(), "[daemon]\nlisten = \"127.0.0.1:8000\"\ntcp_auth = \"none\"\ncors_origins = [\"http://localhost:5173/\"]\n");
+        let c = Config::load(Some(&f)).unwrap();
+        assert_eq!(c.web.auth, TcpAuth::None);
+        assert_eq!(c.web.cors_origins, ["http://localhost:5173"]);
+        let f = write(d.path(), "[daemon]\ncors_origins = [\"localhost:5173\"]\n");
+        assert!(Config::load(Some(&f)).unwrap_err().to_string().contains("daemon.cors_origins"));
+        let f = write(d.path(), "[daemon]\ntoken = \"short\"\n");
+        assert!(Config::load(Some(&f)).unwrap_err().to_string().contains("daemon.token"));
+        let c = Config::validate(RawConfig::default(), None).unwrap();
+        assert!(matches!(c.web.auth, TcpAuth::Token(TokenSource::Generated(_))));
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub struct CtlArgs {
     /// Talk to the TCP listener instead, e.g. 127.0.0.1:8765.
     #[arg(long, global = true, conflicts_with = "socket")]
     pub tcp: Option<String>,
+    /// The TCP listener's token (default: `PIXDEX_TOKEN`, else the configured or generated one).
+    #[arg(long, global = true, env = "PIXDEX_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Print the daemon's JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -100,7 +103,9 @@ pub enum SessionsCmd {
         page_size: i64,
     },
     /// Show one session.
-    Show { id: i64 },
+    Show {
+        id: i64,
+    },
     /// Create a session over a root (subdirectories holding images are discovered and selected
     /// unless --subdir names them).
     Create {
@@ -128,11 +133,19 @@ pub enum SessionsCmd {
         live: Option<bool>,
     },
     /// Delete a session with its jobs.
-    Delete { id: i64 },
+    Delete {
+        id: i64,
+    },
     /// Start (or resume) a session; explains why when there is nothing to index.
-    Start { id: i64 },
-    Pause { id: i64 },
-    Cancel { id: i64 },
+    Start {
+        id: i64,
+    },
+    Pause {
+        id: i64,
+    },
+    Cancel {
+        id: i64,
+    },
     /// Run a finished session again: every job, or only the failed ones.
     Restart {
         id: i64,
@@ -140,7 +153,9 @@ pub enum SessionsCmd {
         failed_only: bool,
     },
     /// Would a start index anything? Changes nothing.
-    Validate { id: i64 },
+    Validate {
+        id: i64,
+    },
     /// Progress; --watch redraws a bar until the session stops running.
     Progress {
         id: i64,
@@ -154,11 +169,19 @@ pub enum SessionsCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum SubdirsCmd {
-    List { id: i64 },
+    List {
+        id: i64,
+    },
     /// Select subdirectories (by their ids) of a session.
-    Select { id: i64, subdir_ids: Vec<i64> },
+    Select {
+        id: i64,
+        subdir_ids: Vec<i64>,
+    },
     /// Unselect subdirectories (by their ids) of a session.
-    Unselect { id: i64, subdir_ids: Vec<i64> },
+    Unselect {
+        id: i64,
+        subdir_ids: Vec<i64>,
+    },
 }
 
 const T: &str = "/api/v1/training";
@@ -238,9 +261,7 @@ async fn dispatch(c: &Client, a: &CtlArgs) -> Result<i32, ClientError> {
             SessionsCmd::Start { id } => (c.post(&format!("{T}/sessions/{id}/start"), None).await?, render_action),
             SessionsCmd::Pause { id } => (c.post(&format!("{T}/sessions/{id}/pause"), None).await?, render_action),
             SessionsCmd::Cancel { id } => (c.post(&format!("{T}/sessions/{id}/cancel"), None).await?, render_action),
-            SessionsCmd::Restart { id, failed_only } => {
-                (c.post(&format!("{T}/sessions/{id}/restart?failed_only={failed_only}"), None).await?, render_action)
-            }
+            SessionsCmd::Restart { id, failed_only } => (c.post(&format!("{T}/sessions/{id}/restart?failed_only={failed_only}"), None).await?, render_action),
             SessionsCmd::Validate { id } => (c.post(&format!("{T}/sessions/{id}/validate"), None).await?, render_validate),
             SessionsCmd::Progress { id, watch, interval } => {
                 if *watch && !json {

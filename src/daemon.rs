@@ -14,9 +14,9 @@ use crate::api::{self, AppState};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::library::Library;
-use crate::sessions::Sessions;
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::search::Search;
+use crate::sessions::Sessions;
 use crate::vectors::{VectorStore, VectorsConfig};
 use crate::watcher::{AssetObserver, Watcher};
 
@@ -27,8 +27,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("cannot create daemon.data_dir {}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create daemon.data_dir {}", cfg.data_dir.display()))?;
+    // The catalog, vectors, token and thumbnails are the daemon's alone.
+    if let Err(e) = std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700)) {
+        tracing::warn!(data_dir = %cfg.data_dir.display(), error = %e, "cannot set daemon.data_dir to mode 0700");
+    }
     for root in &cfg.library.roots {
         if !root.is_dir() {
             tracing::warn!(root = %root.display(), "library root is missing or not a directory; sessions under it cannot start until it appears");
@@ -97,12 +100,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         search_model,
         crate::decode::DecodeLimits { max_megapixels: cfg.pipeline.max_megapixels, max_file_bytes: cfg.pipeline.max_file_bytes, target: 224 },
     );
+    sessions.attach_pipeline(pipeline.clone());
+    let events = crate::events::Events::start(sessions.clone(), pipeline.clone(), watcher.clone(), shutdown.subscribe());
     let state = Arc::new(AppState {
         sessions: sessions.clone(),
         watcher: watcher.clone(),
         pipeline: pipeline.clone(),
         search,
+        thumbs: crate::thumbs::Thumbs::new(
+            &cfg.data_dir,
+            &crate::decode::DecodeLimits { max_megapixels: cfg.pipeline.max_megapixels, max_file_bytes: cfg.pipeline.max_file_bytes, target: 224 },
+        ),
+        events,
         version: env!("CARGO_PKG_VERSION"),
+        max_upload_bytes: cfg.web.max_upload_bytes,
     });
     let app = api::router(state);
 
@@ -120,8 +131,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         });
     }
     if let Some(addr) = cfg.listen {
+        // The TCP listener sits behind the guard: Host check, CORS, token.
+        let guard = Arc::new(api::guard::Guard::new(&cfg.web).context("cannot set up the TCP listener's token")?);
         let tcp = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on daemon.listen = {addr}"))?;
-        tracing::info!(%addr, "TCP listener serving the same API");
+        let shown = if addr.ip().is_unspecified() { format!("localhost:{}", addr.port()) } else { addr.to_string() };
+        match guard.token() {
+            Some(t) => {
+                tracing::info!(%addr, "TCP listener serving the API and the web app (token required)");
+                eprintln!("pixdex web app: open http://{shown}/?token={t}");
+            }
+            None => tracing::warn!(%addr, "TCP listener serving the API and the web app WITHOUT authentication (daemon.tcp_auth = \"none\"; loopback only)"),
+        }
+        let app = app.clone().layer(axum::middleware::from_fn_with_state(guard, api::guard::tcp_guard));
         let mut rx = shutdown.subscribe();
         tasks.spawn(async move {
             let r = axum::serve(tcp, app).with_graceful_shutdown(async move {
@@ -129,6 +150,33 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             });
             if let Err(e) = r.await {
                 tracing::error!(error = %e, "TCP server failed");
+            }
+        });
+    }
+    {
+        // The lease reaper: a peer that died (or stalled) holding leases gets its jobs taken
+        // back within a quarter lease, without any daemon restarting.
+        let mut rx = shutdown.subscribe();
+        let catalog = catalog.clone();
+        let pipeline = pipeline.clone();
+        let every = (cfg.pipeline.lease / 4).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(60));
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    // Shutdown: stop reaping.
+                    _ = rx.recv() => break,
+                    // Return expired leases to pending and wake the pipeline for them.
+                    _ = tick.tick() => match catalog.requeue_expired().await {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::warn!(jobs = n, "expired leases returned to pending (a worker died or stalled)");
+                            pipeline.wake();
+                        }
+                        Err(e) => tracing::warn!(error = %e, "lease reaper: catalog unavailable; retrying next tick"),
+                    },
+                }
             }
         });
     }
@@ -189,21 +237,39 @@ async fn reload(cfg: &Config, sessions: &Sessions) {
     }
 }
 
-/// Bind the control socket, refusing to steal it from a live daemon and replacing a stale one.
-/// Mode 0600: only the daemon's user may drive it.
+/// Bind the control socket, refusing to steal it from a live daemon and replacing a stale one
+/// (never anything that is not a socket). Mode 0600 from the first instant: the socket is bound
+/// inside a fresh 0700 directory, set to 0600, then renamed into place, so no other user can
+/// connect in between whatever the umask.
 fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
-    if path.exists() {
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            bail!("{} exists and is not a socket; pixdex does not delete it (remove it yourself, or set daemon.socket to another path)", path.display());
+        }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             bail!("another pixdex daemon is already listening on {} (stop it, or set daemon.socket to another path)", path.display());
         }
         std::fs::remove_file(path).with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
     }
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let private = parent.join(format!(".pxs{}", std::process::id()));
+    let staged = private.join("s");
+    // sun_path holds ~107 bytes: a socket path near the limit is bound in place instead.
+    if staged.as_os_str().len() < 100 && std::fs::DirBuilder::new().mode(0o700).create(&private).is_ok() {
+        let bound = (|| -> anyhow::Result<tokio::net::UnixListener> {
+            let l = tokio::net::UnixListener::bind(&staged).with_context(|| format!("cannot bind daemon.socket {}", path.display()))?;
+            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600)).with_context(|| format!("cannot set mode 0600 on {}", path.display()))?;
+            std::fs::rename(&staged, path).with_context(|| format!("cannot move the socket into place at {}", path.display()))?;
+            Ok(l)
+        })();
+        let _ = std::fs::remove_file(&staged);
+        let _ = std::fs::remove_dir(&private);
+        return bound;
     }
     let l = tokio::net::UnixListener::bind(path).with_context(|| format!("cannot bind daemon.socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot set mode 0600 on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).with_context(|| format!("cannot set mode 0600 on {}", path.display()))?;
     Ok(l)
 }
 

@@ -30,11 +30,7 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        Self {
-            max_megapixels: 100.0,
-            max_file_bytes: 200 * 1024 * 1024,
-            target: 224,
-        }
+        Self { max_megapixels: 100.0, max_file_bytes: 200 * 1024 * 1024, target: 224 }
     }
 }
 
@@ -81,22 +77,13 @@ pub enum DecodeError {
         "{}: the file is {bytes} bytes, over the limit of {limit} bytes (pipeline.max_file_bytes)",
         .path.display()
     )]
-    TooLarge {
-        path: PathBuf,
-        bytes: u64,
-        limit: u64,
-    },
+    TooLarge { path: PathBuf, bytes: u64, limit: u64 },
     #[error(
         "{}: the image claims {width}x{height} pixels ({:.1} MP), over the limit of {limit_mp} MP (pipeline.max_megapixels); refused before decoding",
         .path.display(),
         megapixels(.width, .height)
     )]
-    Bomb {
-        path: PathBuf,
-        width: u32,
-        height: u32,
-        limit_mp: f64,
-    },
+    Bomb { path: PathBuf, width: u32, height: u32, limit_mp: f64 },
     #[error("{}: the image data is truncated (the file ends before the image does)", .path.display())]
     Truncated { path: PathBuf },
     #[error("{}: unsupported image: {what}", .path.display())]
@@ -113,60 +100,34 @@ fn megapixels(width: &u32, height: &u32) -> f64 {
 pub fn decode_for_embedding(path: &Path, limits: &DecodeLimits) -> Result<Decoded, DecodeError> {
     let io_err = |source: std::io::Error| {
         if source.kind() == ErrorKind::NotFound {
-            DecodeError::Vanished {
-                path: path.to_path_buf(),
-            }
+            DecodeError::Vanished { path: path.to_path_buf() }
         } else {
-            DecodeError::Unreadable {
-                path: path.to_path_buf(),
-                source,
-            }
+            DecodeError::Unreadable { path: path.to_path_buf(), source }
         }
     };
     let file = std::fs::File::open(path).map_err(io_err)?;
     let meta = file.metadata().map_err(io_err)?;
     if meta.is_dir() {
-        return Err(DecodeError::Unsupported {
-            path: path.to_path_buf(),
-            what: "is a directory, not an image file".into(),
-        });
+        return Err(DecodeError::Unsupported { path: path.to_path_buf(), what: "is a directory, not an image file".into() });
     }
     let len = meta.len();
     if len > limits.max_file_bytes {
-        return Err(DecodeError::TooLarge {
-            path: path.to_path_buf(),
-            bytes: len,
-            limit: limits.max_file_bytes,
-        });
+        return Err(DecodeError::TooLarge { path: path.to_path_buf(), bytes: len, limit: limits.max_file_bytes });
     }
     // Read at most limit + 1 bytes: a file that grows while we read is still bounded.
     let mut bytes = Vec::with_capacity(len as usize);
-    file.take(limits.max_file_bytes.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(io_err)?;
+    file.take(limits.max_file_bytes.saturating_add(1)).read_to_end(&mut bytes).map_err(io_err)?;
     if bytes.len() as u64 > limits.max_file_bytes {
-        return Err(DecodeError::TooLarge {
-            path: path.to_path_buf(),
-            bytes: bytes.len() as u64,
-            limit: limits.max_file_bytes,
-        });
+        return Err(DecodeError::TooLarge { path: path.to_path_buf(), bytes: bytes.len() as u64, limit: limits.max_file_bytes });
     }
     decode_inner(&bytes, path, limits)
 }
 
 /// Decode an in-memory image (search by upload); `name` is only used in error messages.
-pub fn decode_bytes(
-    bytes: &[u8],
-    name: &str,
-    limits: &DecodeLimits,
-) -> Result<Decoded, DecodeError> {
+pub fn decode_bytes(bytes: &[u8], name: &str, limits: &DecodeLimits) -> Result<Decoded, DecodeError> {
     let path = Path::new(name);
     if bytes.len() as u64 > limits.max_file_bytes {
-        return Err(DecodeError::TooLarge {
-            path: path.to_path_buf(),
-            bytes: bytes.len() as u64,
-            limit: limits.max_file_bytes,
-        });
+        return Err(DecodeError::TooLarge { path: path.to_path_buf(), bytes: bytes.len() as u64, limit: limits.max_file_bytes });
     }
     decode_inner(bytes, path, limits)
 }
@@ -196,38 +157,22 @@ fn sniff(bytes: &[u8]) -> Result<Format, String> {
     } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
         "TIFF (or camera raw)".to_string()
     } else if bytes.len() >= 12 && &bytes[4..8] == b"ftyp" {
-        format!(
-            "ISO media ({}: HEIC/AVIF/video?)",
-            String::from_utf8_lossy(&bytes[8..12])
-        )
+        format!("ISO media ({}: HEIC/AVIF/video?)", String::from_utf8_lossy(&bytes[8..12]))
     } else if bytes.starts_with(&[0xFF, 0xD8]) {
         return Err("a JPEG start marker without a valid segment after it".into());
     } else {
         let head = &bytes[..bytes.len().min(512)];
-        let texty = head.iter().all(|&b| {
-            b == b'\n' || b == b'\r' || b == b'\t' || (0x20..0x7F).contains(&b) || b >= 0x80
-        });
-        if texty {
-            "text, not an image".to_string()
-        } else {
-            "unrecognized binary data".to_string()
-        }
+        let texty = head.iter().all(|&b| b == b'\n' || b == b'\r' || b == b'\t' || (0x20..0x7F).contains(&b) || b >= 0x80);
+        if texty { "text, not an image".to_string() } else { "unrecognized binary data".to_string() }
     };
-    Err(format!(
-        "content is {what}; only JPEG, PNG and WebP are supported (the format is read from the content, not the file name)"
-    ))
+    Err(format!("content is {what}; only JPEG, PNG and WebP are supported (the format is read from the content, not the file name)"))
 }
 
 fn decode_inner(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<Decoded, DecodeError> {
     if bytes.is_empty() {
-        return Err(DecodeError::Empty {
-            path: path.to_path_buf(),
-        });
+        return Err(DecodeError::Empty { path: path.to_path_buf() });
     }
-    let format = sniff(bytes).map_err(|what| DecodeError::Unsupported {
-        path: path.to_path_buf(),
-        what,
-    })?;
+    let format = sniff(bytes).map_err(|what| DecodeError::Unsupported { path: path.to_path_buf(), what })?;
     let result = catch_unwind(AssertUnwindSafe(|| match format {
         Format::Jpeg => decode_jpeg(bytes, path, limits),
         Format::Png | Format::Webp => decode_with_image(bytes, format, path, limits),
@@ -240,34 +185,18 @@ fn decode_inner(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<Deco
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(DecodeError::Corrupt {
-                path: path.to_path_buf(),
-                reason: format!("the decoder panicked: {msg}"),
-            })
+            Err(DecodeError::Corrupt { path: path.to_path_buf(), reason: format!("the decoder panicked: {msg}") })
         }
     }
 }
 
-fn check_bomb(
-    path: &Path,
-    width: u32,
-    height: u32,
-    limits: &DecodeLimits,
-) -> Result<(), DecodeError> {
+fn check_bomb(path: &Path, width: u32, height: u32, limits: &DecodeLimits) -> Result<(), DecodeError> {
     let mp = width as f64 * height as f64 / 1e6;
     if mp > limits.max_megapixels {
-        return Err(DecodeError::Bomb {
-            path: path.to_path_buf(),
-            width,
-            height,
-            limit_mp: limits.max_megapixels,
-        });
+        return Err(DecodeError::Bomb { path: path.to_path_buf(), width, height, limit_mp: limits.max_megapixels });
     }
     if width == 0 || height == 0 {
-        return Err(DecodeError::Corrupt {
-            path: path.to_path_buf(),
-            reason: format!("the header claims a {width}x{height} image"),
-        });
+        return Err(DecodeError::Corrupt { path: path.to_path_buf(), reason: format!("the header claims a {width}x{height} image") });
     }
     Ok(())
 }
@@ -277,42 +206,24 @@ fn check_bomb(
 fn jpeg_error(path: &Path, e: jpeg_decoder::Error) -> DecodeError {
     use jpeg_decoder::Error as E;
     match e {
-        E::Io(io) if io.kind() == ErrorKind::UnexpectedEof => DecodeError::Truncated {
-            path: path.to_path_buf(),
-        },
-        E::Io(io) => DecodeError::Corrupt {
-            path: path.to_path_buf(),
-            reason: io.to_string(),
-        },
-        E::Unsupported(f) => DecodeError::Unsupported {
-            path: path.to_path_buf(),
-            what: format!("JPEG feature {f:?}"),
-        },
-        other => DecodeError::Corrupt {
-            path: path.to_path_buf(),
-            reason: other.to_string(),
-        },
+        E::Io(io) if io.kind() == ErrorKind::UnexpectedEof => DecodeError::Truncated { path: path.to_path_buf() },
+        E::Io(io) => DecodeError::Corrupt { path: path.to_path_buf(), reason: io.to_string() },
+        E::Unsupported(f) => DecodeError::Unsupported { path: path.to_path_buf(), what: format!("JPEG feature {f:?}") },
+        other => DecodeError::Corrupt { path: path.to_path_buf(), reason: other.to_string() },
     }
 }
 
 fn decode_jpeg(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<Decoded, DecodeError> {
     let mut dec = jpeg_decoder::Decoder::new(Cursor::new(bytes));
     dec.read_info().map_err(|e| jpeg_error(path, e))?;
-    let info = dec.info().ok_or_else(|| DecodeError::Corrupt {
-        path: path.to_path_buf(),
-        reason: "no frame header".into(),
-    })?;
+    let info = dec.info().ok_or_else(|| DecodeError::Corrupt { path: path.to_path_buf(), reason: "no frame header".into() })?;
     let (ow, oh) = (info.width as u32, info.height as u32);
     check_bomb(path, ow, oh, limits)?;
 
     // jpeg-decoder picks the strongest reduction for which *either* requested side is reached;
     // asking only for the shorter side keeps the shorter side ≥ target.
     let t = limits.target.min(u16::MAX as u32) as u16;
-    let (rw, rh) = if ow <= oh {
-        (t, u16::MAX)
-    } else {
-        (u16::MAX, t)
-    };
+    let (rw, rh) = if ow <= oh { (t, u16::MAX) } else { (u16::MAX, t) };
     // Lossless JPEGs cannot be scaled; leave them at full size.
     if info.coding_process != jpeg_decoder::CodingProcess::Lossless {
         dec.scale(rw, rh).map_err(|e| jpeg_error(path, e))?;
@@ -327,17 +238,11 @@ fn decode_jpeg(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<Decod
         jpeg_decoder::PixelFormat::RGB24 => pixels,
         jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&l| [l, l, l]).collect(),
         jpeg_decoder::PixelFormat::L16 => {
-            let vals: Vec<u16> = pixels
-                .chunks_exact(2)
-                .map(|c| u16::from_ne_bytes([c[0], c[1]]))
-                .collect();
+            let vals: Vec<u16> = pixels.chunks_exact(2).map(|c| u16::from_ne_bytes([c[0], c[1]])).collect();
             // Precision is not exposed; infer the bit depth from the largest sample.
             let max = vals.iter().copied().max().unwrap_or(0);
             let bits = (16 - max.leading_zeros()).max(8);
-            vals.iter()
-                .map(|&v| (v >> (bits - 8)) as u8)
-                .flat_map(|l| [l, l, l])
-                .collect()
+            vals.iter().map(|&v| (v >> (bits - 8)) as u8).flat_map(|l| [l, l, l]).collect()
         }
         jpeg_decoder::PixelFormat::CMYK32 => pixels
             .chunks_exact(4)
@@ -349,26 +254,11 @@ fn decode_jpeg(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<Decod
             .collect(),
     };
     if data.len() != n * 3 {
-        return Err(DecodeError::Corrupt {
-            path: path.to_path_buf(),
-            reason: format!("decoder returned {} bytes for {w}x{h}", data.len()),
-        });
+        return Err(DecodeError::Corrupt { path: path.to_path_buf(), reason: format!("decoder returned {} bytes for {w}x{h}", data.len()) });
     }
     let orientation = dec.exif_data().and_then(exif_orientation).unwrap_or(1);
-    let image = apply_orientation(
-        RgbImage {
-            width: w,
-            height: h,
-            data,
-        },
-        orientation,
-    );
-    Ok(Decoded {
-        image,
-        original_width: ow,
-        original_height: oh,
-        format: "jpeg",
-    })
+    let image = apply_orientation(RgbImage { width: w, height: h, data }, orientation);
+    Ok(Decoded { image, original_width: ow, original_height: oh, format: "jpeg" })
 }
 
 /// Read the Orientation tag (0x0112) from IFD0 of a TIFF/EXIF block (starting at the TIFF
@@ -382,19 +272,11 @@ pub(crate) fn exif_orientation(tiff: &[u8]) -> Option<u8> {
     };
     let u16_at = |o: usize| -> Option<u16> {
         let b = tiff.get(o..o + 2)?;
-        Some(if le {
-            u16::from_le_bytes([b[0], b[1]])
-        } else {
-            u16::from_be_bytes([b[0], b[1]])
-        })
+        Some(if le { u16::from_le_bytes([b[0], b[1]]) } else { u16::from_be_bytes([b[0], b[1]]) })
     };
     let u32_at = |o: usize| -> Option<u32> {
         let b: [u8; 4] = tiff.get(o..o + 4)?.try_into().ok()?;
-        Some(if le {
-            u32::from_le_bytes(b)
-        } else {
-            u32::from_be_bytes(b)
-        })
+        Some(if le { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) })
     };
     let ifd = u32_at(4)? as usize;
     let count = u16_at(ifd)? as usize;
@@ -440,11 +322,7 @@ pub(crate) fn apply_orientation(img: RgbImage, orientation: u8) -> RgbImage {
             out[d..d + 3].copy_from_slice(&img.data[s..s + 3]);
         }
     }
-    RgbImage {
-        width: ow as u32,
-        height: oh as u32,
-        data: out,
-    }
+    RgbImage { width: ow as u32, height: oh as u32, data: out }
 }
 
 // ---------------------------------------------------------------- PNG / WebP
@@ -453,24 +331,13 @@ fn image_error(path: &Path, e: image::ImageError) -> DecodeError {
     use image::ImageError as E;
     let p = path.to_path_buf();
     match e {
-        E::IoError(io) if io.kind() == ErrorKind::UnexpectedEof => {
-            DecodeError::Truncated { path: p }
-        }
-        E::Limits(l) => DecodeError::Corrupt {
-            path: p,
-            reason: format!("decoder memory limit exceeded ({l}); see pipeline.max_megapixels"),
-        },
-        E::Unsupported(u) => DecodeError::Unsupported {
-            path: p,
-            what: u.to_string(),
-        },
+        E::IoError(io) if io.kind() == ErrorKind::UnexpectedEof => DecodeError::Truncated { path: p },
+        E::Limits(l) => DecodeError::Corrupt { path: p, reason: format!("decoder memory limit exceeded ({l}); see pipeline.max_megapixels") },
+        E::Unsupported(u) => DecodeError::Unsupported { path: p, what: u.to_string() },
         other => {
             let reason = other.to_string();
             let lower = reason.to_ascii_lowercase();
-            if lower.contains("unexpected end")
-                || lower.contains("eof")
-                || lower.contains("truncat")
-            {
+            if lower.contains("unexpected end") || lower.contains("eof") || lower.contains("truncat") {
                 DecodeError::Truncated { path: p }
             } else {
                 DecodeError::Corrupt { path: p, reason }
@@ -490,12 +357,7 @@ fn png_header_dims(bytes: &[u8]) -> Option<(u32, u32)> {
     Some((w, h))
 }
 
-fn decode_with_image(
-    bytes: &[u8],
-    format: Format,
-    path: &Path,
-    limits: &DecodeLimits,
-) -> Result<Decoded, DecodeError> {
+fn decode_with_image(bytes: &[u8], format: Format, path: &Path, limits: &DecodeLimits) -> Result<Decoded, DecodeError> {
     use image::ImageDecoder;
     let (fmt, name) = match format {
         Format::Png => (image::ImageFormat::Png, "png"),
@@ -506,15 +368,10 @@ fn decode_with_image(
         match png_header_dims(bytes) {
             Some((w, h)) => check_bomb(path, w, h, limits)?,
             None if bytes.len() < 24 => {
-                return Err(DecodeError::Truncated {
-                    path: path.to_path_buf(),
-                });
+                return Err(DecodeError::Truncated { path: path.to_path_buf() });
             }
             None => {
-                return Err(DecodeError::Corrupt {
-                    path: path.to_path_buf(),
-                    reason: "PNG without an IHDR chunk first".into(),
-                });
+                return Err(DecodeError::Corrupt { path: path.to_path_buf(), reason: "PNG without an IHDR chunk first".into() });
             }
         }
     }
@@ -530,11 +387,7 @@ fn decode_with_image(
     let dynamic = image::DynamicImage::from_decoder(decoder).map_err(|e| image_error(path, e))?;
     let rgb = dynamic.into_rgb8();
     let (w, h) = rgb.dimensions();
-    let img = RgbImage {
-        width: w,
-        height: h,
-        data: rgb.into_raw(),
-    };
+    let img = RgbImage { width: w, height: h, data: rgb.into_raw() };
     let img = box_reduce(img, limits.target);
     let code = match orientation {
         Some(image::metadata::Orientation::FlipHorizontal) => 2,
@@ -547,12 +400,7 @@ fn decode_with_image(
         _ => 1,
     };
     let image = apply_orientation(img, code);
-    Ok(Decoded {
-        image,
-        original_width: ow,
-        original_height: oh,
-        format: name,
-    })
+    Ok(Decoded { image, original_width: ow, original_height: oh, format: name })
 }
 
 /// Reduce by the largest power-of-two factor (≤ 8, like JPEG DCT scaling) that keeps the
@@ -593,11 +441,7 @@ pub(crate) fn box_reduce(img: RgbImage, target: u32) -> RgbImage {
             }
         }
     }
-    RgbImage {
-        width: ow as u32,
-        height: oh as u32,
-        data: out,
-    }
+    RgbImage { width: ow as u32, height: oh as u32, data: out }
 }
 
 #[cfg(test)]
@@ -606,13 +450,7 @@ mod tests {
     use std::time::Instant;
 
     fn gradient(w: u32, h: u32) -> image::RgbImage {
-        image::RgbImage::from_fn(w, h, |x, y| {
-            image::Rgb([
-                (x * 255 / w.max(1)) as u8,
-                (y * 255 / h.max(1)) as u8,
-                ((x ^ y) & 0xFF) as u8,
-            ])
-        })
+        image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 255 / w.max(1)) as u8, (y * 255 / h.max(1)) as u8, ((x ^ y) & 0xFF) as u8]))
     }
 
     fn encode_jpeg(img: &image::RgbImage, quality: u8) -> Vec<u8> {
@@ -624,8 +462,7 @@ mod tests {
 
     fn encode_png(img: &image::RgbImage) -> Vec<u8> {
         let mut out = Vec::new();
-        img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
-            .unwrap();
+        img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
         out
     }
 
@@ -634,11 +471,7 @@ mod tests {
         for &b in data {
             crc ^= b as u32;
             for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
             }
         }
         !crc
@@ -698,12 +531,7 @@ mod tests {
     fn decode_jpeg_panorama_keeps_short_side() {
         let src = gradient(3000, 300);
         let d = decode_bytes(&encode_jpeg(&src, 80), "pano.jpg", &DecodeLimits::default()).unwrap();
-        assert!(
-            d.image.height >= 224,
-            "{}x{}",
-            d.image.width,
-            d.image.height
-        );
+        assert!(d.image.height >= 224, "{}x{}", d.image.width, d.image.height);
         assert_eq!((d.image.width, d.image.height), (3000, 300));
         let src = gradient(600, 2000);
         let d = decode_bytes(&encode_jpeg(&src, 80), "tall.jpg", &DecodeLimits::default()).unwrap();
@@ -713,21 +541,13 @@ mod tests {
     #[test]
     fn decode_jpeg_small_and_grayscale() {
         let src = gradient(100, 60);
-        let d = decode_bytes(
-            &encode_jpeg(&src, 95),
-            "small.jpg",
-            &DecodeLimits::default(),
-        )
-        .unwrap();
+        let d = decode_bytes(&encode_jpeg(&src, 95), "small.jpg", &DecodeLimits::default()).unwrap();
         assert_eq!((d.image.width, d.image.height), (100, 60));
         let px = d.image.pixel(99, 0);
         assert!(px[0] > 230, "{px:?}");
         let gray = image::GrayImage::from_fn(64, 64, |x, _| image::Luma([(x * 4) as u8]));
         let mut out = Vec::new();
-        gray.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
-            &mut out, 95,
-        ))
-        .unwrap();
+        gray.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)).unwrap();
         let d = decode_bytes(&out, "gray.jpg", &DecodeLimits::default()).unwrap();
         assert_eq!(d.image.data.len(), 64 * 64 * 3);
         let p = d.image.pixel(40, 10);
@@ -740,37 +560,17 @@ mod tests {
         let bytes = encode_jpeg(&gradient(640, 480), 90);
         for cut in [bytes.len() / 2, bytes.len() - 2, 400, 20, 3] {
             let r = decode_bytes(&bytes[..cut], "cut.jpg", &DecodeLimits::default());
-            assert!(
-                matches!(
-                    r,
-                    Err(DecodeError::Truncated { .. }) | Err(DecodeError::Corrupt { .. })
-                ),
-                "cut at {cut}: {r:?}"
-            );
+            assert!(matches!(r, Err(DecodeError::Truncated { .. }) | Err(DecodeError::Corrupt { .. })), "cut at {cut}: {r:?}");
         }
-        let r = decode_bytes(
-            &bytes[..bytes.len() / 2],
-            "cut.jpg",
-            &DecodeLimits::default(),
-        );
+        let r = decode_bytes(&bytes[..bytes.len() / 2], "cut.jpg", &DecodeLimits::default());
         assert!(matches!(r, Err(DecodeError::Truncated { .. })), "{r:?}");
     }
 
     #[test]
     fn decode_truncated_png() {
         let bytes = encode_png(&gradient(300, 200));
-        let r = decode_bytes(
-            &bytes[..bytes.len() / 2],
-            "cut.png",
-            &DecodeLimits::default(),
-        );
-        assert!(
-            matches!(
-                r,
-                Err(DecodeError::Truncated { .. }) | Err(DecodeError::Corrupt { .. })
-            ),
-            "{r:?}"
-        );
+        let r = decode_bytes(&bytes[..bytes.len() / 2], "cut.png", &DecodeLimits::default());
+        assert!(matches!(r, Err(DecodeError::Truncated { .. }) | Err(DecodeError::Corrupt { .. })), "{r:?}");
     }
 
     #[test]
@@ -785,10 +585,7 @@ mod tests {
 
     #[test]
     fn decode_missing_file_vanished() {
-        let r = decode_for_embedding(
-            Path::new("/nonexistent/pixdex/x.jpg"),
-            &DecodeLimits::default(),
-        );
+        let r = decode_for_embedding(Path::new("/nonexistent/pixdex/x.jpg"), &DecodeLimits::default());
         assert!(matches!(r, Err(DecodeError::Vanished { .. })), "{r:?}");
     }
 
@@ -808,15 +605,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("big.png");
         std::fs::write(&p, encode_png(&gradient(64, 64))).unwrap();
-        let limits = DecodeLimits {
-            max_file_bytes: 100,
-            ..DecodeLimits::default()
-        };
+        let limits = DecodeLimits { max_file_bytes: 100, ..DecodeLimits::default() };
         let err = decode_for_embedding(&p, &limits).unwrap_err();
-        assert!(
-            matches!(err, DecodeError::TooLarge { limit: 100, .. }),
-            "{err:?}"
-        );
+        assert!(matches!(err, DecodeError::TooLarge { limit: 100, .. }), "{err:?}");
         assert!(err.to_string().contains("pipeline.max_file_bytes"));
     }
 
@@ -834,57 +625,25 @@ mod tests {
         let t = Instant::now();
         let err = decode_bytes(&png, "bomb.png", &DecodeLimits::default()).unwrap_err();
         assert!(t.elapsed().as_millis() < 100, "took {:?}", t.elapsed());
-        assert!(
-            matches!(
-                err,
-                DecodeError::Bomb {
-                    width: 100_000,
-                    height: 100_000,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, DecodeError::Bomb { width: 100_000, height: 100_000, .. }), "{err:?}");
         let msg = err.to_string();
-        assert!(
-            msg.contains("bomb.png") && msg.contains("pipeline.max_megapixels"),
-            "{msg}"
-        );
+        assert!(msg.contains("bomb.png") && msg.contains("pipeline.max_megapixels"), "{msg}");
     }
 
     #[test]
     fn decode_jpeg_bomb_by_header() {
         // A real 2000x2000 JPEG (4 MP) with a 1 MP limit: refused from the header.
         let bytes = encode_jpeg(&gradient(2000, 2000), 50);
-        let limits = DecodeLimits {
-            max_megapixels: 1.0,
-            ..DecodeLimits::default()
-        };
+        let limits = DecodeLimits { max_megapixels: 1.0, ..DecodeLimits::default() };
         let err = decode_bytes(&bytes, "big.jpg", &limits).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                DecodeError::Bomb {
-                    width: 2000,
-                    height: 2000,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, DecodeError::Bomb { width: 2000, height: 2000, .. }), "{err:?}");
     }
 
     #[test]
     fn decode_exif_orientation_6_rotates() {
         // Left half red, right half blue; orientation 6 = rotate 90° clockwise, so the red
         // half ends up on top.
-        let src = image::RgbImage::from_fn(64, 32, |x, _| {
-            if x < 32 {
-                image::Rgb([255, 0, 0])
-            } else {
-                image::Rgb([0, 0, 255])
-            }
-        });
+        let src = image::RgbImage::from_fn(64, 32, |x, _| if x < 32 { image::Rgb([255, 0, 0]) } else { image::Rgb([0, 0, 255]) });
         let bytes = with_exif_orientation(&encode_jpeg(&src, 95), 6);
         let d = decode_bytes(&bytes, "rot.jpg", &DecodeLimits::default()).unwrap();
         assert_eq!((d.original_width, d.original_height), (64, 32));
@@ -894,30 +653,17 @@ mod tests {
         assert!(top[0] > 200 && top[2] < 60, "top {top:?}");
         assert!(bottom[2] > 200 && bottom[0] < 60, "bottom {bottom:?}");
         // Without the tag nothing moves.
-        let d = decode_bytes(
-            &encode_jpeg(&src, 95),
-            "plain.jpg",
-            &DecodeLimits::default(),
-        )
-        .unwrap();
+        let d = decode_bytes(&encode_jpeg(&src, 95), "plain.jpg", &DecodeLimits::default()).unwrap();
         assert_eq!((d.image.width, d.image.height), (64, 32));
     }
 
     #[test]
     fn orientation_transforms_map_corners() {
         // 2x3 image with distinct pixels: value = index.
-        let img = RgbImage {
-            width: 2,
-            height: 3,
-            data: (0..6u8).flat_map(|i| [i, 0, 0]).collect(),
-        };
+        let img = RgbImage { width: 2, height: 3, data: (0..6u8).flat_map(|i| [i, 0, 0]).collect() };
         let r = |o| {
             let out = apply_orientation(img.clone(), o);
-            (
-                out.width,
-                out.height,
-                out.data.chunks(3).map(|p| p[0]).collect::<Vec<_>>(),
-            )
+            (out.width, out.height, out.data.chunks(3).map(|p| p[0]).collect::<Vec<_>>())
         };
         // 0 1
         // 2 3
@@ -941,16 +687,11 @@ mod tests {
         // box-reduced by 2 (800/4 = 200 < 224)
         assert_eq!((d.image.width, d.image.height), (500, 400));
         let mut webp = Vec::new();
-        image::DynamicImage::ImageRgb8(gradient(300, 200))
-            .write_to(&mut Cursor::new(&mut webp), image::ImageFormat::WebP)
-            .unwrap();
+        image::DynamicImage::ImageRgb8(gradient(300, 200)).write_to(&mut Cursor::new(&mut webp), image::ImageFormat::WebP).unwrap();
         let d = decode_bytes(&webp, "a.webp", &DecodeLimits::default()).unwrap();
         assert_eq!(d.format, "webp");
         assert_eq!((d.image.width, d.image.height), (300, 200));
-        assert_eq!(d.image.pixel(10, 10), {
-            let p = gradient(300, 200).get_pixel(10, 10).0;
-            p
-        });
+        assert_eq!(d.image.pixel(10, 10), { gradient(300, 200).get_pixel(10, 10).0 });
     }
 
     #[test]

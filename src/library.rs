@@ -93,6 +93,29 @@ impl Library {
         Ok(canon)
     }
 
+    /// A file a request names: lexically inside a root first (so nothing outside is even looked
+    /// at), then resolved (symlinks) and checked again. Outside → `OutsideRoots` whether or not
+    /// the path exists, so answers cannot be used to probe the disk.
+    pub fn resolve_file(&self, path: &Path) -> Result<PathBuf, LibraryError> {
+        let outside = || LibraryError::OutsideRoots { path: path.to_path_buf(), roots: self.roots_list() };
+        let lexical = normalize_lexically(&crate::config::absolutize(path));
+        let roots = self.roots();
+        if !roots.iter().chain(self.cfg.roots.iter()).any(|r| lexical.starts_with(r)) {
+            return Err(outside());
+        }
+        let canon = std::fs::canonicalize(&lexical).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => LibraryError::NotFound { path: path.to_path_buf() },
+            _ => LibraryError::Io { path: path.to_path_buf(), source: e },
+        })?;
+        if !self.is_inside_roots(&canon) {
+            return Err(outside());
+        }
+        if !canon.is_file() {
+            return Err(LibraryError::NotFound { path: path.to_path_buf() });
+        }
+        Ok(canon)
+    }
+
     /// Is this (canonical) path inside one of the roots?
     pub fn is_inside_roots(&self, canon: &Path) -> bool {
         self.roots().iter().any(|r| canon.starts_with(r))
@@ -167,12 +190,12 @@ impl Library {
                         };
                         let Some(d) = next else { break };
                         let mut found_dirs = Vec::new();
-                        if let Ok(meta) = std::fs::metadata(&d) {
-                            if seen.lock().unwrap().insert((meta.dev(), meta.ino())) {
-                                dirs += 1;
-                                let mut unsupported = 0;
-                                self.read_one_dir(&d, &self.cfg.extensions, &mut files, &mut found_dirs, &mut unsupported);
-                            }
+                        if let Ok(meta) = std::fs::metadata(&d)
+                            && seen.lock().unwrap().insert((meta.dev(), meta.ino()))
+                        {
+                            dirs += 1;
+                            let mut unsupported = 0;
+                            self.read_one_dir(&d, &self.cfg.extensions, &mut files, &mut found_dirs, &mut unsupported);
                         }
                         let mut g = shared.lock().unwrap();
                         g.stack.extend(found_dirs);
@@ -238,11 +261,9 @@ impl Library {
 
     /// Inside a root, and no component below the root hidden or ignored.
     pub fn visible_dir_path(&self, path: &Path) -> bool {
-        self.roots().iter().any(|r| {
-            path.strip_prefix(r).is_ok_and(|rel| {
-                rel.components().all(|c| c.as_os_str().to_str().is_some_and(|s| !self.is_ignored_name(s)))
-            })
-        })
+        self.roots()
+            .iter()
+            .any(|r| path.strip_prefix(r).is_ok_and(|rel| rel.components().all(|c| c.as_os_str().to_str().is_some_and(|s| !self.is_ignored_name(s)))))
     }
 
     /// The subdirectories of `root` as sessions see them: each visible child directory with its
@@ -264,6 +285,8 @@ impl Library {
                 .flatten()
                 .filter(|e| e.file_name().to_str().is_some_and(|n| !self.is_ignored_name(n)))
                 .filter(|e| std::fs::metadata(e.path()).map(|m| m.is_dir()).unwrap_or(false))
+                // A symlinked folder is offered only when it leads somewhere inside the roots.
+                .filter(|e| std::fs::canonicalize(e.path()).is_ok_and(|c| self.is_inside_roots(&c)))
                 .map(|e| e.path())
                 .collect(),
             Err(_) => vec![],
@@ -286,6 +309,22 @@ impl Library {
     pub fn subdirectory_images(&self, root: &Path, subdir: &Path) -> DirStats {
         self.walk(subdir, subdir != root, None)
     }
+}
+
+/// Resolve `.` and `..` without touching the filesystem.
+pub fn normalize_lexically(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            c => out.push(c.as_os_str()),
+        }
+    }
+    out
 }
 
 pub fn has_extension(name: &str, exts: &[String]) -> bool {
@@ -367,5 +406,21 @@ mod tests {
         assert!(matches!(l.resolve_dir(&root.join("in/../../out")), Err(LibraryError::OutsideRoots { .. })));
         assert!(matches!(l.resolve_dir(&root.join("link")), Err(LibraryError::OutsideRoots { .. })));
         assert!(matches!(l.resolve_dir(&root.join("nope")), Err(LibraryError::NotFound { .. })));
+    }
+
+    #[test]
+    fn files_outside_are_refused_alike_whether_they_exist_or_not() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("a.png"), b"x").unwrap();
+        std::fs::write(d.path().join("secret.png"), b"x").unwrap();
+        std::os::unix::fs::symlink(d.path().join("secret.png"), root.join("link.png")).unwrap();
+        let l = lib(&root);
+        assert!(l.resolve_file(&root.join("a.png")).is_ok());
+        for p in [d.path().join("secret.png"), d.path().join("missing.png"), root.join("../secret.png"), root.join("link.png"), PathBuf::from("/etc/passwd")] {
+            assert!(matches!(l.resolve_file(&p), Err(LibraryError::OutsideRoots { .. })), "{}", p.display());
+        }
+        assert!(matches!(l.resolve_file(&root.join("nope.png")), Err(LibraryError::NotFound { .. })));
     }
 }

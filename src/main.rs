@@ -83,8 +83,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log));
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log));
             tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             match rt.block_on(pixdex::daemon::run(cfg)) {
@@ -132,7 +131,16 @@ fn main() -> ExitCode {
                 }
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-            let code = rt.block_on(ctl::run(&Client::new(endpoint), &args));
+            // Over TCP the daemon wants its token: --token / PIXDEX_TOKEN, else the one the
+            // config names (daemon.token, daemon.token_file, or the generated one in data_dir).
+            let token = match (&args.tcp, &args.token) {
+                (None, _) => None,
+                (Some(_), Some(t)) => Some(t.clone()),
+                (Some(_), None) => {
+                    Config::load(file).ok().and_then(|c| pixdex::api::guard::Guard::new(&c.web).ok()).and_then(|g| g.token().map(str::to_string))
+                }
+            };
+            let code = rt.block_on(ctl::run(&Client::new(endpoint).with_token(token), &args));
             ExitCode::from(code as u8)
         }
     }

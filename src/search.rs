@@ -22,6 +22,9 @@ pub enum SearchError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// A path outside the library roots (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// Search by image needs the model; the reason says how to get it.
     #[error("{0}")]
     Unavailable(String),
@@ -87,6 +90,11 @@ impl Search {
         Search { store, catalog, library, embedder, limits }
     }
 
+    /// The decode limits (thumbnails of uncatalogued files use them too).
+    pub fn limits(&self) -> &DecodeLimits {
+        &self.limits
+    }
+
     fn check_limit(limit: usize) -> Result<(), SearchError> {
         if limit == 0 || limit > MAX_LIMIT {
             return Err(SearchError::BadRequest(format!("limit must be between 1 and {MAX_LIMIT}, got {limit}")));
@@ -109,7 +117,9 @@ impl Search {
         let time = |v: &Option<serde_json::Value>, key: &str| -> Result<Option<i64>, SearchError> {
             match v {
                 None | Some(serde_json::Value::Null) => Ok(None),
-                Some(serde_json::Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| SearchError::BadRequest(format!("filters.{key} must be Unix milliseconds or RFC 3339"))),
+                Some(serde_json::Value::Number(n)) => {
+                    n.as_i64().map(Some).ok_or_else(|| SearchError::BadRequest(format!("filters.{key} must be Unix milliseconds or RFC 3339")))
+                }
                 Some(serde_json::Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
                     .map(|d| Some(d.timestamp_millis()))
                     .map_err(|e| SearchError::BadRequest(format!("filters.{key}: {s:?} is not RFC 3339 ({e})"))),
@@ -158,23 +168,39 @@ impl Search {
     pub async fn by_image(&self, q: ImageQuery, limit: usize, offset: usize, filters: &Filters) -> Result<SearchResults, SearchError> {
         Self::check_limit(limit)?;
         let filter = self.filter(filters)?;
+        // Containment first, model or not: only files inside the library roots, checked
+        // lexically before anything is opened and again after symlinks are resolved. The answer
+        // is the same whether an outside path exists or not.
+        let q = match q {
+            ImageQuery::Path(p) => {
+                let library = self.library.clone();
+                let p2 = p.clone();
+                let resolved =
+                    tokio::task::spawn_blocking(move || library.resolve_file(&PathBuf::from(&p2))).await.map_err(|e| SearchError::Internal(e.to_string()))?;
+                let path = resolved.map_err(|e| match e {
+                    crate::library::LibraryError::OutsideRoots { .. } => {
+                        SearchError::Forbidden(format!("{e}; to search with an image from elsewhere, upload its bytes instead of naming a path"))
+                    }
+                    crate::library::LibraryError::NotFound { .. } => {
+                        SearchError::NotFound(format!("{p} is not an image file inside the library roots (upload the image bytes instead)"))
+                    }
+                    e => SearchError::BadRequest(e.to_string()),
+                })?;
+                ImageQuery::Path(path.to_string_lossy().into_owned())
+            }
+            ImageQuery::Bytes(b) => {
+                if b.is_empty() {
+                    return Err(SearchError::BadRequest("the uploaded image is empty".into()));
+                }
+                ImageQuery::Bytes(b)
+            }
+        };
         let embedder = self.embedder.clone().map_err(SearchError::Unavailable)?;
         let limits = self.limits.clone();
         let vector = tokio::task::spawn_blocking(move || -> Result<Vec<f32>, SearchError> {
             let decoded = match q {
-                ImageQuery::Path(p) => {
-                    let path = PathBuf::from(&p);
-                    if !path.is_file() {
-                        return Err(SearchError::NotFound(format!("{p} is not a file on the daemon's machine (send the image bytes instead, or a path that exists there)")));
-                    }
-                    crate::decode::decode_for_embedding(&path, &limits)
-                }
-                ImageQuery::Bytes(b) => {
-                    if b.is_empty() {
-                        return Err(SearchError::BadRequest("the uploaded image is empty".into()));
-                    }
-                    crate::decode::decode_bytes(&b, "uploaded image", &limits)
-                }
+                ImageQuery::Path(p) => crate::decode::decode_for_embedding(Path::new(&p), &limits),
+                ImageQuery::Bytes(b) => crate::decode::decode_bytes(&b, "uploaded image", &limits),
             }
             .map_err(|e| SearchError::BadRequest(e.to_string()))?;
             let e = embedder.lock().unwrap();
@@ -260,7 +286,6 @@ pub fn classes_for(query: &str) -> Vec<(u32, String)> {
     }
     out
 }
-
 
 #[cfg(test)]
 mod tests {

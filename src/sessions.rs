@@ -162,11 +162,26 @@ pub struct Sessions {
     /// Starts (discovery + job creation) run one at a time in this daemon; across daemons the
     /// catalog's compare-and-set status change keeps a session from being started twice.
     start_lock: Arc<Mutex<()>>,
+    /// The pipeline, once it runs: a start, resume or restart wakes it for the session; a
+    /// cancel tells it to drop the session's work in flight. Transitions decide that here, so
+    /// the API only translates HTTP.
+    pipeline: Arc<std::sync::OnceLock<crate::pipeline::Pipeline>>,
 }
 
 impl Sessions {
     pub fn new(catalog: Catalog, library: Library) -> Sessions {
-        Sessions { catalog, library: Arc::new(library), start_lock: Arc::new(Mutex::new(())) }
+        Sessions { catalog, library: Arc::new(library), start_lock: Arc::new(Mutex::new(())), pipeline: Arc::new(std::sync::OnceLock::new()) }
+    }
+
+    /// Connect the running pipeline (once, at daemon start).
+    pub fn attach_pipeline(&self, p: crate::pipeline::Pipeline) {
+        let _ = self.pipeline.set(p);
+    }
+
+    fn wake_pipeline(&self, id: i64) {
+        if let Some(p) = self.pipeline.get() {
+            p.resume_session(id);
+        }
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -198,17 +213,18 @@ impl Sessions {
         if req.root_path.trim().is_empty() {
             return Err(SessionError::BadRequest("rootPath must not be empty".into()));
         }
-        if let Some(c) = &req.config {
-            if !c.is_object() {
-                return Err(SessionError::BadRequest("config must be a JSON object".into()));
-            }
+        if let Some(c) = &req.config
+            && !c.is_object()
+        {
+            return Err(SessionError::BadRequest("config must be a JSON object".into()));
         }
         let root = self.library.resolve_dir(Path::new(&req.root_path))?;
+        let category_id = self.category_or_default(req.category_id).await?;
         let subdirs = self.plan_subdirs(&root, req.subdirectories.as_deref(), None).await?;
         let new = NewSession {
             name,
             root_path: root.to_string_lossy().into_owned(),
-            category_id: req.category_id,
+            category_id,
             config: req.config.unwrap_or_else(|| serde_json::json!({})),
             source: source.to_string(),
             auto_start: req.auto_start,
@@ -275,17 +291,33 @@ impl Sessions {
         Ok(dir)
     }
 
+    /// A category the request names must exist; none named → the default category.
+    async fn category_or_default(&self, id: Option<i64>) -> Result<Option<i64>> {
+        match id {
+            Some(c) => match self.catalog.category(c).await? {
+                Some(_) => Ok(Some(c)),
+                None => Err(SessionError::BadRequest(format!(
+                    "categoryId {c} does not exist; GET /api/v1/categories lists the categories (or omit it for the default one)"
+                ))),
+            },
+            None => Ok(self.catalog.default_category().await?.map(|c| c.id)),
+        }
+    }
+
     pub async fn update(&self, id: i64, patch: SessionPatch) -> Result<Session> {
         self.get(id).await?;
-        if let Some(n) = &patch.name {
-            if n.trim().is_empty() {
-                return Err(SessionError::BadRequest("name must not be empty".into()));
-            }
+        if let Some(Some(c)) = patch.category_id {
+            self.category_or_default(Some(c)).await?;
         }
-        if let Some(c) = &patch.config {
-            if !c.is_object() {
-                return Err(SessionError::BadRequest("config must be a JSON object".into()));
-            }
+        if let Some(n) = &patch.name
+            && n.trim().is_empty()
+        {
+            return Err(SessionError::BadRequest("name must not be empty".into()));
+        }
+        if let Some(c) = &patch.config
+            && !c.is_object()
+        {
+            return Err(SessionError::BadRequest("config must be a JSON object".into()));
         }
         self.catalog.update_session(id, &patch).await?;
         self.get(id).await
@@ -319,17 +351,31 @@ impl Sessions {
     /// Walk the selected subdirectories and decide whether a start would index anything.
     pub async fn admission(&self, s: &Session) -> Result<Admission> {
         let subdirs = self.catalog.subdirectories(s.id).await?;
-        let root = PathBuf::from(&s.root_path);
         let selected: Vec<(i64, PathBuf)> = subdirs.iter().filter(|d| d.selected).map(|d| (d.id, PathBuf::from(&d.path))).collect();
+        self.assess(&format!("Session {}", s.id), Some(s.id), PathBuf::from(&s.root_path), subdirs.len() as u64, selected).await
+    }
+
+    /// Admission for a session not created yet (the web app's "New session" page keeps Start
+    /// disabled with this verdict): `root` and the chosen subdirectories (paths under it), of
+    /// `listed` offered ones. The same rules and wording as for a stored session.
+    pub async fn preview_admission(&self, root_path: &str, selected: &[String], listed: Option<u64>) -> Result<Admission> {
+        if root_path.trim().is_empty() {
+            return Err(SessionError::BadRequest("rootPath must not be empty".into()));
+        }
+        let root = self.library.resolve_dir(Path::new(root_path))?;
+        let mut dirs = Vec::new();
+        for (i, p) in selected.iter().enumerate() {
+            dirs.push((i as i64, self.resolve_subdir(&root, p)?));
+        }
+        let total = listed.unwrap_or(dirs.len() as u64).max(dirs.len() as u64);
+        self.assess("This session", None, root, total, dirs).await
+    }
+
+    async fn assess(&self, subject: &str, id: Option<i64>, root: PathBuf, total: u64, selected: Vec<(i64, PathBuf)>) -> Result<Admission> {
         let r2 = root.clone();
-        let walked = self
-            .blocking(move |lib| {
-                selected.into_iter().map(|(id, p)| (id, lib.subdirectory_images(&r2, &p))).collect::<Vec<_>>()
-            })
-            .await?;
+        let walked = self.blocking(move |lib| selected.into_iter().map(|(id, p)| (id, lib.subdirectory_images(&r2, &p))).collect::<Vec<_>>()).await?;
         let exts = self.library.extensions().to_vec();
         let ext_list = exts.join(", ");
-        let total = subdirs.len() as u64;
         let n_selected = walked.len() as u64;
         let with_images = walked.iter().filter(|(_, w)| !w.images.is_empty()).count() as u64;
         // The same image can sit under two selected rows (a folder and its parent): count once.
@@ -341,33 +387,40 @@ impl Sessions {
         }
         let images = uniq.len() as u64;
         let unsupported: u64 = walked.iter().map(|(_, w)| w.unsupported).sum();
-        let id = s.id;
         let root_s = root.display();
+        let (select_hint, list_hint) = match id {
+            Some(id) => (
+                format!(
+                    "`pixdex ctl subdirs select {id} SUBDIR_ID`, or PATCH /api/v1/training/sessions/{id}/subdirectories with [{{\"id\": SUBDIR_ID, \"selected\": true}}]"
+                ),
+                format!("see `pixdex ctl subdirs list {id}`"),
+            ),
+            None => ("tick a subdirectory in the list".to_string(), "the list shows each folder's image count".to_string()),
+        };
         let (detail, suggestion) = if total == 0 {
             (
-                format!("Session {id} has no subdirectories: no folder under {root_s} held images when it was created."),
-                format!("Put images ({ext_list}) in folders under {root_s}, then start again: a start of a session without subdirectories discovers them anew."),
+                format!("{subject} has no subdirectories: no folder under {root_s} holds images."),
+                format!(
+                    "Put images ({ext_list}) in folders under {root_s}, then start again: a start of a session without subdirectories discovers them anew."
+                ),
             )
         } else if n_selected == 0 {
-            (
-                format!("Session {id} has {total} subdirectories but none is selected."),
-                format!("Select at least one: `pixdex ctl subdirs select {id} SUBDIR_ID`, or PATCH /api/v1/training/sessions/{id}/subdirectories with [{{\"id\": SUBDIR_ID, \"selected\": true}}]."),
-            )
+            (format!("{subject} has {total} subdirectories but none is selected."), format!("Select at least one: {select_hint}."))
         } else if images == 0 && unsupported > 0 {
             (
-                format!("The {n_selected} selected subdirectories of session {id} hold {unsupported} files, but none with a supported extension ({ext_list})."),
-                format!("Convert the files to a supported format, or add their extension to `library.extensions` in the config and restart the daemon."),
+                format!(
+                    "The {n_selected} selected subdirectories of {} hold {unsupported} files, but none with a supported extension ({ext_list}).",
+                    subject.to_lowercase()
+                ),
+                "Convert the files to a supported format, or add their extension to `library.extensions` in the config and restart the daemon.".to_string(),
             )
         } else if images == 0 {
             (
-                format!("The {n_selected} selected subdirectories of session {id} are empty: they hold no images."),
-                format!("Copy images ({ext_list}) into them, or select subdirectories that hold images (see `pixdex ctl subdirs list {id}`)."),
+                format!("The {n_selected} selected subdirectories of {} are empty: they hold no images.", subject.to_lowercase()),
+                format!("Copy images ({ext_list}) into them, or select subdirectories that hold images ({list_hint})."),
             )
         } else {
-            (
-                format!("Session {id} can start: {images} images in {with_images} of {n_selected} selected subdirectories."),
-                String::new(),
-            )
+            (format!("{subject} can start: {images} images in {with_images} of {n_selected} selected subdirectories."), String::new())
         };
         let counts = walked.iter().map(|(id, w)| (*id, w.images.len() as i64)).collect();
         Ok(Admission {
@@ -397,6 +450,14 @@ impl Sessions {
     // -----------------------------------------------------------------------------------------
 
     pub async fn start(&self, id: i64) -> Result<ActionResult> {
+        let r = self.start_inner(id).await;
+        if r.is_ok() {
+            self.wake_pipeline(id);
+        }
+        r
+    }
+
+    async fn start_inner(&self, id: i64) -> Result<ActionResult> {
         let _guard = self.start_lock.lock().await;
         let s = self.get(id).await?;
         check(&s, Action::Start)?;
@@ -473,11 +534,22 @@ impl Sessions {
         let s = self.get(id).await?;
         check(&s, Action::Cancel)?;
         self.cas(&s, SessionStatus::Cancelled, Stamps { completed: Stamp::Now, ..Default::default() }).await?;
+        if let Some(p) = self.pipeline.get() {
+            p.cancel_session(id);
+        }
         let n = self.catalog.cancel_unfinished_jobs(id).await?;
         self.result(id, format!("session {id} cancelled: {n} unfinished jobs cancelled")).await
     }
 
     pub async fn restart(&self, id: i64, failed_only: bool) -> Result<ActionResult> {
+        let r = self.restart_inner(id, failed_only).await;
+        if r.is_ok() {
+            self.wake_pipeline(id);
+        }
+        r
+    }
+
+    async fn restart_inner(&self, id: i64, failed_only: bool) -> Result<ActionResult> {
         let _guard = self.start_lock.lock().await;
         let s = self.get(id).await?;
         check(&s, Action::Restart)?;
@@ -492,6 +564,7 @@ impl Sessions {
             }
             let n = self.catalog.reset_jobs(id, true).await?;
             self.cas(&s, SessionStatus::Running, Stamps { started: true, paused: Stamp::Clear, completed: Stamp::Clear }).await?;
+            self.catalog.finish_session_if_done(id).await?;
             return self.result(id, format!("session {id} restarted: {n} failed jobs queued again")).await;
         }
         // Everything again, including images added since the last start.
@@ -502,6 +575,7 @@ impl Sessions {
         }
         let n = self.catalog.reset_jobs(id, false).await?;
         self.cas(&s, SessionStatus::Running, Stamps { started: true, paused: Stamp::Clear, completed: Stamp::Clear }).await?;
+        self.catalog.finish_session_if_done(id).await?;
         self.result(id, format!("session {id} restarted: {n} jobs queued")).await
     }
 
@@ -646,12 +720,7 @@ impl Sessions {
                 self.catalog
                     .update_session(
                         s.id,
-                        &SessionPatch {
-                            category_id: Some(spec.category_id),
-                            live: Some(spec.live),
-                            auto_start: Some(spec.auto_start),
-                            ..Default::default()
-                        },
+                        &SessionPatch { category_id: Some(spec.category_id), live: Some(spec.live), auto_start: Some(spec.auto_start), ..Default::default() },
                     )
                     .await?;
                 (s.id, "updated".to_string())
@@ -676,10 +745,10 @@ impl Sessions {
         };
         // (A session with no subdirectory rows goes through start, which rediscovers them.)
         if !adm.can_start && adm.diagnostics.total_subdirectories > 0 {
-            if let Ok(s) = self.get(id).await {
-                if s.pending_reason.as_deref() != Some(adm.detail.as_str()) {
-                    let _ = self.catalog.set_pending_reason(id, Some(&adm.detail)).await;
-                }
+            if let Ok(s) = self.get(id).await
+                && s.pending_reason.as_deref() != Some(adm.detail.as_str())
+            {
+                let _ = self.catalog.set_pending_reason(id, Some(&adm.detail)).await;
             }
             return format!("waiting for images: {}", adm.detail);
         }

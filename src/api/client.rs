@@ -26,7 +26,9 @@ impl std::fmt::Display for Endpoint {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the pixdex daemon at {endpoint}: {source} (is `pixdex daemon` running with this config? pass --socket or --config to point ctl at it)")]
+    #[error(
+        "cannot reach the pixdex daemon at {endpoint}: {source} (is `pixdex daemon` running with this config? pass --socket or --config to point ctl at it)"
+    )]
     Connect { endpoint: String, source: std::io::Error },
     #[error("the daemon at {endpoint} broke the connection: {source}")]
     Http { endpoint: String, source: hyper::Error },
@@ -52,14 +54,39 @@ impl Response {
     }
 }
 
+/// A response with its headers and raw body (images, event streams, non-JSON answers).
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Client {
     endpoint: Endpoint,
+    /// The TCP listener's token (`Authorization: Bearer`).
+    token: Option<String>,
 }
 
 impl Client {
     pub fn new(endpoint: Endpoint) -> Client {
-        Client { endpoint }
+        Client { endpoint, token: None }
+    }
+
+    pub fn with_token(mut self, token: Option<String>) -> Client {
+        self.token = token;
+        self
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -84,38 +111,51 @@ impl Client {
 
     /// Send raw bytes (tests use it for malformed bodies).
     pub async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Response, ClientError> {
+        let r = self.raw(method, path, &[("content-type", "application/json")], body.unwrap_or_default()).await?;
+        let body = if r.body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&r.body).map_err(|_| ClientError::NotJson { status: r.status, body: String::from_utf8_lossy(&r.body).into_owned() })?
+        };
+        Ok(Response { status: r.status, body })
+    }
+
+    /// Any request, with the given headers (they replace the defaults: `host`, the token);
+    /// the answer as it came.
+    pub async fn raw(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Result<RawResponse, ClientError> {
         let endpoint = self.endpoint.to_string();
         let connect_err = |source| ClientError::Connect { endpoint: endpoint.clone(), source };
         let http_err = |source| ClientError::Http { endpoint: endpoint.clone(), source };
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "pixdex")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .expect("request parts are valid");
-        let resp = match &self.endpoint {
+        let host = match &self.endpoint {
+            Endpoint::Unix(_) => "localhost".to_string(),
+            Endpoint::Tcp(a) => a.clone(),
+        };
+        let mut req = Request::builder().method(method).uri(path);
+        let has = |n: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
+        if !has("host") {
+            req = req.header("host", host);
+        }
+        if let (Some(t), false) = (&self.token, has("authorization")) {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::from(body))).expect("request parts are valid");
+        match &self.endpoint {
             Endpoint::Unix(p) => {
                 let stream = tokio::net::UnixStream::connect(p).await.map_err(connect_err)?;
-                send(TokioIo::new(stream), req).await.map_err(http_err)?
+                send(TokioIo::new(stream), req).await.map_err(http_err)
             }
             Endpoint::Tcp(a) => {
                 let stream = tokio::net::TcpStream::connect(a).await.map_err(connect_err)?;
-                send(TokioIo::new(stream), req).await.map_err(http_err)?
+                send(TokioIo::new(stream), req).await.map_err(http_err)
             }
-        };
-        let (status, bytes) = resp;
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .map_err(|_| ClientError::NotJson { status, body: String::from_utf8_lossy(&bytes).into_owned() })?
-        };
-        Ok(Response { status, body })
+        }
     }
 }
 
-async fn send<IO>(io: IO, req: Request<Full<Bytes>>) -> Result<(u16, Bytes), hyper::Error>
+async fn send<IO>(io: IO, req: Request<Full<Bytes>>) -> Result<RawResponse, hyper::Error>
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -123,8 +163,9 @@ where
     let conn = tokio::spawn(conn);
     let resp = sender.send_request(req).await?;
     let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await?.to_bytes();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await?.to_bytes();
     drop(sender);
     let _ = conn.await;
-    Ok((status, bytes))
+    Ok(RawResponse { status, headers, body })
 }

@@ -1,4 +1,5 @@
-//! API errors: one HTTP status per kind of fault, body `{"detail": ...}` plus context.
+//! API errors: one HTTP status per kind of fault, body `{"detail": ..., "message": ...}` plus
+//! context.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -11,11 +12,21 @@ use crate::sessions::SessionError;
 #[derive(Debug)]
 pub enum ApiError {
     BadRequest(String),
+    /// The TCP listener's token is missing or wrong (401).
+    Unauthorized(String),
     Forbidden(String),
     NotFound(String),
     MethodNotAllowed(String),
-    Conflict { detail: String, current: Option<SessionStatus>, allowed: Vec<Action> },
+    Conflict {
+        detail: String,
+        current: Option<SessionStatus>,
+        allowed: Vec<Action>,
+    },
     Unprocessable(Value),
+    /// The body is bigger than `daemon.max_upload_mb` (413).
+    PayloadTooLarge(String),
+    /// A JSON route got a body of another type (415).
+    UnsupportedMediaType(String),
     /// A capability is not available (e.g. the model weights are missing): 503.
     Unavailable(String),
     Internal(String),
@@ -28,9 +39,7 @@ impl From<SessionError> for ApiError {
             SessionError::Forbidden(m) => ApiError::Forbidden(m),
             SessionError::NotFound(m) => ApiError::NotFound(m),
             SessionError::Conflict { detail, current, allowed } => ApiError::Conflict { detail, current, allowed },
-            SessionError::NotAdmissible(a) => {
-                ApiError::Unprocessable(json!({"detail": a.detail, "canStart": false, "diagnostics": a.diagnostics}))
-            }
+            SessionError::NotAdmissible(a) => ApiError::Unprocessable(json!({"detail": a.detail, "canStart": false, "diagnostics": a.diagnostics})),
             e @ (SessionError::Catalog(_) | SessionError::Internal(_)) => {
                 tracing::error!(error = %e, "request failed");
                 ApiError::Internal(e.to_string())
@@ -41,19 +50,25 @@ impl From<SessionError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (code, body) = match self {
+        let (code, mut body) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({"detail": m})),
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, json!({"detail": m})),
+            ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, json!({"detail": m})),
+            ApiError::UnsupportedMediaType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, json!({"detail": m})),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({"detail": m})),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({"detail": m})),
             ApiError::MethodNotAllowed(m) => (StatusCode::METHOD_NOT_ALLOWED, json!({"detail": m})),
-            ApiError::Conflict { detail, current, allowed } => (
-                StatusCode::CONFLICT,
-                json!({"detail": detail, "currentStatus": current, "allowedActions": allowed}),
-            ),
+            ApiError::Conflict { detail, current, allowed } => {
+                (StatusCode::CONFLICT, json!({"detail": detail, "currentStatus": current, "allowedActions": allowed}))
+            }
             ApiError::Unprocessable(v) => (StatusCode::UNPROCESSABLE_ENTITY, v),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, json!({"detail": m})),
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, json!({"detail": m})),
         };
+        // The replaced service's clients read `detail`; others read `message`: both are there.
+        if let Some(d) = body.get("detail").and_then(|d| d.as_str()).map(str::to_string) {
+            body["message"] = Value::String(d);
+        }
         (code, Json(body)).into_response()
     }
 }

@@ -6,17 +6,38 @@ use serde::de::DeserializeOwned;
 
 use super::ApiError;
 
-/// A JSON body, whatever the Content-Type says; a body that does not parse is a 400 naming the
-/// problem (field, line, column).
+/// A JSON body: `Content-Type: application/json` (else 415, which also closes the cross-site
+/// form POST: a form cannot send that type); a body that does not parse is a 400 naming the
+/// problem (field, line, column); one over the size limit a 413.
 pub struct Body<T>(pub T);
+
+/// Whether the request says its body is JSON (`application/json`, `application/*+json`).
+pub fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .is_some_and(|m| m == "application/json" || (m.starts_with("application/") && m.ends_with("+json")))
+}
+
+/// Map a body-read failure: too large → 413, else 400.
+pub fn body_error(e: axum::extract::rejection::BytesRejection) -> ApiError {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge("the request body is over the upload limit (daemon.max_upload_mb); send a smaller image or raise the limit".into())
+    } else {
+        ApiError::BadRequest(format!("cannot read the request body: {}", e.body_text()))
+    }
+}
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {}", e.body_text())))?;
+        if !is_json(req.headers()) {
+            let got = req.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("none").to_string();
+            return Err(ApiError::UnsupportedMediaType(format!("this route takes a JSON body: send Content-Type: application/json (got {got})")));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(body_error)?;
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             return Err(ApiError::BadRequest("the request body is empty; this route takes a JSON body".into()));
         }
@@ -45,9 +66,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        let Path(raw) = Path::<String>::from_request_parts(parts, state).await.map_err(|e| ApiError::BadRequest(e.body_text()))?;
         raw.parse::<i64>().map(Id).map_err(|_| ApiError::BadRequest(format!("{raw:?} is not an id (a number)")))
+    }
+}
+
+/// The raw body (uploaded image bytes); over the size limit → 413 JSON.
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        axum::body::Bytes::from_request(req, state).await.map(RawBody).map_err(body_error)
     }
 }

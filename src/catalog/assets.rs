@@ -90,9 +90,7 @@ impl Catalog {
         .bind(upper(path))
         .fetch_all(&self.read)
         .await?;
-        rows.iter()
-            .map(|r| Ok(AssetFile { id: r.try_get(0)?, path: r.try_get(1)?, size: r.try_get(2)?, modified_ms: r.try_get(3)? }))
-            .collect()
+        rows.iter().map(|r| Ok(AssetFile { id: r.try_get(0)?, path: r.try_get(1)?, size: r.try_get(2)?, modified_ms: r.try_get(3)? })).collect()
     }
 
     /// Apply a change set: renames keep ids, creates insert, changes clear `indexed_at`, deletes
@@ -118,11 +116,7 @@ impl Catalog {
         }
         // Renames go through a temporary path so swaps (a→b, b→a) cannot collide.
         for (id, _) in &cs.renames {
-            sqlx::query("UPDATE image_assets SET path = $1 WHERE id = $2")
-                .bind(format!("\u{1}pixdex-rename-{id}"))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query("UPDATE image_assets SET path = $1 WHERE id = $2").bind(format!("\u{1}pixdex-rename-{id}")).bind(id).execute(&mut *tx).await?;
         }
         for (id, path) in &cs.renames {
             sqlx::query("UPDATE image_assets SET path = $1, updated_at = $2 WHERE id = $3").bind(path).bind(now).bind(id).execute(&mut *tx).await?;
@@ -216,14 +210,7 @@ impl Catalog {
         };
         let rows = sqlx::query(q).fetch_all(&self.read).await?;
         rows.iter()
-            .map(|r| {
-                Ok(JobTarget {
-                    session_id: r.try_get(0)?,
-                    subdirectory_id: r.try_get(1)?,
-                    path: r.try_get(2)?,
-                    is_root: r.try_get::<i64, _>(3)? != 0,
-                })
-            })
+            .map(|r| Ok(JobTarget { session_id: r.try_get(0)?, subdirectory_id: r.try_get(1)?, path: r.try_get(2)?, is_root: r.try_get::<i64, _>(3)? != 0 }))
             .collect()
     }
 
@@ -301,8 +288,6 @@ impl Catalog {
     /// Every asset (tests and small tools; a big library should page).
     pub async fn all_assets(&self) -> Result<Vec<AssetFile>> {
         let rows = sqlx::query("SELECT id, path, file_size, file_modified_at FROM image_assets ORDER BY path").fetch_all(&self.read).await?;
-        rows.iter()
-            .map(|r| Ok(AssetFile { id: r.try_get(0)?, path: r.try_get(1)?, size: r.try_get(2)?, modified_ms: r.try_get(3)? }))
-            .collect()
+        rows.iter().map(|r| Ok(AssetFile { id: r.try_get(0)?, path: r.try_get(1)?, size: r.try_get(2)?, modified_ms: r.try_get(3)? })).collect()
     }
 }

@@ -13,6 +13,7 @@
 mod assets;
 mod pipeline;
 mod rows;
+mod web;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -24,6 +25,7 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 
 pub use assets::{Applied, AssetFile, ChangeSet, JobTarget};
 pub use rows::{Asset, Job, JobsSummary, Session, Subdirectory};
+pub use web::{AssetRow, Category, CategoryPatch, DirTraining, IgnoredDir, LibraryVersion};
 
 /// A Unix-millisecond time as the API shows it (RFC 3339, UTC).
 pub fn rows_ts(ms: i64) -> String {
@@ -150,7 +152,7 @@ macro_rules! session_cols {
 }
 macro_rules! subdir_cols {
     () => {
-        "id, session_id, path, name, selected, is_root, image_count, trained_count"
+        "id, session_id, path, name, selected, is_root, image_count, trained_count, created_at"
     };
 }
 
@@ -177,27 +179,18 @@ impl Catalog {
                 url.push_str("?mode=rwc");
             }
         }
-        let opts = AnyConnectOptions::from_str(&url)
-            .map_err(|e| CatalogError::Connect { url: crate::config::mask_url(&url), source: e })?;
+        let opts = AnyConnectOptions::from_str(&url).map_err(|e| CatalogError::Connect { url: crate::config::mask_url(&url), source: e })?;
         let pool_opts = |max: u32| {
-            AnyPoolOptions::new()
-                .max_connections(max)
-                .acquire_timeout(Duration::from_secs(30))
-                .after_connect(move |conn, _meta| {
-                    Box::pin(async move {
-                        if backend == Backend::Sqlite {
-                            for pragma in [
-                                "PRAGMA journal_mode = WAL",
-                                "PRAGMA synchronous = NORMAL",
-                                "PRAGMA busy_timeout = 10000",
-                                "PRAGMA foreign_keys = ON",
-                            ] {
-                                sqlx::query(pragma).execute(&mut *conn).await?;
-                            }
+            AnyPoolOptions::new().max_connections(max).acquire_timeout(Duration::from_secs(30)).after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL", "PRAGMA busy_timeout = 10000", "PRAGMA foreign_keys = ON"] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
                         }
-                        Ok(())
-                    })
+                    }
+                    Ok(())
                 })
+            })
         };
         let connect_err = |e| CatalogError::Connect { url: crate::config::mask_url(&url), source: e };
         let (read, write) = match backend {
@@ -258,10 +251,7 @@ impl Catalog {
         let id: i64 = match res {
             Ok(row) => row.try_get(0)?,
             Err(e) if is_unique_violation(&e) => {
-                return Err(CatalogError::Conflict(format!(
-                    "a session named {:?} already exists; choose another name or update that session",
-                    s.name
-                )));
+                return Err(CatalogError::Conflict(format!("a session named {:?} already exists; choose another name or update that session", s.name)));
             }
             Err(e) => return Err(e.into()),
         };
@@ -271,56 +261,40 @@ impl Catalog {
     }
 
     pub async fn session(&self, id: i64) -> Result<Option<Session>> {
-        let row = sqlx::query(concat!("SELECT ", session_cols!(), " FROM training_sessions WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query(concat!("SELECT ", session_cols!(), " FROM training_sessions WHERE id = $1")).bind(id).fetch_optional(&self.read).await?;
         row.map(|r| rows::session(&r)).transpose().map_err(Into::into)
     }
 
     pub async fn session_by_name(&self, name: &str) -> Result<Option<Session>> {
-        let row = sqlx::query(concat!("SELECT ", session_cols!(), " FROM training_sessions WHERE name = $1"))
-            .bind(name)
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query(concat!("SELECT ", session_cols!(), " FROM training_sessions WHERE name = $1")).bind(name).fetch_optional(&self.read).await?;
         row.map(|r| rows::session(&r)).transpose().map_err(Into::into)
     }
 
     /// One page of sessions (by id), optionally of one status, and the total matching.
     pub async fn list_sessions(&self, status: Option<SessionStatus>, limit: i64, offset: i64) -> Result<(Vec<Session>, i64)> {
         let st = status.map(|s| s.as_str());
-        let items = sqlx::query(concat!(
-            "SELECT ",
-            session_cols!(),
-            " FROM training_sessions WHERE ($1 IS NULL OR status = $1) ORDER BY id LIMIT $2 OFFSET $3"
-        ))
-        .bind(st)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.read)
-        .await?
-        .iter()
-        .map(rows::session)
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM training_sessions WHERE ($1 IS NULL OR status = $1)")
-            .bind(st)
-            .fetch_one(&self.read)
-            .await?;
+        let items =
+            sqlx::query(concat!("SELECT ", session_cols!(), " FROM training_sessions WHERE ($1 IS NULL OR status = $1) ORDER BY id LIMIT $2 OFFSET $3"))
+                .bind(st)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.read)
+                .await?
+                .iter()
+                .map(rows::session)
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM training_sessions WHERE ($1 IS NULL OR status = $1)").bind(st).fetch_one(&self.read).await?;
         Ok((items, total))
     }
 
     /// Sessions declared autoStart that still wait in `pending` for images.
     pub async fn sessions_waiting(&self) -> Result<Vec<Session>> {
-        Ok(sqlx::query(concat!(
-            "SELECT ",
-            session_cols!(),
-            " FROM training_sessions WHERE status = 'pending' AND auto_start = 1 ORDER BY id"
-        ))
-        .fetch_all(&self.read)
-        .await?
-        .iter()
-        .map(rows::session)
-        .collect::<std::result::Result<Vec<_>, _>>()?)
+        Ok(sqlx::query(concat!("SELECT ", session_cols!(), " FROM training_sessions WHERE status = 'pending' AND auto_start = 1 ORDER BY id"))
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(rows::session)
+            .collect::<std::result::Result<Vec<_>, _>>()?)
     }
 
     pub async fn update_session(&self, id: i64, p: &SessionPatch) -> Result<()> {
@@ -347,10 +321,9 @@ impl Catalog {
         match res {
             Ok(r) if r.rows_affected() == 0 => Err(CatalogError::NotFound(format!("session {id} does not exist"))),
             Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Err(CatalogError::Conflict(format!(
-                "a session named {:?} already exists; choose another name",
-                p.name.as_deref().unwrap_or_default()
-            ))),
+            Err(e) if is_unique_violation(&e) => {
+                Err(CatalogError::Conflict(format!("a session named {:?} already exists; choose another name", p.name.as_deref().unwrap_or_default())))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -382,11 +355,7 @@ impl Catalog {
     }
 
     pub async fn set_pending_reason(&self, id: i64, reason: Option<&str>) -> Result<()> {
-        sqlx::query("UPDATE training_sessions SET pending_reason = $2 WHERE id = $1")
-            .bind(id)
-            .bind(reason)
-            .execute(&self.write)
-            .await?;
+        sqlx::query("UPDATE training_sessions SET pending_reason = $2 WHERE id = $1").bind(id).bind(reason).execute(&self.write).await?;
         Ok(())
     }
 
@@ -405,17 +374,13 @@ impl Catalog {
     // -----------------------------------------------------------------------------------------
 
     pub async fn subdirectories(&self, session_id: i64) -> Result<Vec<Subdirectory>> {
-        Ok(sqlx::query(concat!(
-            "SELECT ",
-            subdir_cols!(),
-            " FROM training_subdirectories WHERE session_id = $1 ORDER BY is_root DESC, path"
-        ))
-        .bind(session_id)
-        .fetch_all(&self.read)
-        .await?
-        .iter()
-        .map(rows::subdirectory)
-        .collect::<std::result::Result<Vec<_>, _>>()?)
+        Ok(sqlx::query(concat!("SELECT ", subdir_cols!(), " FROM training_subdirectories WHERE session_id = $1 ORDER BY is_root DESC, path"))
+            .bind(session_id)
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(rows::subdirectory)
+            .collect::<std::result::Result<Vec<_>, _>>()?)
     }
 
     /// Insert missing subdirectories and refresh names and counts of known ones. With
@@ -509,12 +474,10 @@ impl Catalog {
     }
 
     pub async fn asset_by_path(&self, path: &str) -> Result<Option<Asset>> {
-        let row = sqlx::query(
-            "SELECT id, path, file_size, file_modified_at, width, height, content_hash, indexed_at FROM image_assets WHERE path = $1",
-        )
-        .bind(path)
-        .fetch_optional(&self.read)
-        .await?;
+        let row = sqlx::query("SELECT id, path, file_size, file_modified_at, width, height, content_hash, indexed_at FROM image_assets WHERE path = $1")
+            .bind(path)
+            .fetch_optional(&self.read)
+            .await?;
         row.map(|r| rows::asset(&r)).transpose().map_err(Into::into)
     }
 
@@ -534,8 +497,32 @@ impl Catalog {
              started_at = NULL, completed_at = NULL, updated_at = $2 WHERE session_id = $1"
         };
         let r = sqlx::query(q).bind(session_id).bind(now).execute(&mut *tx).await?;
+        // A job whose file was deleted has no asset: no claimer would ever take it, so it ends
+        // here as skipped, with the reason (the session can then complete).
+        sqlx::query(
+            "UPDATE training_jobs SET status = 'skipped', error_message = 'the file was deleted before it could be indexed', \
+             completed_at = $2, updated_at = $2 WHERE session_id = $1 AND status = 'pending' AND asset_id IS NULL",
+        )
+        .bind(session_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         refresh_counts(&mut tx, session_id, now).await?;
         tx.commit().await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Running jobs whose lease expired go back to pending (their worker died or stalled): the
+    /// daemon's reaper calls this periodically, so a dead peer's work returns without a restart.
+    pub async fn requeue_expired(&self) -> Result<u64> {
+        let now = now_ms();
+        let r = sqlx::query(
+            "UPDATE training_jobs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
+             WHERE status = 'running' AND lease_expires_at IS NOT NULL AND lease_expires_at < $1",
+        )
+        .bind(now)
+        .execute(&self.write)
+        .await?;
         Ok(r.rows_affected())
     }
 
@@ -557,10 +544,8 @@ impl Catalog {
     }
 
     pub async fn jobs_summary(&self, session_id: i64) -> Result<JobsSummary> {
-        let rows = sqlx::query("SELECT status, COUNT(*) FROM training_jobs WHERE session_id = $1 GROUP BY status")
-            .bind(session_id)
-            .fetch_all(&self.read)
-            .await?;
+        let rows =
+            sqlx::query("SELECT status, COUNT(*) FROM training_jobs WHERE session_id = $1 GROUP BY status").bind(session_id).fetch_all(&self.read).await?;
         let mut s = JobsSummary::default();
         for r in rows {
             let status: String = r.try_get(0)?;
@@ -641,11 +626,7 @@ impl Catalog {
                  RETURNING id"
             }
         };
-        let query = sqlx::query_scalar(q)
-            .bind(owner)
-            .bind(expires)
-            .bind(now)
-            .bind(limit);
+        let query = sqlx::query_scalar(q).bind(owner).bind(expires).bind(now).bind(limit);
         // Candidate window per session: room for several claimers of this size at once.
         let ids: Vec<i64> = match self.backend {
             Backend::Postgres => query.bind(limit.saturating_mul(8)),
@@ -655,12 +636,10 @@ impl Catalog {
         .await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let r = sqlx::query(
-                "SELECT j.id, j.session_id, j.asset_id, a.path FROM training_jobs j JOIN image_assets a ON a.id = j.asset_id WHERE j.id = $1",
-            )
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+            let r = sqlx::query("SELECT j.id, j.session_id, j.asset_id, a.path FROM training_jobs j JOIN image_assets a ON a.id = j.asset_id WHERE j.id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
             out.push(ClaimedJob { job_id: r.try_get(0)?, session_id: r.try_get(1)?, asset_id: r.try_get(2)?, path: r.try_get(3)? });
         }
         tx.commit().await?;
@@ -712,10 +691,8 @@ impl Catalog {
     pub async fn recover(&self) -> Result<Recovered> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let s = sqlx::query("UPDATE training_sessions SET status = 'pending', updated_at = $1 WHERE status = 'discovering'")
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        let s =
+            sqlx::query("UPDATE training_sessions SET status = 'pending', updated_at = $1 WHERE status = 'discovering'").bind(now).execute(&mut *tx).await?;
         let j = sqlx::query(
             "UPDATE training_jobs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
              WHERE status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < $1)",
@@ -808,4 +785,3 @@ async fn finish_if_done(tx: &mut Transaction<'static, Any>, session_id: i64, now
     .await?;
     Ok(r.rows_affected() == 1)
 }
-

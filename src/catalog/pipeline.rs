@@ -73,13 +73,11 @@ impl Catalog {
                 if let Some(asset) = row.try_get::<Option<i64>, _>(1)? {
                     // One statement per asset: the stamp, plus what the embedding learnt.
                     let q = match meta.get(&asset) {
-                        Some((_, w, h, labels)) => {
-                            sqlx::query("UPDATE image_assets SET indexed_at = $1, width = $2, height = $3, labels = $4 WHERE id = $5")
-                                .bind(now)
-                                .bind(*w as i64)
-                                .bind(*h as i64)
-                                .bind(labels.as_str())
-                        }
+                        Some((_, w, h, labels)) => sqlx::query("UPDATE image_assets SET indexed_at = $1, width = $2, height = $3, labels = $4 WHERE id = $5")
+                            .bind(now)
+                            .bind(*w as i64)
+                            .bind(*h as i64)
+                            .bind(labels.as_str()),
                         None => sqlx::query("UPDATE image_assets SET indexed_at = $1 WHERE id = $2").bind(now),
                     };
                     q.bind(asset).execute(&mut *tx).await?;

@@ -50,6 +50,10 @@ pub struct Subdirectory {
     pub is_root: bool,
     pub image_count: i64,
     pub trained_count: i64,
+    /// "pending" (nothing embedded yet), "training" (some), "trained" (all).
+    pub status: &'static str,
+    #[serde(serialize_with = "ts::ms")]
+    pub created_at: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -146,7 +150,19 @@ pub(super) fn subdirectory(r: &AnyRow) -> Result<Subdirectory, sqlx::Error> {
         is_root: r.try_get::<i64, _>("is_root")? != 0,
         image_count: r.try_get("image_count")?,
         trained_count: r.try_get("trained_count")?,
+        status: subdir_status(r.try_get("image_count")?, r.try_get("trained_count")?),
+        created_at: r.try_get("created_at")?,
     })
+}
+
+fn subdir_status(images: i64, trained: i64) -> &'static str {
+    if images > 0 && trained >= images {
+        "trained"
+    } else if trained > 0 {
+        "training"
+    } else {
+        "pending"
+    }
 }
 
 pub(super) fn job(r: &AnyRow) -> Result<Job, sqlx::Error> {
@@ -185,9 +201,7 @@ pub mod ts {
     use serde::Serializer;
 
     pub fn to_rfc3339(ms: i64) -> String {
-        chrono::DateTime::from_timestamp_millis(ms)
-            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-            .unwrap_or_default()
+        chrono::DateTime::from_timestamp_millis(ms).map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)).unwrap_or_default()
     }
 
     pub fn ms<S: Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use crate::config::Config;
 use crate::decode::DecodeLimits;
 
-use super::{DeviceChoice, Embedder, MODEL_NAME, DIM};
+use super::{DIM, DeviceChoice, Embedder, MODEL_NAME};
 
 /// Returns the exit code: 0 when every file was embedded, 1 when some could not be.
 pub fn run(cfg: &Config, files: &[PathBuf], json: bool) -> Result<u8, String> {
@@ -32,7 +32,8 @@ pub fn run(cfg: &Config, files: &[PathBuf], json: bool) -> Result<u8, String> {
                     });
                     let _ = writeln!(out, "{v}");
                 } else {
-                    let labels: Vec<String> = e.labels.iter().map(|l| format!("{} {:.1}%", l.label.split(',').next().unwrap_or(""), l.probability * 100.0)).collect();
+                    let labels: Vec<String> =
+                        e.labels.iter().map(|l| format!("{} {:.1}%", l.label.split(',').next().unwrap_or(""), l.probability * 100.0)).collect();
                     let _ = writeln!(out, "{}: {}", f.display(), labels.join(", "));
                 }
             }

@@ -46,10 +46,7 @@ impl ConvBn {
         let [_, _, h, w] = x.dims();
         let options = ConvOptions {
             stride: [self.stride, self.stride],
-            padding: [
-                same_padding(h, self.kernel, self.stride),
-                same_padding(w, self.kernel, self.stride),
-            ],
+            padding: [same_padding(h, self.kernel, self.stride), same_padding(w, self.kernel, self.stride)],
             dilation: [1, 1],
             groups: self.groups,
         };
@@ -112,8 +109,7 @@ impl EfficientNetLite0 {
         let x = self.head.forward(x);
         let [n, c, h, w] = x.dims();
         let pooled: Tensor<2> = x.reshape([n, c, h * w]).mean_dim(2).reshape([n, c]);
-        let logits = pooled.clone().matmul(self.fc_weight.val())
-            + self.fc_bias.val().reshape([1, CLASSES]);
+        let logits = pooled.clone().matmul(self.fc_weight.val()) + self.fc_bias.val().reshape([1, CLASSES]);
         Outputs { pooled, logits }
     }
 
@@ -150,16 +146,8 @@ impl EfficientNetLite0 {
                 None
             };
             let dw_shape = w.shape(&format!("{p}._depthwise_conv.weight"))?;
-            let depthwise = w.conv_bn(
-                &format!("{p}._depthwise_conv"),
-                &format!("{p}._bn1"),
-                stride,
-                dw_shape[0],
-                true,
-                device,
-            )?;
-            let project =
-                w.conv_bn(&format!("{p}._project_conv"), &format!("{p}._bn2"), 1, 1, false, device)?;
+            let depthwise = w.conv_bn(&format!("{p}._depthwise_conv"), &format!("{p}._bn1"), stride, dw_shape[0], true, device)?;
+            let project = w.conv_bn(&format!("{p}._project_conv"), &format!("{p}._bn2"), 1, 1, false, device)?;
             blocks.push(Block { expand, depthwise, project, residual: stride == 1 && in_ch == out_ch });
             in_ch = out_ch;
             prev_out = Some(out_ch);
@@ -221,15 +209,7 @@ impl Weights {
     }
 
     /// A conv (no bias in the checkpoint) with the following BatchNorm folded in.
-    fn conv_bn(
-        &self,
-        conv: &str,
-        bn: &str,
-        stride: usize,
-        groups: usize,
-        relu6: bool,
-        device: &Device,
-    ) -> Result<ConvBn, String> {
+    fn conv_bn(&self, conv: &str, bn: &str, stride: usize, groups: usize, relu6: bool, device: &Device) -> Result<ConvBn, String> {
         let shape = self.shape(&format!("{conv}.weight"))?;
         if shape.len() != 4 || shape[2] != shape[3] {
             return Err(format!("`{conv}.weight` has shape {shape:?}, expected [O, I, k, k]"));

@@ -54,9 +54,7 @@ impl FromStr for DeviceChoice {
             "auto" => Ok(Self::Auto),
             "wgpu" | "gpu" => Ok(Self::Wgpu),
             "cpu" | "flex" => Ok(Self::Cpu),
-            other => Err(EmbedError::Device(format!(
-                "embed device must be \"auto\", \"wgpu\" or \"cpu\", got {other:?}"
-            ))),
+            other => Err(EmbedError::Device(format!("embed device must be \"auto\", \"wgpu\" or \"cpu\", got {other:?}"))),
         }
     }
 }
@@ -114,9 +112,7 @@ pub struct RawOutput {
 /// The ImageNet-1k class names, index = class id (`models/imagenet_classes.txt`).
 pub fn labels() -> &'static [String] {
     static LABELS: OnceLock<Vec<String>> = OnceLock::new();
-    LABELS.get_or_init(|| {
-        include_str!("../../models/imagenet_classes.txt").lines().map(str::to_owned).collect()
-    })
+    LABELS.get_or_init(|| include_str!("../../models/imagenet_classes.txt").lines().map(str::to_owned).collect())
 }
 
 /// A loaded model on one device (opaque).
@@ -140,10 +136,7 @@ pub enum Embedder {
 
 impl fmt::Debug for Embedder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Embedder")
-            .field("device", &self.device_name())
-            .field("batch_size", &self.batch_size())
-            .finish()
+        f.debug_struct("Embedder").field("device", &self.device_name()).field("batch_size", &self.batch_size()).finish()
     }
 }
 
@@ -184,9 +177,7 @@ impl Embedder {
                     }
                 }
                 None => {
-                    tracing::info!(
-                        "embedding on the CPU (burn flex): `auto` found no hardware GPU adapter (software adapters are skipped)"
-                    );
+                    tracing::info!("embedding on the CPU (burn flex): `auto` found no hardware GPU adapter (software adapters are skipped)");
                     Self::flex(weights, batch_size)?
                 }
             },
@@ -207,13 +198,7 @@ impl Embedder {
         let device = Device::flex();
         let model = load_model(weights, &device)?;
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        Ok(Embedder::Flex(Runtime {
-            model,
-            device,
-            name: format!("cpu (burn flex, {threads} threads)"),
-            batch_size,
-            pad: false,
-        }))
+        Ok(Embedder::Flex(Runtime { model, device, name: format!("cpu (burn flex, {threads} threads)"), batch_size, pad: false }))
     }
 
     fn wgpu(weights: &Path, batch_size: usize, adapter: &AdapterChoice) -> Result<Embedder, EmbedError> {
@@ -254,11 +239,7 @@ impl Embedder {
         let rt = self.runtime();
         rt.check_n(n)?;
         if nchw.len() != n * IMAGE_FLOATS {
-            return Err(EmbedError::Input(format!(
-                "expected {n} x 3 x {INPUT} x {INPUT} = {} floats, got {}",
-                n * IMAGE_FLOATS,
-                nchw.len()
-            )));
+            return Err(EmbedError::Input(format!("expected {n} x 3 x {INPUT} x {INPUT} = {} floats, got {}", n * IMAGE_FLOATS, nchw.len())));
         }
         let rows = rt.rows(n);
         let mut data = Vec::with_capacity(rows * IMAGE_FLOATS);
@@ -318,23 +299,16 @@ impl Runtime {
     fn run(&self, x: Tensor<4>, n: usize) -> Result<Vec<RawOutput>, EmbedError> {
         let out = self.model.forward(x);
         let both = Tensor::cat(vec![out.pooled, out.logits], 1);
-        let data = both
-            .try_into_data()
-            .map_err(|e| EmbedError::Backend(format!("{e:?}")))?;
+        let data = both.try_into_data().map_err(|e| EmbedError::Backend(format!("{e:?}")))?;
         let flat: Vec<f32> = data.try_to_vec::<f32>().map_err(|e| EmbedError::Backend(format!("{e:?}")))?;
         let stride = FEATURES + CLASSES;
-        Ok(flat
-            .chunks_exact(stride)
-            .take(n)
-            .map(|row| RawOutput { pooled: row[..FEATURES].to_vec(), logits: row[FEATURES..].to_vec() })
-            .collect())
+        Ok(flat.chunks_exact(stride).take(n).map(|row| RawOutput { pooled: row[..FEATURES].to_vec(), logits: row[FEATURES..].to_vec() }).collect())
     }
 }
 
 fn load_model(weights: &Path, device: &Device) -> Result<EfficientNetLite0, EmbedError> {
     let start = Instant::now();
-    let model = EfficientNetLite0::load(weights, device)
-        .map_err(|reason| EmbedError::WeightsInvalid { path: weights.to_path_buf(), reason })?;
+    let model = EfficientNetLite0::load(weights, device).map_err(|reason| EmbedError::WeightsInvalid { path: weights.to_path_buf(), reason })?;
     tracing::debug!(path = %weights.display(), ms = start.elapsed().as_millis() as u64, "loaded weights");
     Ok(model)
 }
@@ -342,11 +316,7 @@ fn load_model(weights: &Path, device: &Device) -> Result<EfficientNetLite0, Embe
 /// L2-normalize the pooled features and take the softmax top-5.
 fn finish(raw: RawOutput) -> Embedding {
     let norm = raw.pooled.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>().sqrt();
-    let vector = if norm > 0.0 {
-        raw.pooled.iter().map(|v| (*v as f64 / norm) as f32).collect()
-    } else {
-        raw.pooled
-    };
+    let vector = if norm > 0.0 { raw.pooled.iter().map(|v| (*v as f64 / norm) as f32).collect() } else { raw.pooled };
     Embedding { vector, labels: top_k(&raw.logits, TOP_K) }
 }
 
@@ -385,8 +355,7 @@ impl AdapterChoice {
 /// Software rasterizers that wgpu may not flag as `DeviceType::Cpu`.
 fn is_software(info: &wgpu::AdapterInfo) -> bool {
     let name = info.name.to_ascii_lowercase();
-    info.device_type == wgpu::DeviceType::Cpu
-        || ["llvmpipe", "lavapipe", "softpipe", "swiftshader", "basic render"].iter().any(|s| name.contains(s))
+    info.device_type == wgpu::DeviceType::Cpu || ["llvmpipe", "lavapipe", "softpipe", "swiftshader", "basic render"].iter().any(|s| name.contains(s))
 }
 
 /// Enumerate adapters; the best hardware GPU, or (when `allow_software`) a software adapter.
@@ -412,12 +381,7 @@ fn pick_adapter(allow_software: bool) -> Option<AdapterChoice> {
         tracing::debug!(name = %best.name, "only a software wgpu adapter is available");
         return None;
     }
-    Some(AdapterChoice {
-        name: best.name.clone(),
-        backend: format!("{:?}", best.backend),
-        device_type: format!("{:?}", best.device_type),
-        software,
-    })
+    Some(AdapterChoice { name: best.name.clone(), backend: format!("{:?}", best.backend), device_type: format!("{:?}", best.device_type), software })
 }
 
 /// Minimal executor for wgpu's adapter enumeration future (ready at once on native).

@@ -32,11 +32,7 @@ pub const IMAGE_LEN: usize = 3 * SIZE * SIZE;
 /// The centered square crop box `(left, top, side)` in source pixels.
 pub fn crop_box(width: u32, height: u32) -> (f64, f64, f64) {
     let side = width.min(height) as f64;
-    (
-        (width as f64 - side) / 2.0,
-        (height as f64 - side) / 2.0,
-        side,
-    )
+    ((width as f64 - side) / 2.0, (height as f64 - side) / 2.0, side)
 }
 
 /// Normalize one u8 channel value.
@@ -62,17 +58,12 @@ pub fn cpu_resize_normalize(img: &RgbImage, out: &mut [f32]) {
         out.fill(normalize(0));
         return;
     }
-    let src = fr::images::ImageRef::new(img.width, img.height, &img.data, fr::PixelType::U8x3)
-        .expect("RgbImage buffer too small for its dimensions");
+    let src = fr::images::ImageRef::new(img.width, img.height, &img.data, fr::PixelType::U8x3).expect("RgbImage buffer too small for its dimensions");
     let (left, top, side) = crop_box(img.width, img.height);
-    let options = fr::ResizeOptions::new()
-        .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear))
-        .crop(left, top, side, side);
+    let options = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear)).crop(left, top, side, side);
     RESIZER.with(|cell| {
         let (resizer, dst) = &mut *cell.borrow_mut();
-        resizer
-            .resize(&src, dst, &options)
-            .expect("resize with a valid crop box");
+        resizer.resize(&src, dst, &options).expect("resize with a valid crop box");
         let buf = dst.buffer();
         let plane = SIZE * SIZE;
         let (r, rest) = out.split_at_mut(plane);
@@ -144,12 +135,7 @@ pub(crate) fn upload_groups(images: &[&RgbImage], max: usize) -> Vec<std::ops::R
 fn pack_batch(images: &[&RgbImage]) -> Result<(Vec<u8>, Vec<u32>), String> {
     let total: usize = images.iter().copied().map(packed_len).sum();
     if total > MAX_BATCH_BYTES {
-        return Err(format!(
-            "batch of {} images is {} bytes of pixels, over the {} byte upload limit; split it",
-            images.len(),
-            total,
-            MAX_BATCH_BYTES
-        ));
+        return Err(format!("batch of {} images is {} bytes of pixels, over the {} byte upload limit; split it", images.len(), total, MAX_BATCH_BYTES));
     }
     let mut bytes = Vec::with_capacity(total.max(4));
     let mut table = vec![0u32; 4 + 8 * images.len()];
@@ -157,12 +143,7 @@ fn pack_batch(images: &[&RgbImage]) -> Result<(Vec<u8>, Vec<u32>), String> {
     for (k, img) in images.iter().enumerate() {
         let need = img.width as usize * img.height as usize * 3;
         if img.width == 0 || img.height == 0 || img.data.len() < need {
-            return Err(format!(
-                "image {k} is {}x{} with {} bytes of data",
-                img.width,
-                img.height,
-                img.data.len()
-            ));
+            return Err(format!("image {k} is {}x{} with {} bytes of data", img.width, img.height, img.data.len()));
         }
         let (left, top, side) = crop_box(img.width, img.height);
         let e = 4 + 8 * k;
@@ -187,30 +168,19 @@ fn pack_batch(images: &[&RgbImage]) -> Result<(Vec<u8>, Vec<u32>), String> {
 /// Errors when `device` is not a wgpu device, when the batch is empty or too large, or when an
 /// image is malformed. Requires Burn's `fusion` feature to be off (the output is built from a
 /// raw CubeCL tensor).
-pub(crate) fn gpu_resize_normalize(
-    device: &Device,
-    images: &[&RgbImage],
-) -> Result<Tensor<4>, String> {
+pub(crate) fn gpu_resize_normalize(device: &Device, images: &[&RgbImage]) -> Result<Tensor<4>, String> {
     if images.is_empty() {
         return Err("empty batch".into());
     }
     let n = images.len();
     let (pixels, table) = pack_batch(images)?;
-    let out = Tensor::<4>::empty([n, 3, SIZE, SIZE], (device, DType::F32))
-        .try_into_primitive::<Cube>()
-        .map_err(|e| format!("not a CubeCL (wgpu) device: {e:?}"))?;
+    let out =
+        Tensor::<4>::empty([n, 3, SIZE, SIZE], (device, DType::F32)).try_into_primitive::<Cube>().map_err(|e| format!("not a CubeCL (wgpu) device: {e:?}"))?;
     if !matches!(out.device, CubeDevice::Wgpu(_)) {
-        return Err(format!(
-            "the WGSL kernel needs a wgpu device, got {:?}",
-            out.device
-        ));
+        return Err(format!("the WGSL kernel needs a wgpu device, got {:?}", out.device));
     }
     if out.dtype != DType::F32 || !out.is_contiguous() {
-        return Err(format!(
-            "unexpected output tensor: {:?}, contiguous {}",
-            out.dtype,
-            out.is_contiguous()
-        ));
+        return Err(format!("unexpected output tensor: {:?}, contiguous {}", out.dtype, out.is_contiguous()));
     }
     let client = out.client.clone();
     let pixels = client.create_from_slice(&pixels);
@@ -218,33 +188,21 @@ pub(crate) fn gpu_resize_normalize(
     let table = client.create_from_slice(&table);
     let groups = (SIZE as u32).div_ceil(16);
     client.launch(
-        Box::new(SourceKernel::new(
-            ResizeNormalizeKernel,
-            CubeDim::new_2d(16, 16),
-        )),
+        Box::new(SourceKernel::new(ResizeNormalizeKernel, CubeDim::new_2d(16, 16))),
         CubeCount::Static(groups, groups, n as u32),
-        KernelArguments::new()
-            .with_buffer(pixels.binding())
-            .with_buffer(table.binding())
-            .with_buffer(out.handle.clone().binding()),
+        KernelArguments::new().with_buffer(pixels.binding()).with_buffer(table.binding()).with_buffer(out.handle.clone().binding()),
     );
     Ok(Tensor::<4>::from_primitive::<Cube>(out))
 }
 
 /// Read a `[n, 3, 224, 224]` tensor back to the host (tests, benches, CPU fallbacks).
 pub(crate) fn tensor_to_vec(t: Tensor<4>) -> Result<Vec<f32>, String> {
-    t.try_into_data()
-        .map_err(|e| format!("reading the tensor back: {e:?}"))?
-        .try_into_vec::<f32>()
-        .map_err(|e| format!("tensor data is not f32: {e:?}"))
+    t.try_into_data().map_err(|e| format!("reading the tensor back: {e:?}"))?.try_into_vec::<f32>().map_err(|e| format!("tensor data is not f32: {e:?}"))
 }
 
 /// For benches: run the GPU path and read the result back.
 #[doc(hidden)]
-pub fn gpu_resize_normalize_to_vec(
-    device: &Device,
-    images: &[&RgbImage],
-) -> Result<Vec<f32>, String> {
+pub fn gpu_resize_normalize_to_vec(device: &Device, images: &[&RgbImage]) -> Result<Vec<f32>, String> {
     tensor_to_vec(gpu_resize_normalize(device, images)?)
 }
 
@@ -261,17 +219,12 @@ pub fn init_wgpu_device() -> Result<Device, String> {
             match init {
                 Ok(Ok((device, setup))) => {
                     let info = setup.adapter.get_info();
-                    eprintln!(
-                        "wgpu adapter: {} ({:?}, {:?})",
-                        info.name, info.backend, info.device_type
-                    );
+                    eprintln!("wgpu adapter: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
                     Ok(device)
                 }
                 // Someone in this process (the embedder, another test) initialized the
                 // default wgpu runtime first: share it.
-                Ok(Err(burn::tensor::wgpu::WgpuInitError::Registration { .. })) => {
-                    Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
-                }
+                Ok(Err(burn::tensor::wgpu::WgpuInitError::Registration { .. })) => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
                 Ok(Err(e)) => Err(format!("no wgpu adapter: {e}")),
                 Err(_) => Err("wgpu initialization panicked (no adapter?)".into()),
             }
@@ -288,18 +241,10 @@ mod tests {
         let mut data = Vec::with_capacity((w * h * 3) as usize);
         for y in 0..h {
             for x in 0..w {
-                data.extend([
-                    (x * 255 / w) as u8,
-                    (y * 255 / h) as u8,
-                    ((x + y) * 255 / (w + h)) as u8,
-                ]);
+                data.extend([(x * 255 / w) as u8, (y * 255 / h) as u8, ((x + y) * 255 / (w + h)) as u8]);
             }
         }
-        RgbImage {
-            width: w,
-            height: h,
-            data,
-        }
+        RgbImage { width: w, height: h, data }
     }
 
     fn noise(w: u32, h: u32, seed: u32) -> RgbImage {
@@ -312,11 +257,7 @@ mod tests {
                 (s >> 24) as u8
             })
             .collect();
-        RgbImage {
-            width: w,
-            height: h,
-            data,
-        }
+        RgbImage { width: w, height: h, data }
     }
 
     /// Direct f64 reference of the geometry (separable triangle filter over the crop box,
@@ -331,9 +272,7 @@ mod tests {
                     let c = start + (o as f64 + 0.5) * scale;
                     let lo = (c - support).floor().max(0.0) as usize;
                     let hi = ((c + support).ceil() as usize).min(len as usize);
-                    let ws: Vec<(usize, f64)> = (lo..hi)
-                        .map(|i| (i, (1.0 - ((i as f64 + 0.5 - c) / support).abs()).max(0.0)))
-                        .collect();
+                    let ws: Vec<(usize, f64)> = (lo..hi).map(|i| (i, (1.0 - ((i as f64 + 0.5 - c) / support).abs()).max(0.0))).collect();
                     let sum: f64 = ws.iter().map(|w| w.1).sum();
                     ws.into_iter().map(|(i, w)| (i, w / sum)).collect()
                 })
@@ -361,10 +300,7 @@ mod tests {
 
     fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
     }
 
     #[test]
@@ -390,36 +326,18 @@ mod tests {
     fn cpu_matches_reference_geometry() {
         // 1 LSB = 1/128: fast_image_resize works in fixed point with an 8-bit intermediate
         // row pass, so it may differ from the exact f64 result by one step of rounding.
-        for img in [
-            gradient(300, 200),
-            noise(640, 480, 3),
-            gradient(500, 375),
-            noise(201, 333, 9),
-        ] {
+        for img in [gradient(300, 200), noise(640, 480, 3), gradient(500, 375), noise(201, 333, 9)] {
             let mut out = vec![0.0; IMAGE_LEN];
             cpu_resize_normalize(&img, &mut out);
             let d = max_abs_diff(&out, &reference(&img));
-            assert!(
-                d <= 2.0 / 128.0 + 1e-6,
-                "{}x{}: max diff {d}",
-                img.width,
-                img.height
-            );
+            assert!(d <= 2.0 / 128.0 + 1e-6, "{}x{}: max diff {d}", img.width, img.height);
         }
     }
 
     #[test]
     fn cpu_normalization_range() {
-        let white = RgbImage {
-            width: 300,
-            height: 300,
-            data: vec![255; 300 * 300 * 3],
-        };
-        let black = RgbImage {
-            width: 300,
-            height: 300,
-            data: vec![0; 300 * 300 * 3],
-        };
+        let white = RgbImage { width: 300, height: 300, data: vec![255; 300 * 300 * 3] };
+        let black = RgbImage { width: 300, height: 300, data: vec![0; 300 * 300 * 3] };
         let out = cpu_resize_normalize_batch(&[&white, &black]);
         assert!(out[..IMAGE_LEN].iter().all(|&v| v == 1.0));
         assert!(out[IMAGE_LEN..].iter().all(|&v| v == -127.0 / 128.0));
@@ -441,16 +359,8 @@ mod tests {
 
     #[test]
     fn pack_batch_layout() {
-        let a = RgbImage {
-            width: 1,
-            height: 1,
-            data: vec![1, 2, 3],
-        };
-        let b = RgbImage {
-            width: 2,
-            height: 1,
-            data: vec![4, 5, 6, 7, 8, 9],
-        };
+        let a = RgbImage { width: 1, height: 1, data: vec![1, 2, 3] };
+        let b = RgbImage { width: 2, height: 1, data: vec![4, 5, 6, 7, 8, 9] };
         let (bytes, table) = pack_batch(&[&a, &b]).unwrap();
         let words: Vec<u32> = bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
         assert_eq!(words, vec![0x0003_0201, 0x0706_0504, 0x0000_0908]);
@@ -478,23 +388,14 @@ mod tests {
         let refs: Vec<&RgbImage> = images.iter().collect();
         let t = std::time::Instant::now();
         let gpu = gpu_resize_normalize_to_vec(&device, &refs).expect("gpu path");
-        eprintln!(
-            "gpu batch of {} (first run, includes shader compile): {:?}",
-            refs.len(),
-            t.elapsed()
-        );
+        eprintln!("gpu batch of {} (first run, includes shader compile): {:?}", refs.len(), t.elapsed());
         let cpu = cpu_resize_normalize_batch(&refs);
         assert_eq!(gpu.len(), cpu.len());
         for (k, img) in images.iter().enumerate() {
             let s = k * IMAGE_LEN..(k + 1) * IMAGE_LEN;
             let d = max_abs_diff(&gpu[s.clone()], &cpu[s.clone()]);
             let exact = max_abs_diff(&gpu[s], &reference(img));
-            eprintln!(
-                "{}x{}: max |gpu-cpu| = {d} ({} LSB), |gpu-ref| = {exact}",
-                img.width,
-                img.height,
-                d * 128.0
-            );
+            eprintln!("{}x{}: max |gpu-cpu| = {d} ({} LSB), |gpu-ref| = {exact}", img.width, img.height, d * 128.0);
             assert!(d <= 2.0 / 128.0 + 1e-6, "image {k}: max diff {d}");
         }
     }

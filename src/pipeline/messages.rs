@@ -33,7 +33,14 @@ impl Prepared {
 
 /// → write: what became of a job.
 pub enum Outcome {
-    Embedded { job: ClaimedJob, embedding: Embedding, original: (u32, u32) },
+    Embedded {
+        job: ClaimedJob,
+        embedding: Embedding,
+        original: (u32, u32),
+    },
     /// The job's own fault (bad file): it fails, the session goes on.
-    Failed { job: ClaimedJob, reason: String },
+    Failed {
+        job: ClaimedJob,
+        reason: String,
+    },
 }

@@ -371,7 +371,10 @@ impl Writer {
         loop {
             // Stored means durable: flush before the catalog calls the jobs completed, so a
             // kill -9 right after cannot leave a completed job without its vector.
-            let stored = self.rt.block_on(async { self.store.upsert(points.clone()).await?; self.store.flush().await });
+            let stored = self.rt.block_on(async {
+                self.store.upsert(points.clone()).await?;
+                self.store.flush().await
+            });
             match stored {
                 Ok(()) => break,
                 Err(e) if e.is_retryable() => {
@@ -392,10 +395,8 @@ impl Writer {
                 }
             }
         }
-        let meta: Vec<(i64, u32, u32, String)> = embedded
-            .iter()
-            .map(|(job, emb, o)| (job.asset_id, o.0, o.1, serde_json::to_string(&emb.labels).unwrap_or_default()))
-            .collect();
+        let meta: Vec<(i64, u32, u32, String)> =
+            embedded.iter().map(|(job, emb, o)| (job.asset_id, o.0, o.1, serde_json::to_string(&emb.labels).unwrap_or_default())).collect();
         let ids: Vec<i64> = embedded.iter().map(|e| e.0.job_id).collect();
         match self.rt.block_on(self.catalog.complete_embedded(&self.owner, &ids, &meta)) {
             Ok(n) => {
@@ -435,4 +436,3 @@ impl Optimizer {
         let _ = self.rt.block_on(self.store.flush());
     }
 }
-

@@ -23,18 +23,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use qdrant_edge::external::serde_json as edge_json;
 use qdrant_edge::{
-    Condition, CountRequest, CreateIndex, DEFAULT_VECTOR_NAME, Distance, EdgeConfig, EdgeShard,
-    EdgeVectorParamsBuilder, FieldCondition, FieldIndexOperations, Filter as EFilter, JsonPath,
-    Match, NamedQuery, OperationError, PayloadFieldSchema, PayloadOps, PayloadSchemaType, PointId,
-    PointInsertOperations, PointOperations, PointStruct, PointStructPersisted, QueryEnum,
-    QueryRequest, Range, ScoringQuery, ScrollRequest, SetPayloadOp, UpdateOperation,
+    Condition, CountRequest, CreateIndex, DEFAULT_VECTOR_NAME, Distance, EdgeConfig, EdgeShard, EdgeVectorParamsBuilder, FieldCondition, FieldIndexOperations,
+    Filter as EFilter, JsonPath, Match, NamedQuery, OperationError, PayloadFieldSchema, PayloadOps, PayloadSchemaType, PointId, PointInsertOperations,
+    PointOperations, PointStruct, PointStructPersisted, QueryEnum, QueryRequest, Range, ScoringQuery, ScrollRequest, SetPayloadOp, UpdateOperation,
     VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector,
 };
 
 use super::{
-    Backend, F_CATEGORY, F_DIRS, F_INDEXED_AT, F_LABEL_IDS, F_SESSIONS, Filter, Hit, Payload,
-    Point, Record, VectorError, VectorsConfig, path_fields, payload_from_json, payload_to_json,
-    prefix_key, sanitize_name,
+    Backend, F_CATEGORY, F_DIRS, F_INDEXED_AT, F_LABEL_IDS, F_SESSIONS, Filter, Hit, Payload, Point, Record, VectorError, VectorsConfig, path_fields,
+    payload_from_json, payload_to_json, prefix_key, sanitize_name,
 };
 
 const LOCK_FILE: &str = ".pixdex.lock";
@@ -57,25 +54,14 @@ pub(super) struct EdgeStore {
 fn op_err(e: OperationError) -> VectorError {
     match e {
         OperationError::InconsistentStorage { description } => VectorError::Corrupt(description),
-        e @ (OperationError::WrongVectorDimension { .. }
-        | OperationError::ValidationError { .. }) => VectorError::Invalid(e.to_string()),
-        e => VectorError::Backend {
-            backend: Backend::Embedded,
-            message: e.to_string(),
-        },
+        e @ (OperationError::WrongVectorDimension { .. } | OperationError::ValidationError { .. }) => VectorError::Invalid(e.to_string()),
+        e => VectorError::Backend { backend: Backend::Embedded, message: e.to_string() },
     }
 }
 
 fn join_err(e: tokio::task::JoinError) -> VectorError {
-    let what = if e.is_panic() {
-        "panicked"
-    } else {
-        "was cancelled"
-    };
-    VectorError::Backend {
-        backend: Backend::Embedded,
-        message: format!("qdrant-edge call {what}: {e}"),
-    }
+    let what = if e.is_panic() { "panicked" } else { "was cancelled" };
+    VectorError::Backend { backend: Backend::Embedded, message: format!("qdrant-edge call {what}: {e}") }
 }
 
 fn io_err(path: PathBuf) -> impl FnOnce(std::io::Error) -> VectorError {
@@ -89,22 +75,17 @@ fn to_edge_json(m: serde_json::Map<String, serde_json::Value>) -> edge_json::Val
 
 fn from_edge_payload(id: u64, p: Option<qdrant_edge::Payload>) -> Result<Payload, VectorError> {
     let p = p.ok_or_else(|| VectorError::Corrupt(format!("point {id} has no payload")))?;
-    let v = serde_json::to_value(&p.0)
-        .map_err(|e| VectorError::Corrupt(format!("payload of point {id}: {e}")))?;
+    let v = serde_json::to_value(&p.0).map_err(|e| VectorError::Corrupt(format!("payload of point {id}: {e}")))?;
     match v {
         serde_json::Value::Object(m) => payload_from_json(id, m),
-        _ => Err(VectorError::Corrupt(format!(
-            "payload of point {id} is not an object"
-        ))),
+        _ => Err(VectorError::Corrupt(format!("payload of point {id} is not an object"))),
     }
 }
 
 fn num_id(id: PointId) -> Result<u64, VectorError> {
     match id {
         PointId::NumId(n) => Ok(n),
-        other => Err(VectorError::Corrupt(format!(
-            "unexpected non-numeric point id {other:?}"
-        ))),
+        other => Err(VectorError::Corrupt(format!("unexpected non-numeric point id {other:?}"))),
     }
 }
 
@@ -125,59 +106,29 @@ fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
 }
 
 fn key(k: &str) -> JsonPath {
-    k.parse()
-        .unwrap_or_else(|()| panic!("payload key {k:?} is not a valid JSON path"))
+    k.parse().unwrap_or_else(|()| panic!("payload key {k:?} is not a valid JSON path"))
 }
 
 pub(super) fn to_edge_filter(f: &Filter) -> Option<EFilter> {
     let mut must = Vec::new();
     if let Some(s) = f.session_id {
-        must.push(Condition::Field(FieldCondition::new_match(
-            key(F_SESSIONS),
-            Match::from(s),
-        )));
+        must.push(Condition::Field(FieldCondition::new_match(key(F_SESSIONS), Match::from(s))));
     }
     if let Some(c) = f.category_id {
-        must.push(Condition::Field(FieldCondition::new_match(
-            key(F_CATEGORY),
-            Match::from(c),
-        )));
+        must.push(Condition::Field(FieldCondition::new_match(key(F_CATEGORY), Match::from(c))));
     }
     if let Some(p) = &f.path_prefix {
-        must.push(Condition::Field(FieldCondition::new_match(
-            key(F_DIRS),
-            Match::from(prefix_key(p)),
-        )));
+        must.push(Condition::Field(FieldCondition::new_match(key(F_DIRS), Match::from(prefix_key(p)))));
     }
     if f.indexed_from.is_some() || f.indexed_to.is_some() {
-        let range = Range {
-            gte: f.indexed_from.map(|v| (v as f64).into()),
-            lte: f.indexed_to.map(|v| (v as f64).into()),
-            gt: None,
-            lt: None,
-        };
-        must.push(Condition::Field(FieldCondition::new_range(
-            key(F_INDEXED_AT),
-            range,
-        )));
+        let range = Range { gte: f.indexed_from.map(|v| (v as f64).into()), lte: f.indexed_to.map(|v| (v as f64).into()), gt: None, lt: None };
+        must.push(Condition::Field(FieldCondition::new_range(key(F_INDEXED_AT), range)));
     }
     if let Some(ids) = &f.label_any {
         let ids: Vec<i64> = ids.iter().map(|&c| i64::from(c)).collect();
-        must.push(Condition::Field(FieldCondition::new_match(
-            key(F_LABEL_IDS),
-            Match::from(ids),
-        )));
+        must.push(Condition::Field(FieldCondition::new_match(key(F_LABEL_IDS), Match::from(ids))));
     }
-    if must.is_empty() {
-        None
-    } else {
-        Some(EFilter {
-            should: None,
-            min_should: None,
-            must: Some(must),
-            must_not: None,
-        })
-    }
+    if must.is_empty() { None } else { Some(EFilter { should: None, min_should: None, must: Some(must), must_not: None }) }
 }
 
 /// Payload fields that get an index when the shard is created.
@@ -190,29 +141,14 @@ const INDEXED_FIELDS: &[(&str, PayloadSchemaType)] = &[
 ];
 
 impl EdgeStore {
-    pub(super) async fn open(
-        cfg: &VectorsConfig,
-        model: &str,
-        dim: usize,
-    ) -> Result<Self, VectorError> {
+    pub(super) async fn open(cfg: &VectorsConfig, model: &str, dim: usize) -> Result<Self, VectorError> {
         if cfg.path.as_os_str().is_empty() {
             return Err(VectorError::Config("vectors.path is empty".into()));
         }
-        let dir = cfg.path.join(format!(
-            "{}-{}-{}",
-            sanitize_name(&cfg.collection_prefix),
-            sanitize_name(model),
-            dim
-        ));
+        let dir = cfg.path.join(format!("{}-{}-{}", sanitize_name(&cfg.collection_prefix), sanitize_name(model), dim));
         let d = dir.clone();
-        let shared = tokio::task::spawn_blocking(move || open_blocking(d, dim))
-            .await
-            .map_err(join_err)??;
-        Ok(Self {
-            shared: Arc::new(shared),
-            dir,
-            dim,
-        })
+        let shared = tokio::task::spawn_blocking(move || open_blocking(d, dim)).await.map_err(join_err)??;
+        Ok(Self { shared: Arc::new(shared), dir, dim })
     }
 
     pub(super) fn dim(&self) -> usize {
@@ -223,18 +159,11 @@ impl EdgeStore {
     pub(super) fn set_indexing_threshold_kb(&self, kb: usize) {
         let mut opt = self.shared.shard.config().optimizers.clone();
         opt.indexing_threshold = Some(kb);
-        self.shared
-            .shard
-            .set_optimizers_config(opt)
-            .expect("optimizer config saved");
+        self.shared.shard.set_optimizers_config(opt).expect("optimizer config saved");
     }
 
     pub(super) fn describe(&self) -> String {
-        format!(
-            "embedded qdrant-edge at {} (dim {}, cosine)",
-            self.dir.display(),
-            self.dim
-        )
+        format!("embedded qdrant-edge at {} (dim {}, cosine)", self.dir.display(), self.dim)
     }
 
     /// Run `f` against the shard on a blocking thread.
@@ -244,9 +173,7 @@ impl EdgeStore {
         F: FnOnce(&EdgeShard) -> Result<T, VectorError> + Send + 'static,
     {
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || f(&shared.shard))
-            .await
-            .map_err(join_err)?
+        tokio::task::spawn_blocking(move || f(&shared.shard)).await.map_err(join_err)?
     }
 
     /// Run `f` on a blocking thread while holding the update lock.
@@ -269,24 +196,14 @@ impl EdgeStore {
     }
 
     pub(super) async fn upsert(&self, points: Vec<Point>) -> Result<(), VectorError> {
-        let points: Vec<PointStructPersisted> = points
-            .into_iter()
-            .map(|p| {
-                PointStruct::new(p.id, p.vector, to_edge_json(payload_to_json(&p.payload))).into()
-            })
-            .collect();
-        self.update(UpdateOperation::PointOperation(
-            PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)),
-        ))
-        .await
+        let points: Vec<PointStructPersisted> =
+            points.into_iter().map(|p| PointStruct::new(p.id, p.vector, to_edge_json(payload_to_json(&p.payload))).into()).collect();
+        self.update(UpdateOperation::PointOperation(PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)))).await
     }
 
     pub(super) async fn delete(&self, ids: Vec<u64>) -> Result<(), VectorError> {
         let ids = ids.into_iter().map(PointId::NumId).collect();
-        self.update(UpdateOperation::PointOperation(
-            PointOperations::DeletePoints { ids },
-        ))
-        .await
+        self.update(UpdateOperation::PointOperation(PointOperations::DeletePoints { ids })).await
     }
 
     pub(super) async fn set_path(&self, id: u64, path: String) -> Result<(), VectorError> {
@@ -313,35 +230,20 @@ impl EdgeStore {
 
     pub(super) async fn get(&self, id: u64) -> Result<Option<(Vec<f32>, Payload)>, VectorError> {
         self.read(move |s| {
-            let mut recs = s
-                .retrieve(
-                    &[PointId::NumId(id)],
-                    Some(WithPayloadInterface::Bool(true)),
-                    Some(WithVector::Bool(true)),
-                )
-                .map_err(op_err)?;
+            let mut recs = s.retrieve(&[PointId::NumId(id)], Some(WithPayloadInterface::Bool(true)), Some(WithVector::Bool(true))).map_err(op_err)?;
             let Some(rec) = recs.pop() else {
                 return Ok(None);
             };
-            let vector = dense_of(rec.vector)
-                .ok_or_else(|| VectorError::Corrupt(format!("point {id} has no dense vector")))?;
+            let vector = dense_of(rec.vector).ok_or_else(|| VectorError::Corrupt(format!("point {id} has no dense vector")))?;
             Ok(Some((vector, from_edge_payload(id, rec.payload)?)))
         })
         .await
     }
 
-    pub(super) async fn search(
-        &self,
-        vector: Vec<f32>,
-        limit: usize,
-        offset: usize,
-        filter: Filter,
-    ) -> Result<Vec<Hit>, VectorError> {
+    pub(super) async fn search(&self, vector: Vec<f32>, limit: usize, offset: usize, filter: Filter) -> Result<Vec<Hit>, VectorError> {
         let request = QueryRequest {
             prefetches: Vec::new(),
-            query: Some(ScoringQuery::Vector(QueryEnum::Nearest(
-                NamedQuery::default_dense(vector),
-            ))),
+            query: Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery::default_dense(vector)))),
             filter: to_edge_filter(&filter),
             score_threshold: None,
             // qdrant-edge 0.7 quirk: `offset` is not applied to the final result (it returns
@@ -360,22 +262,14 @@ impl EdgeStore {
                 .take(limit)
                 .map(|p| {
                     let id = num_id(p.id)?;
-                    Ok(Hit {
-                        id,
-                        score: p.score,
-                        payload: from_edge_payload(id, p.payload)?,
-                    })
+                    Ok(Hit { id, score: p.score, payload: from_edge_payload(id, p.payload)? })
                 })
                 .collect()
         })
         .await
     }
 
-    pub(super) async fn scroll(
-        &self,
-        filter: Filter,
-        limit: usize,
-    ) -> Result<Vec<Record>, VectorError> {
+    pub(super) async fn scroll(&self, filter: Filter, limit: usize) -> Result<Vec<Record>, VectorError> {
         let request = ScrollRequest {
             offset: None,
             limit: Some(limit),
@@ -390,10 +284,7 @@ impl EdgeStore {
                 .into_iter()
                 .map(|r| {
                     let id = num_id(r.id)?;
-                    Ok(Record {
-                        id,
-                        payload: from_edge_payload(id, r.payload)?,
-                    })
+                    Ok(Record { id, payload: from_edge_payload(id, r.payload)? })
                 })
                 .collect()
         })
@@ -401,15 +292,7 @@ impl EdgeStore {
     }
 
     pub(super) async fn count(&self) -> Result<u64, VectorError> {
-        self.read(|s| {
-            s.count(CountRequest {
-                filter: None,
-                exact: true,
-            })
-            .map(|n| n as u64)
-            .map_err(op_err)
-        })
-        .await
+        self.read(|s| s.count(CountRequest { filter: None, exact: true }).map(|n| n as u64).map_err(op_err)).await
     }
 
     pub(super) async fn optimize(&self) -> Result<(), VectorError> {
@@ -449,50 +332,33 @@ fn open_blocking(dir: PathBuf, dim: usize) -> Result<Shared, VectorError> {
     std::fs::create_dir_all(&dir).map_err(io_err(dir.clone()))?;
 
     let lock_path = dir.join(LOCK_FILE);
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io_err(lock_path.clone()))?;
+    let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err(lock_path.clone()))?;
     match lock.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => return Err(VectorError::Locked(dir)),
         Err(TryLockError::Error(e)) => {
-            return Err(VectorError::Io {
-                path: lock_path,
-                source: e,
-            });
+            return Err(VectorError::Io { path: lock_path, source: e });
         }
     }
 
     let existing = dir.join(EDGE_CONFIG_FILE).exists();
     let shard = if existing {
-        let shard = EdgeShard::load(&dir, None).map_err(|e| {
-            VectorError::Corrupt(format!("cannot load vector shard {}: {e}", dir.display()))
-        })?;
+        let shard = EdgeShard::load(&dir, None).map_err(|e| VectorError::Corrupt(format!("cannot load vector shard {}: {e}", dir.display())))?;
         check_config(&shard, &dir, dim)?;
         shard
     } else {
         let config = EdgeConfig::builder()
-            .vector(
-                DEFAULT_VECTOR_NAME,
-                EdgeVectorParamsBuilder::new(dim, Distance::Cosine).build(),
-            )
+            .vector(DEFAULT_VECTOR_NAME, EdgeVectorParamsBuilder::new(dim, Distance::Cosine).build())
             // Payloads are small; keep them in memory for fast filtering.
             .on_disk_payload(false)
             .build();
-        let shard = EdgeShard::new(&dir, config).map_err(|e| VectorError::Backend {
-            backend: Backend::Embedded,
-            message: format!("cannot create vector shard {}: {e}", dir.display()),
-        })?;
+        let shard = EdgeShard::new(&dir, config)
+            .map_err(|e| VectorError::Backend { backend: Backend::Embedded, message: format!("cannot create vector shard {}: {e}", dir.display()) })?;
         for (field, ty) in INDEXED_FIELDS {
-            let op = UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(
-                CreateIndex {
-                    field_name: key(field),
-                    field_schema: Some(PayloadFieldSchema::FieldType(*ty)),
-                },
-            ));
+            let op = UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
+                field_name: key(field),
+                field_schema: Some(PayloadFieldSchema::FieldType(*ty)),
+            }));
             if let Err(e) = shard.update(op) {
                 tracing::warn!(field, error = %e, "cannot create payload index (filters still work)");
             }
@@ -502,29 +368,16 @@ fn open_blocking(dir: PathBuf, dim: usize) -> Result<Shared, VectorError> {
         shard
     };
 
-    Ok(Shared {
-        shard,
-        updates: Mutex::new(()),
-        optimizing: Mutex::new(()),
-        _lock: lock,
-    })
+    Ok(Shared { shard, updates: Mutex::new(()), optimizing: Mutex::new(()), _lock: lock })
 }
 
 fn check_config(shard: &EdgeShard, dir: &std::path::Path, dim: usize) -> Result<(), VectorError> {
     let cfg = shard.config();
     let Some(v) = cfg.vectors.get(DEFAULT_VECTOR_NAME) else {
-        return Err(VectorError::Corrupt(format!(
-            "vector shard {} has no default dense vector",
-            dir.display()
-        )));
+        return Err(VectorError::Corrupt(format!("vector shard {} has no default dense vector", dir.display())));
     };
     if v.size != dim || v.distance != Distance::Cosine {
-        return Err(VectorError::Corrupt(format!(
-            "vector shard {} holds {}-d {:?} vectors, expected {dim}-d Cosine",
-            dir.display(),
-            v.size,
-            v.distance
-        )));
+        return Err(VectorError::Corrupt(format!("vector shard {} holds {}-d {:?} vectors, expected {dim}-d Cosine", dir.display(), v.size, v.distance)));
     }
     Ok(())
 }

@@ -60,9 +60,7 @@ impl std::str::FromStr for Backend {
         match s.trim().to_ascii_lowercase().as_str() {
             "embedded" => Ok(Backend::Embedded),
             "qdrant" => Ok(Backend::Qdrant),
-            other => Err(VectorError::Config(format!(
-                "vectors.backend must be \"embedded\" or \"qdrant\", got {other:?}"
-            ))),
+            other => Err(VectorError::Config(format!("vectors.backend must be \"embedded\" or \"qdrant\", got {other:?}"))),
         }
     }
 }
@@ -91,13 +89,7 @@ fn default_prefix() -> String {
 impl VectorsConfig {
     /// Embedded store under `<data_dir>/vectors`.
     pub fn embedded(data_dir: &Path) -> Self {
-        Self {
-            backend: Backend::Embedded,
-            path: data_dir.join("vectors"),
-            url: None,
-            api_key: None,
-            collection_prefix: default_prefix(),
-        }
+        Self { backend: Backend::Embedded, path: data_dir.join("vectors"), url: None, api_key: None, collection_prefix: default_prefix() }
     }
 }
 
@@ -237,9 +229,7 @@ impl VectorStore {
             Backend::Embedded => Inner::Embedded(edge::EdgeStore::open(cfg, model, dim).await?),
             Backend::Qdrant => Inner::Remote(remote::RemoteStore::open(cfg, model, dim).await?),
         };
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     pub fn backend(&self) -> Backend {
@@ -300,45 +290,27 @@ impl VectorStore {
     }
 
     /// Nearest neighbours by cosine similarity (higher score = closer).
-    pub async fn search(
-        &self,
-        vector: &[f32],
-        limit: usize,
-        offset: usize,
-        filter: &Filter,
-    ) -> Result<Vec<Hit>, VectorError> {
+    pub async fn search(&self, vector: &[f32], limit: usize, offset: usize, filter: &Filter) -> Result<Vec<Hit>, VectorError> {
         check_vector(self.dim(), vector)?;
         if limit == 0 {
             return Ok(Vec::new());
         }
         match &*self.inner {
-            Inner::Embedded(s) => {
-                s.search(vector.to_vec(), limit, offset, filter.clone())
-                    .await
-            }
+            Inner::Embedded(s) => s.search(vector.to_vec(), limit, offset, filter.clone()).await,
             Inner::Remote(s) => s.search(vector, limit, offset, filter).await,
         }
     }
 
     /// Up to `limit` points whose labels contain any of `class_ids` and that
     /// match `filter`, in id order (ranking is the caller's job).
-    pub async fn scroll_by_labels(
-        &self,
-        class_ids: &[u32],
-        filter: &Filter,
-        limit: usize,
-    ) -> Result<Vec<Record>, VectorError> {
+    pub async fn scroll_by_labels(&self, class_ids: &[u32], filter: &Filter, limit: usize) -> Result<Vec<Record>, VectorError> {
         if class_ids.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
         let mut f = filter.clone();
         f.label_any = Some(match f.label_any.take() {
             // Both constraints: the intersection of the two id sets.
-            Some(existing) => class_ids
-                .iter()
-                .copied()
-                .filter(|c| existing.contains(c))
-                .collect(),
+            Some(existing) => class_ids.iter().copied().filter(|c| existing.contains(c)).collect(),
             None => class_ids.to_vec(),
         });
         if f.label_any.as_ref().is_some_and(Vec::is_empty) {
@@ -404,9 +376,7 @@ impl VectorStore {
 
 impl fmt::Debug for VectorStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VectorStore")
-            .field("store", &self.describe())
-            .finish()
+        f.debug_struct("VectorStore").field("store", &self.describe()).finish()
     }
 }
 
@@ -422,15 +392,10 @@ pub(crate) const F_LABEL_IDS: &str = "labelIds";
 
 fn check_vector(dim: usize, v: &[f32]) -> Result<(), VectorError> {
     if v.len() != dim {
-        return Err(VectorError::Invalid(format!(
-            "vector has {} dimensions, the store expects {dim}",
-            v.len()
-        )));
+        return Err(VectorError::Invalid(format!("vector has {} dimensions, the store expects {dim}", v.len())));
     }
     if v.iter().any(|x| !x.is_finite()) {
-        return Err(VectorError::Invalid(
-            "vector contains NaN or infinity".into(),
-        ));
+        return Err(VectorError::Invalid("vector contains NaN or infinity".into()));
     }
     Ok(())
 }
@@ -444,11 +409,7 @@ fn normalize_path(p: &str) -> String {
 /// Every ancestor directory of `path` (root included), normalised.
 pub(crate) fn ancestor_dirs(path: &str) -> Vec<String> {
     let norm: PathBuf = Path::new(path).components().collect();
-    norm.ancestors()
-        .skip(1)
-        .map(|a| a.to_string_lossy().into_owned())
-        .filter(|s| !s.is_empty())
-        .collect()
+    norm.ancestors().skip(1).map(|a| a.to_string_lossy().into_owned()).filter(|s| !s.is_empty()).collect()
 }
 
 /// The `dirs` value a path-prefix filter must match.
@@ -478,25 +439,13 @@ pub(crate) fn path_fields(path: &str) -> serde_json::Map<String, serde_json::Val
     m
 }
 
-pub(crate) fn payload_from_json(
-    id: u64,
-    m: serde_json::Map<String, serde_json::Value>,
-) -> Result<Payload, VectorError> {
-    serde_json::from_value(serde_json::Value::Object(m))
-        .map_err(|e| VectorError::Corrupt(format!("payload of point {id}: {e}")))
+pub(crate) fn payload_from_json(id: u64, m: serde_json::Map<String, serde_json::Value>) -> Result<Payload, VectorError> {
+    serde_json::from_value(serde_json::Value::Object(m)).map_err(|e| VectorError::Corrupt(format!("payload of point {id}: {e}")))
 }
 
 /// Directory-safe / collection-safe form of a model name.
 pub(crate) fn sanitize_name(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect()
 }
 
 #[cfg(test)]

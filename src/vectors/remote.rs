@@ -5,17 +5,15 @@ use std::time::Duration;
 use qdrant_client::qdrant::point_id::PointIdOptions;
 use qdrant_client::qdrant::vector_output::Vector as OutVector;
 use qdrant_client::qdrant::{
-    Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
-    DeletePointsBuilder, Distance, FieldType, Filter as QFilter, GetPointsBuilder, PointId,
-    PointStruct, PointsIdsList, QueryPointsBuilder, Range, ScrollPointsBuilder,
-    SetPayloadPointsBuilder, UpsertPointsBuilder, Value as QValue, VectorParamsBuilder,
+    Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance, FieldType, Filter as QFilter,
+    GetPointsBuilder, PointId, PointStruct, PointsIdsList, QueryPointsBuilder, Range, ScrollPointsBuilder, SetPayloadPointsBuilder, UpsertPointsBuilder,
+    Value as QValue, VectorParamsBuilder,
 };
 use qdrant_client::{Payload as QPayload, Qdrant, QdrantError};
 
 use super::{
-    Backend, F_CATEGORY, F_DIRS, F_INDEXED_AT, F_LABEL_IDS, F_SESSIONS, Filter, Hit, Payload,
-    Point, Record, VectorError, VectorsConfig, path_fields, payload_from_json, payload_to_json,
-    prefix_key, sanitize_name,
+    Backend, F_CATEGORY, F_DIRS, F_INDEXED_AT, F_LABEL_IDS, F_SESSIONS, Filter, Hit, Payload, Point, Record, VectorError, VectorsConfig, path_fields,
+    payload_from_json, payload_to_json, prefix_key, sanitize_name,
 };
 
 /// Points per upsert request (1280-d f32 ≈ 5 KiB each → ≈ 1.3 MiB per request).
@@ -34,33 +32,18 @@ fn qerr(e: QdrantError) -> VectorError {
         QdrantError::ResponseError { status } => {
             // tonic::Code as i32: 1 Cancelled, 4 DeadlineExceeded, 10 Aborted, 14 Unavailable.
             let code = i32::from(status.code());
-            let transport =
-                code == 2 && status.message().to_ascii_lowercase().contains("transport");
+            let transport = code == 2 && status.message().to_ascii_lowercase().contains("transport");
             if matches!(code, 1 | 4 | 10 | 14) || transport {
-                VectorError::Unavailable {
-                    backend: Backend::Qdrant,
-                    reason: format!("{:?}: {}", status.code(), status.message()),
-                }
+                VectorError::Unavailable { backend: Backend::Qdrant, reason: format!("{:?}: {}", status.code(), status.message()) }
             } else if code == 3 {
                 VectorError::Invalid(status.message().to_owned())
             } else {
-                VectorError::Backend {
-                    backend: Backend::Qdrant,
-                    message: format!("{:?}: {}", status.code(), status.message()),
-                }
+                VectorError::Backend { backend: Backend::Qdrant, message: format!("{:?}: {}", status.code(), status.message()) }
             }
         }
-        e @ (QdrantError::ResourceExhaustedError { .. } | QdrantError::Io(_)) => {
-            VectorError::Unavailable {
-                backend: Backend::Qdrant,
-                reason: e.to_string(),
-            }
-        }
+        e @ (QdrantError::ResourceExhaustedError { .. } | QdrantError::Io(_)) => VectorError::Unavailable { backend: Backend::Qdrant, reason: e.to_string() },
         QdrantError::InvalidUri(e) => VectorError::Config(format!("vectors.url: {e}")),
-        e => VectorError::Backend {
-            backend: Backend::Qdrant,
-            message: e.to_string(),
-        },
+        e => VectorError::Backend { backend: Backend::Qdrant, message: e.to_string() },
     }
 }
 
@@ -68,10 +51,7 @@ fn to_qpayload(m: serde_json::Map<String, serde_json::Value>) -> QPayload {
     QPayload::from(m)
 }
 
-fn from_qpayload(
-    id: u64,
-    m: std::collections::HashMap<String, QValue>,
-) -> Result<Payload, VectorError> {
+fn from_qpayload(id: u64, m: std::collections::HashMap<String, QValue>) -> Result<Payload, VectorError> {
     let json: serde_json::Map<String, serde_json::Value> = QPayload::from(m).into();
     payload_from_json(id, json)
 }
@@ -79,9 +59,7 @@ fn from_qpayload(
 fn num_id(id: Option<PointId>) -> Result<u64, VectorError> {
     match id.and_then(|p| p.point_id_options) {
         Some(PointIdOptions::Num(n)) => Ok(n),
-        other => Err(VectorError::Corrupt(format!(
-            "unexpected point id {other:?}"
-        ))),
+        other => Err(VectorError::Corrupt(format!("unexpected point id {other:?}"))),
     }
 }
 
@@ -97,25 +75,13 @@ pub(super) fn to_qfilter(f: &Filter) -> Option<QFilter> {
         must.push(Condition::matches(F_DIRS, prefix_key(p)));
     }
     if f.indexed_from.is_some() || f.indexed_to.is_some() {
-        must.push(Condition::range(
-            F_INDEXED_AT,
-            Range {
-                gte: f.indexed_from.map(|v| v as f64),
-                lte: f.indexed_to.map(|v| v as f64),
-                gt: None,
-                lt: None,
-            },
-        ));
+        must.push(Condition::range(F_INDEXED_AT, Range { gte: f.indexed_from.map(|v| v as f64), lte: f.indexed_to.map(|v| v as f64), gt: None, lt: None }));
     }
     if let Some(ids) = &f.label_any {
         let ids: Vec<i64> = ids.iter().map(|&c| i64::from(c)).collect();
         must.push(Condition::matches(F_LABEL_IDS, ids));
     }
-    if must.is_empty() {
-        None
-    } else {
-        Some(QFilter::must(must))
-    }
+    if must.is_empty() { None } else { Some(QFilter::must(must)) }
 }
 
 /// `http://user:secret@host:6334/` → `http://host:6334` (no credentials in logs).
@@ -128,11 +94,7 @@ pub(super) fn redact_url(url: &str) -> String {
         Some((_, host)) => host,
         None => rest,
     };
-    let rest = rest
-        .split(['?', '#'])
-        .next()
-        .unwrap_or(rest)
-        .trim_end_matches('/');
+    let rest = rest.split(['?', '#']).next().unwrap_or(rest).trim_end_matches('/');
     match scheme {
         Some(s) => format!("{s}://{rest}"),
         None => rest.to_owned(),
@@ -140,19 +102,13 @@ pub(super) fn redact_url(url: &str) -> String {
 }
 
 impl RemoteStore {
-    pub(super) async fn open(
-        cfg: &VectorsConfig,
-        model: &str,
-        dim: usize,
-    ) -> Result<Self, VectorError> {
+    pub(super) async fn open(cfg: &VectorsConfig, model: &str, dim: usize) -> Result<Self, VectorError> {
         let url = cfg
             .url
             .as_deref()
             .map(str::trim)
             .filter(|u| !u.is_empty())
-            .ok_or_else(|| {
-                VectorError::Config("vectors.backend = \"qdrant\" needs vectors.url".into())
-            })?;
+            .ok_or_else(|| VectorError::Config("vectors.backend = \"qdrant\" needs vectors.url".into()))?;
         let api_key = cfg.api_key.clone().filter(|k| !k.is_empty());
         let has_key = api_key.is_some();
         let client = Qdrant::from_url(url)
@@ -163,19 +119,8 @@ impl RemoteStore {
             .skip_compatibility_check()
             .build()
             .map_err(qerr)?;
-        let collection = format!(
-            "{}_{}_{}",
-            sanitize_name(&cfg.collection_prefix),
-            sanitize_name(model),
-            dim
-        );
-        let store = Self {
-            client,
-            url: redact_url(url),
-            collection,
-            dim,
-            has_key,
-        };
+        let collection = format!("{}_{}_{}", sanitize_name(&cfg.collection_prefix), sanitize_name(model), dim);
+        let store = Self { client, url: redact_url(url), collection, dim, has_key };
         store.ensure_collection().await?;
         Ok(store)
     }
@@ -184,18 +129,10 @@ impl RemoteStore {
         let c = &self.collection;
         if self.client.collection_exists(c).await.map_err(qerr)? {
             let info = self.client.collection_info(c).await.map_err(qerr)?;
-            let size = info
-                .result
-                .and_then(|r| r.config)
-                .and_then(|c| c.params)
-                .and_then(|p| p.vectors_config)
-                .and_then(|v| v.config)
-                .and_then(|c| match c {
-                    qdrant_client::qdrant::vectors_config::Config::Params(p) => {
-                        Some((p.size, p.distance))
-                    }
-                    _ => None,
-                });
+            let size = info.result.and_then(|r| r.config).and_then(|c| c.params).and_then(|p| p.vectors_config).and_then(|v| v.config).and_then(|c| match c {
+                qdrant_client::qdrant::vectors_config::Config::Params(p) => Some((p.size, p.distance)),
+                _ => None,
+            });
             match size {
                 Some((s, d)) if s == self.dim as u64 && d == Distance::Cosine as i32 => Ok(()),
                 other => Err(VectorError::Config(format!(
@@ -205,12 +142,10 @@ impl RemoteStore {
                 ))),
             }
         } else {
-            let created =
-                self.client
-                    .create_collection(CreateCollectionBuilder::new(c).vectors_config(
-                        VectorParamsBuilder::new(self.dim as u64, Distance::Cosine),
-                    ))
-                    .await;
+            let created = self
+                .client
+                .create_collection(CreateCollectionBuilder::new(c).vectors_config(VectorParamsBuilder::new(self.dim as u64, Distance::Cosine)))
+                .await;
             if let Err(e) = created {
                 // Lost a creation race with another pixdex? Fine if it exists now.
                 if !self.client.collection_exists(c).await.unwrap_or(false) {
@@ -224,13 +159,7 @@ impl RemoteStore {
                 (F_INDEXED_AT, FieldType::Integer),
                 (F_LABEL_IDS, FieldType::Integer),
             ] {
-                if let Err(e) = self
-                    .client
-                    .create_field_index(
-                        CreateFieldIndexCollectionBuilder::new(c, field, ty).wait(true),
-                    )
-                    .await
-                {
+                if let Err(e) = self.client.create_field_index(CreateFieldIndexCollectionBuilder::new(c, field, ty).wait(true)).await {
                     tracing::warn!(collection = %c, field, error = %e, "cannot create payload index");
                 }
             }
@@ -244,49 +173,26 @@ impl RemoteStore {
     }
 
     pub(super) fn describe(&self) -> String {
-        format!(
-            "qdrant at {} collection {}{}",
-            self.url,
-            self.collection,
-            if self.has_key { " (api key ****)" } else { "" }
-        )
+        format!("qdrant at {} collection {}{}", self.url, self.collection, if self.has_key { " (api key ****)" } else { "" })
     }
 
     #[cfg(test)]
     pub(super) async fn drop_collection(&self) -> Result<(), VectorError> {
-        self.client
-            .delete_collection(&self.collection)
-            .await
-            .map_err(qerr)?;
+        self.client.delete_collection(&self.collection).await.map_err(qerr)?;
         Ok(())
     }
 
     pub(super) async fn upsert(&self, points: Vec<Point>) -> Result<(), VectorError> {
-        let points: Vec<PointStruct> = points
-            .into_iter()
-            .map(|p| PointStruct::new(p.id, p.vector, to_qpayload(payload_to_json(&p.payload))))
-            .collect();
+        let points: Vec<PointStruct> = points.into_iter().map(|p| PointStruct::new(p.id, p.vector, to_qpayload(payload_to_json(&p.payload)))).collect();
         for chunk in points.chunks(UPSERT_CHUNK) {
-            self.client
-                .upsert_points(
-                    UpsertPointsBuilder::new(&self.collection, chunk.to_vec()).wait(true),
-                )
-                .await
-                .map_err(qerr)?;
+            self.client.upsert_points(UpsertPointsBuilder::new(&self.collection, chunk.to_vec()).wait(true)).await.map_err(qerr)?;
         }
         Ok(())
     }
 
     pub(super) async fn delete(&self, ids: &[u64]) -> Result<(), VectorError> {
         let ids: Vec<PointId> = ids.iter().map(|&i| i.into()).collect();
-        self.client
-            .delete_points(
-                DeletePointsBuilder::new(&self.collection)
-                    .points(PointsIdsList { ids })
-                    .wait(true),
-            )
-            .await
-            .map_err(qerr)?;
+        self.client.delete_points(DeletePointsBuilder::new(&self.collection).points(PointsIdsList { ids }).wait(true)).await.map_err(qerr)?;
         Ok(())
     }
 
@@ -299,9 +205,7 @@ impl RemoteStore {
         self.client
             .set_payload(
                 SetPayloadPointsBuilder::new(&self.collection, to_qpayload(path_fields(path)))
-                    .points_selector(PointsIdsList {
-                        ids: vec![id.into()],
-                    })
+                    .points_selector(PointsIdsList { ids: vec![id.into()] })
                     .wait(true),
             )
             .await
@@ -312,28 +216,16 @@ impl RemoteStore {
     async fn get_payload(&self, id: u64) -> Result<Option<Payload>, VectorError> {
         let res = self
             .client
-            .get_points(
-                GetPointsBuilder::new(&self.collection, vec![PointId::from(id)])
-                    .with_payload(true)
-                    .with_vectors(false),
-            )
+            .get_points(GetPointsBuilder::new(&self.collection, vec![PointId::from(id)]).with_payload(true).with_vectors(false))
             .await
             .map_err(qerr)?;
-        res.result
-            .into_iter()
-            .next()
-            .map(|p| from_qpayload(id, p.payload))
-            .transpose()
+        res.result.into_iter().next().map(|p| from_qpayload(id, p.payload)).transpose()
     }
 
     pub(super) async fn get(&self, id: u64) -> Result<Option<(Vec<f32>, Payload)>, VectorError> {
         let res = self
             .client
-            .get_points(
-                GetPointsBuilder::new(&self.collection, vec![PointId::from(id)])
-                    .with_payload(true)
-                    .with_vectors(true),
-            )
+            .get_points(GetPointsBuilder::new(&self.collection, vec![PointId::from(id)]).with_payload(true).with_vectors(true))
             .await
             .map_err(qerr)?;
         let Some(p) = res.result.into_iter().next() else {
@@ -342,26 +234,14 @@ impl RemoteStore {
         let vector = match p.vectors.and_then(|v| v.get_vector()) {
             Some(OutVector::Dense(d)) => d.data,
             _ => {
-                return Err(VectorError::Corrupt(format!(
-                    "point {id} has no dense vector"
-                )));
+                return Err(VectorError::Corrupt(format!("point {id} has no dense vector")));
             }
         };
         Ok(Some((vector, from_qpayload(id, p.payload)?)))
     }
 
-    pub(super) async fn search(
-        &self,
-        vector: &[f32],
-        limit: usize,
-        offset: usize,
-        filter: &Filter,
-    ) -> Result<Vec<Hit>, VectorError> {
-        let mut q = QueryPointsBuilder::new(&self.collection)
-            .query(vector.to_vec())
-            .limit(limit as u64)
-            .offset(offset as u64)
-            .with_payload(true);
+    pub(super) async fn search(&self, vector: &[f32], limit: usize, offset: usize, filter: &Filter) -> Result<Vec<Hit>, VectorError> {
+        let mut q = QueryPointsBuilder::new(&self.collection).query(vector.to_vec()).limit(limit as u64).offset(offset as u64).with_payload(true);
         if let Some(f) = to_qfilter(filter) {
             q = q.filter(f);
         }
@@ -370,28 +250,17 @@ impl RemoteStore {
             .into_iter()
             .map(|p| {
                 let id = num_id(p.id)?;
-                Ok(Hit {
-                    id,
-                    score: p.score,
-                    payload: from_qpayload(id, p.payload)?,
-                })
+                Ok(Hit { id, score: p.score, payload: from_qpayload(id, p.payload)? })
             })
             .collect()
     }
 
-    pub(super) async fn scroll(
-        &self,
-        filter: &Filter,
-        limit: usize,
-    ) -> Result<Vec<Record>, VectorError> {
+    pub(super) async fn scroll(&self, filter: &Filter, limit: usize) -> Result<Vec<Record>, VectorError> {
         let mut out = Vec::new();
         let mut offset: Option<PointId> = None;
         while out.len() < limit {
             let page = (limit - out.len()).min(1024) as u32;
-            let mut req = ScrollPointsBuilder::new(&self.collection)
-                .limit(page)
-                .with_payload(true)
-                .with_vectors(false);
+            let mut req = ScrollPointsBuilder::new(&self.collection).limit(page).with_payload(true).with_vectors(false);
             if let Some(f) = to_qfilter(filter) {
                 req = req.filter(f);
             }
@@ -401,10 +270,7 @@ impl RemoteStore {
             let res = self.client.scroll(req).await.map_err(qerr)?;
             for p in res.result {
                 let id = num_id(p.id)?;
-                out.push(Record {
-                    id,
-                    payload: from_qpayload(id, p.payload)?,
-                });
+                out.push(Record { id, payload: from_qpayload(id, p.payload)? });
             }
             match res.next_page_offset {
                 Some(next) => offset = Some(next),
@@ -416,11 +282,7 @@ impl RemoteStore {
     }
 
     pub(super) async fn count(&self) -> Result<u64, VectorError> {
-        let res = self
-            .client
-            .count(CountPointsBuilder::new(&self.collection).exact(true))
-            .await
-            .map_err(qerr)?;
+        let res = self.client.count(CountPointsBuilder::new(&self.collection).exact(true)).await.map_err(qerr)?;
         Ok(res.result.map(|r| r.count).unwrap_or(0))
     }
 }

@@ -21,9 +21,7 @@ impl Rng {
         z ^ (z >> 31)
     }
     fn unit_vector(&mut self, dim: usize) -> Vec<f32> {
-        let mut v: Vec<f32> = (0..dim)
-            .map(|_| (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
-            .collect();
+        let mut v: Vec<f32> = (0..dim).map(|_| (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         v.iter_mut().for_each(|x| *x /= n);
         v
@@ -42,16 +40,8 @@ fn payload_for(id: u64) -> Payload {
         session_ids,
         category_id: (k % 2 == 0).then_some(7),
         labels: vec![
-            LabelPayload {
-                class_id: (k % 20) as u32,
-                label: format!("class{}", k % 20),
-                probability: 0.6,
-            },
-            LabelPayload {
-                class_id: ((k + 1) % 20) as u32,
-                label: format!("class{}", (k + 1) % 20),
-                probability: 0.2,
-            },
+            LabelPayload { class_id: (k % 20) as u32, label: format!("class{}", k % 20), probability: 0.6 },
+            LabelPayload { class_id: ((k + 1) % 20) as u32, label: format!("class{}", (k + 1) % 20), probability: 0.2 },
         ],
         indexed_at: T0 + k * 1000,
         model: "efficientnet-lite0".into(),
@@ -62,12 +52,7 @@ fn payload_for(id: u64) -> Payload {
 
 fn dataset(seed: u64, ids: impl Iterator<Item = u64>) -> Vec<Point> {
     let mut rng = Rng(seed);
-    ids.map(|id| Point {
-        id,
-        vector: rng.unit_vector(DIM),
-        payload: payload_for(id),
-    })
-    .collect()
+    ids.map(|id| Point { id, vector: rng.unit_vector(DIM), payload: payload_for(id) }).collect()
 }
 
 /// Ids of `points` that match `f`, computed without the store.
@@ -84,9 +69,7 @@ fn expected(points: &[Point], f: &Filter) -> BTreeSet<u64> {
                 })
                 && f.indexed_from.is_none_or(|t| pl.indexed_at >= t)
                 && f.indexed_to.is_none_or(|t| pl.indexed_at <= t)
-                && f.label_any
-                    .as_ref()
-                    .is_none_or(|ids| pl.labels.iter().any(|l| ids.contains(&l.class_id)))
+                && f.label_any.as_ref().is_none_or(|ids| pl.labels.iter().any(|l| ids.contains(&l.class_id)))
         })
         .map(|p| p.id)
         .collect()
@@ -94,93 +77,20 @@ fn expected(points: &[Point], f: &Filter) -> BTreeSet<u64> {
 
 fn filters() -> Vec<(&'static str, Filter)> {
     vec![
-        (
-            "session 2",
-            Filter {
-                session_id: Some(2),
-                ..Default::default()
-            },
-        ),
-        (
-            "session 99 (second element of the array)",
-            Filter {
-                session_id: Some(99),
-                ..Default::default()
-            },
-        ),
-        (
-            "category 7",
-            Filter {
-                category_id: Some(7),
-                ..Default::default()
-            },
-        ),
-        (
-            "prefix /lib/s1",
-            Filter {
-                path_prefix: Some("/lib/s1".into()),
-                ..Default::default()
-            },
-        ),
-        (
-            "prefix /lib/s1/ (trailing slash)",
-            Filter {
-                path_prefix: Some("/lib/s1/".into()),
-                ..Default::default()
-            },
-        ),
-        (
-            "prefix /lib/s1/d2",
-            Filter {
-                path_prefix: Some("/lib/s1/d2".into()),
-                ..Default::default()
-            },
-        ),
-        (
-            "prefix /lib/s (not a directory)",
-            Filter {
-                path_prefix: Some("/lib/s".into()),
-                ..Default::default()
-            },
-        ),
-        (
-            "prefix /lib",
-            Filter {
-                path_prefix: Some("/lib".into()),
-                ..Default::default()
-            },
-        ),
-        (
-            "date range",
-            Filter {
-                indexed_from: Some(T0 + 50_000),
-                indexed_to: Some(T0 + 80_000),
-                ..Default::default()
-            },
-        ),
-        (
-            "date from",
-            Filter {
-                indexed_from: Some(T0 + 150_000),
-                ..Default::default()
-            },
-        ),
-        (
-            "labels 3|5",
-            Filter {
-                label_any: Some(vec![3, 5]),
-                ..Default::default()
-            },
-        ),
+        ("session 2", Filter { session_id: Some(2), ..Default::default() }),
+        ("session 99 (second element of the array)", Filter { session_id: Some(99), ..Default::default() }),
+        ("category 7", Filter { category_id: Some(7), ..Default::default() }),
+        ("prefix /lib/s1", Filter { path_prefix: Some("/lib/s1".into()), ..Default::default() }),
+        ("prefix /lib/s1/ (trailing slash)", Filter { path_prefix: Some("/lib/s1/".into()), ..Default::default() }),
+        ("prefix /lib/s1/d2", Filter { path_prefix: Some("/lib/s1/d2".into()), ..Default::default() }),
+        ("prefix /lib/s (not a directory)", Filter { path_prefix: Some("/lib/s".into()), ..Default::default() }),
+        ("prefix /lib", Filter { path_prefix: Some("/lib".into()), ..Default::default() }),
+        ("date range", Filter { indexed_from: Some(T0 + 50_000), indexed_to: Some(T0 + 80_000), ..Default::default() }),
+        ("date from", Filter { indexed_from: Some(T0 + 150_000), ..Default::default() }),
+        ("labels 3|5", Filter { label_any: Some(vec![3, 5]), ..Default::default() }),
         (
             "session+category+range",
-            Filter {
-                session_id: Some(1),
-                category_id: Some(7),
-                indexed_from: Some(T0 + 20_000),
-                indexed_to: Some(T0 + 160_000),
-                ..Default::default()
-            },
+            Filter { session_id: Some(1), category_id: Some(7), indexed_from: Some(T0 + 20_000), indexed_to: Some(T0 + 160_000), ..Default::default() },
         ),
     ]
 }
@@ -188,20 +98,10 @@ fn filters() -> Vec<(&'static str, Filter)> {
 async fn check_search_and_filters(store: &VectorStore, points: &[Point], stage: &str) {
     // Self-search: every 17th point finds itself first with cosine ≈ 1.
     for p in points.iter().step_by(17) {
-        let hits = store
-            .search(&p.vector, 3, 0, &Filter::default())
-            .await
-            .unwrap();
+        let hits = store.search(&p.vector, 3, 0, &Filter::default()).await.unwrap();
         assert_eq!(hits[0].id, p.id, "{stage}: self-search for {}", p.id);
-        assert!(
-            (hits[0].score - 1.0).abs() < 1e-3,
-            "{stage}: score {}",
-            hits[0].score
-        );
-        assert!(
-            hits[1].score < 0.5,
-            "{stage}: random vectors should be far apart"
-        );
+        assert!((hits[0].score - 1.0).abs() < 1e-3, "{stage}: score {}", hits[0].score);
+        assert!(hits[1].score < 0.5, "{stage}: random vectors should be far apart");
         assert_eq!(hits[0].payload, p.payload, "{stage}: payload of {}", p.id);
     }
     // Filters narrow exactly like the brute-force reference.
@@ -212,10 +112,7 @@ async fn check_search_and_filters(store: &VectorStore, points: &[Point], stage: 
         let got: BTreeSet<u64> = hits.iter().map(|h| h.id).collect();
         assert_eq!(got.len(), hits.len(), "{stage}/{name}: duplicate hits");
         assert_eq!(got, want, "{stage}/{name}");
-        assert!(
-            hits.windows(2).all(|w| w[0].score >= w[1].score),
-            "{stage}/{name}: not sorted"
-        );
+        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score), "{stage}/{name}: not sorted");
         if let Some(&k) = want.iter().nth(want.len() / 2) {
             let v = &points.iter().find(|p| p.id == k).unwrap().vector;
             let top = store.search(v, 1, 0, &f).await.unwrap();
@@ -224,18 +121,11 @@ async fn check_search_and_filters(store: &VectorStore, points: &[Point], stage: 
     }
     assert!(expected(points, &filters()[6].1).is_empty());
     // Pagination: offset continues where the previous page ended.
-    let all = store
-        .search(probe, 10, 0, &Filter::default())
-        .await
-        .unwrap();
+    let all = store.search(probe, 10, 0, &Filter::default()).await.unwrap();
     let p1 = store.search(probe, 5, 0, &Filter::default()).await.unwrap();
     let p2 = store.search(probe, 5, 5, &Filter::default()).await.unwrap();
     let paged: Vec<u64> = p1.iter().chain(&p2).map(|h| h.id).collect();
-    assert_eq!(
-        paged,
-        all.iter().map(|h| h.id).collect::<Vec<_>>(),
-        "{stage}: offset"
-    );
+    assert_eq!(paged, all.iter().map(|h| h.id).collect::<Vec<_>>(), "{stage}: offset");
 }
 
 /// The assertions shared by both backends. `points` is the current content of the store.
@@ -256,54 +146,19 @@ async fn exercise(store: &VectorStore, mut points: Vec<Point>) -> Vec<Point> {
     check_search_and_filters(store, &points, "fresh").await;
 
     // scroll_by_labels: all points having a label among the ids, filter applied, limit respected.
-    let got: BTreeSet<u64> = store
-        .scroll_by_labels(&[3], &Filter::default(), 1000)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.id)
-        .collect();
-    let want = expected(
-        &points,
-        &Filter {
-            label_any: Some(vec![3]),
-            ..Default::default()
-        },
-    );
+    let got: BTreeSet<u64> = store.scroll_by_labels(&[3], &Filter::default(), 1000).await.unwrap().iter().map(|r| r.id).collect();
+    let want = expected(&points, &Filter { label_any: Some(vec![3]), ..Default::default() });
     assert_eq!(got, want, "scroll_by_labels [3]");
     assert!(!want.is_empty());
-    let f = Filter {
-        category_id: Some(7),
-        ..Default::default()
-    };
+    let f = Filter { category_id: Some(7), ..Default::default() };
     let recs = store.scroll_by_labels(&[3, 4], &f, 1000).await.unwrap();
-    let want = expected(
-        &points,
-        &Filter {
-            label_any: Some(vec![3, 4]),
-            ..f.clone()
-        },
-    );
-    assert_eq!(
-        recs.iter().map(|r| r.id).collect::<BTreeSet<_>>(),
-        want,
-        "scroll_by_labels + filter"
-    );
+    let want = expected(&points, &Filter { label_any: Some(vec![3, 4]), ..f.clone() });
+    assert_eq!(recs.iter().map(|r| r.id).collect::<BTreeSet<_>>(), want, "scroll_by_labels + filter");
     for r in &recs {
         assert_eq!(r.payload.asset_id as u64, r.id);
     }
-    assert_eq!(
-        store.scroll_by_labels(&[3, 4], &f, 2).await.unwrap().len(),
-        2,
-        "limit"
-    );
-    assert!(
-        store
-            .scroll_by_labels(&[], &f, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(store.scroll_by_labels(&[3, 4], &f, 2).await.unwrap().len(), 2, "limit");
+    assert!(store.scroll_by_labels(&[], &f, 10).await.unwrap().is_empty());
 
     // Idempotent upsert: same ids again (new payload) → count unchanged, payload replaced.
     let mut again: Vec<Point> = points[..20].to_vec();
@@ -312,15 +167,8 @@ async fn exercise(store: &VectorStore, mut points: Vec<Point>) -> Vec<Point> {
     }
     store.upsert(again.clone()).await.unwrap();
     store.upsert(again.clone()).await.unwrap();
-    assert_eq!(
-        store.count().await.unwrap(),
-        N,
-        "re-upsert must not add points"
-    );
-    assert_eq!(
-        store.get(again[3].id).await.unwrap().unwrap().1.width,
-        Some(1)
-    );
+    assert_eq!(store.count().await.unwrap(), N, "re-upsert must not add points");
+    assert_eq!(store.get(again[3].id).await.unwrap().unwrap().1.width, Some(1));
     points[..20].clone_from_slice(&again);
 
     // Delete.
@@ -332,66 +180,32 @@ async fn exercise(store: &VectorStore, mut points: Vec<Point>) -> Vec<Point> {
     assert!(store.get(gone[0]).await.unwrap().is_none());
     let v = &dataset(7, BASE_ID..BASE_ID + N)[100].vector; // vector of a deleted point
     let hits = store.search(v, 5, 0, &Filter::default()).await.unwrap();
-    assert!(
-        hits.iter().all(|h| !gone.contains(&h.id)),
-        "deleted point still found"
-    );
+    assert!(hits.iter().all(|h| !gone.contains(&h.id)), "deleted point still found");
 
     // set_path: payload and prefix filter follow; the vector is kept.
     let moved = points[5].id;
     let old_dir = format!("/lib/s{}", (moved - BASE_ID) % 4);
     let (v_before, _) = store.get(moved).await.unwrap().unwrap();
-    store
-        .set_path(moved, "/moved/2025/trip/img.jpg")
-        .await
-        .unwrap();
+    store.set_path(moved, "/moved/2025/trip/img.jpg").await.unwrap();
     let (v_after, pl) = store.get(moved).await.unwrap().unwrap();
     assert_eq!(pl.path, "/moved/2025/trip/img.jpg");
     assert_eq!(v_before, v_after, "set_path must not touch the vector");
-    assert_eq!(
-        pl.labels, points[5].payload.labels,
-        "other payload fields kept"
-    );
+    assert_eq!(pl.labels, points[5].payload.labels, "other payload fields kept");
     for pre in ["/moved", "/moved/2025/", "/moved/2025/trip"] {
-        let f = Filter {
-            path_prefix: Some(pre.into()),
-            ..Default::default()
-        };
+        let f = Filter { path_prefix: Some(pre.into()), ..Default::default() };
         let hits = store.search(&points[0].vector, 50, 0, &f).await.unwrap();
-        assert_eq!(
-            hits.iter().map(|h| h.id).collect::<Vec<_>>(),
-            vec![moved],
-            "prefix {pre}"
-        );
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![moved], "prefix {pre}");
     }
-    let f = Filter {
-        path_prefix: Some(old_dir.clone()),
-        ..Default::default()
-    };
+    let f = Filter { path_prefix: Some(old_dir.clone()), ..Default::default() };
     let hits = store.search(&points[0].vector, 500, 0, &f).await.unwrap();
-    assert!(
-        hits.iter().all(|h| h.id != moved),
-        "old prefix {old_dir} still matches"
-    );
+    assert!(hits.iter().all(|h| h.id != moved), "old prefix {old_dir} still matches");
     points[5].payload.path = "/moved/2025/trip/img.jpg".into();
     store.set_path(777_777, "/nowhere/x.jpg").await.unwrap(); // missing id: no-op
     assert_eq!(store.count().await.unwrap(), N - 10);
 
     // Bad input is refused, not stored.
-    assert!(matches!(
-        store
-            .upsert(vec![Point {
-                id: 5,
-                vector: vec![0.1; 3],
-                payload: payload_for(BASE_ID)
-            }])
-            .await,
-        Err(VectorError::Invalid(_))
-    ));
-    assert!(matches!(
-        store.search(&[1.0; 7], 3, 0, &Filter::default()).await,
-        Err(VectorError::Invalid(_))
-    ));
+    assert!(matches!(store.upsert(vec![Point { id: 5, vector: vec![0.1; 3], payload: payload_for(BASE_ID) }]).await, Err(VectorError::Invalid(_))));
+    assert!(matches!(store.search(&[1.0; 7], 3, 0, &Filter::default()).await, Err(VectorError::Invalid(_))));
 
     check_search_and_filters(store, &points, "after updates").await;
     points
@@ -405,19 +219,9 @@ fn embedded_cfg(dir: &Path) -> VectorsConfig {
 async fn embedded_store_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = embedded_cfg(tmp.path());
-    let store = VectorStore::open(&cfg, "efficientnet-lite0", DIM)
-        .await
-        .unwrap();
-    assert!(
-        store.describe().starts_with("embedded qdrant-edge at "),
-        "{}",
-        store.describe()
-    );
-    assert!(
-        tmp.path()
-            .join("vectors/pixdex-efficientnet-lite0-1280")
-            .is_dir()
-    );
+    let store = VectorStore::open(&cfg, "efficientnet-lite0", DIM).await.unwrap();
+    assert!(store.describe().starts_with("embedded qdrant-edge at "), "{}", store.describe());
+    assert!(tmp.path().join("vectors/pixdex-efficientnet-lite0-1280").is_dir());
 
     // A second open of the same shard while the first is alive is refused.
     match VectorStore::open(&cfg, "efficientnet-lite0", DIM).await {
@@ -425,9 +229,7 @@ async fn embedded_store_end_to_end() {
         other => panic!("expected Locked, got {other:?}"),
     }
     // Another model/dimension is a separate shard.
-    let other = VectorStore::open(&cfg, "efficientnet-lite0", 8)
-        .await
-        .unwrap();
+    let other = VectorStore::open(&cfg, "efficientnet-lite0", 8).await.unwrap();
     assert_eq!(other.count().await.unwrap(), 0);
     drop(other);
 
@@ -438,14 +240,9 @@ async fn embedded_store_end_to_end() {
     drop(clone);
 
     // Reopen (EdgeShard::load): everything is still there.
-    let store = VectorStore::open(&cfg, "efficientnet-lite0", DIM)
-        .await
-        .unwrap();
+    let store = VectorStore::open(&cfg, "efficientnet-lite0", DIM).await.unwrap();
     assert_eq!(store.count().await.unwrap(), points.len() as u64);
-    assert_eq!(
-        store.get(points[5].id).await.unwrap().unwrap().1,
-        points[5].payload
-    );
+    assert_eq!(store.get(points[5].id).await.unwrap().unwrap().1, points[5].payload);
     check_search_and_filters(&store, &points, "reopened").await;
 
     // Build an HNSW index even on this small shard, then search again.
@@ -456,9 +253,7 @@ async fn embedded_store_end_to_end() {
     drop(store);
 
     // And the optimised shard loads too. No flush before the drop: Drop flushes.
-    let store = VectorStore::open(&cfg, "efficientnet-lite0", DIM)
-        .await
-        .unwrap();
+    let store = VectorStore::open(&cfg, "efficientnet-lite0", DIM).await.unwrap();
     check_search_and_filters(&store, &points, "optimized+reopened").await;
 }
 
@@ -474,10 +269,7 @@ async fn embedded_reopen_without_flush_replays_wal() {
     }
     let store = VectorStore::open(&cfg, "m", DIM).await.unwrap();
     assert_eq!(store.count().await.unwrap(), 49);
-    let hits = store
-        .search(&points[3].vector, 1, 0, &Filter::default())
-        .await
-        .unwrap();
+    let hits = store.search(&points[3].vector, 1, 0, &Filter::default()).await.unwrap();
     assert_eq!(hits[0].id, points[3].id);
 }
 
@@ -487,11 +279,7 @@ async fn embedded_wrong_dimension_on_disk_is_refused() {
     let cfg = embedded_cfg(tmp.path());
     drop(VectorStore::open(&cfg, "m", 16).await.unwrap());
     // Same directory name, different dimension recorded inside: rename the dir to fake it.
-    std::fs::rename(
-        tmp.path().join("vectors/pixdex-m-16"),
-        tmp.path().join("vectors/pixdex-m-32"),
-    )
-    .unwrap();
+    std::fs::rename(tmp.path().join("vectors/pixdex-m-16"), tmp.path().join("vectors/pixdex-m-32")).unwrap();
     match VectorStore::open(&cfg, "m", 32).await {
         Err(VectorError::Corrupt(msg)) => assert!(msg.contains("16"), "{msg}"),
         other => panic!("expected Corrupt, got {other:?}"),
@@ -501,9 +289,7 @@ async fn embedded_wrong_dimension_on_disk_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_optimize_while_writing_and_searching() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = VectorStore::open(&embedded_cfg(tmp.path()), "m", DIM)
-        .await
-        .unwrap();
+    let store = VectorStore::open(&embedded_cfg(tmp.path()), "m", DIM).await.unwrap();
     store.set_indexing_threshold_kb_for_tests(100);
     let first = dataset(21, 0..1500);
     for chunk in first.chunks(250) {
@@ -526,20 +312,14 @@ async fn embedded_optimize_while_writing_and_searching() {
         })
     };
     for p in first.iter().step_by(100) {
-        let hits = store
-            .search(&p.vector, 1, 0, &Filter::default())
-            .await
-            .unwrap();
+        let hits = store.search(&p.vector, 1, 0, &Filter::default()).await.unwrap();
         assert_eq!(hits[0].id, p.id, "search during optimize");
     }
     opt.await.unwrap().unwrap();
     writer.await.unwrap().unwrap();
     assert_eq!(store.count().await.unwrap(), 1800);
     for p in first.iter().step_by(97).chain(extra.iter().step_by(29)) {
-        let hits = store
-            .search(&p.vector, 1, 0, &Filter::default())
-            .await
-            .unwrap();
+        let hits = store.search(&p.vector, 1, 0, &Filter::default()).await.unwrap();
         assert_eq!(hits[0].id, p.id);
         assert!((hits[0].score - 1.0).abs() < 1e-3);
     }
@@ -549,23 +329,10 @@ async fn embedded_optimize_while_writing_and_searching() {
 
 #[tokio::test]
 async fn embedded_config_errors() {
-    let cfg = VectorsConfig {
-        path: PathBuf::new(),
-        ..VectorsConfig::embedded(Path::new("/x"))
-    };
-    assert!(matches!(
-        VectorStore::open(&cfg, "m", 4).await,
-        Err(VectorError::Config(_))
-    ));
-    let cfg = VectorsConfig {
-        backend: Backend::Qdrant,
-        url: None,
-        ..VectorsConfig::embedded(Path::new("/x"))
-    };
-    assert!(matches!(
-        VectorStore::open(&cfg, "m", 4).await,
-        Err(VectorError::Config(_))
-    ));
+    let cfg = VectorsConfig { path: PathBuf::new(), ..VectorsConfig::embedded(Path::new("/x")) };
+    assert!(matches!(VectorStore::open(&cfg, "m", 4).await, Err(VectorError::Config(_))));
+    let cfg = VectorsConfig { backend: Backend::Qdrant, url: None, ..VectorsConfig::embedded(Path::new("/x")) };
+    assert!(matches!(VectorStore::open(&cfg, "m", 4).await, Err(VectorError::Config(_))));
     assert_eq!("Qdrant".parse::<Backend>().unwrap(), Backend::Qdrant);
     assert!("sqlite".parse::<Backend>().is_err());
 }
@@ -579,18 +346,12 @@ fn dirs_and_prefixes() {
     assert_eq!(prefix_key("/"), "/");
     let p = payload_for(BASE_ID + 3);
     let j = payload_to_json(&p);
-    assert_eq!(
-        j["dirs"],
-        serde_json::json!(["/lib/s3/d3", "/lib/s3", "/lib", "/"])
-    );
+    assert_eq!(j["dirs"], serde_json::json!(["/lib/s3/d3", "/lib/s3", "/lib", "/"]));
     assert_eq!(j["labelIds"], serde_json::json!([3, 4]));
     assert_eq!(j["sessionIds"], serde_json::json!([1]));
     assert_eq!(payload_from_json(1, j).unwrap(), p);
     assert_eq!(sanitize_name("efficientnet lite/0"), "efficientnet_lite_0");
-    assert_eq!(
-        remote::redact_url("http://u:secret@host:6334/?k=v"),
-        "http://host:6334"
-    );
+    assert_eq!(remote::redact_url("http://u:secret@host:6334/?k=v"), "http://host:6334");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -599,10 +360,7 @@ async fn remote_store_end_to_end() {
         println!("SKIPPED vectors remote tests: set QDRANT_URL to run them");
         return;
     };
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     let cfg = VectorsConfig {
         backend: Backend::Qdrant,
         path: PathBuf::new(),
@@ -610,9 +368,7 @@ async fn remote_store_end_to_end() {
         api_key: std::env::var("QDRANT_API_KEY").ok(),
         collection_prefix: format!("pixdextest{}x{nonce}", std::process::id()),
     };
-    let store = VectorStore::open(&cfg, "efficientnet-lite0", DIM)
-        .await
-        .unwrap();
+    let store = VectorStore::open(&cfg, "efficientnet-lite0", DIM).await.unwrap();
     println!("remote tests against {}", store.describe());
     let result = tokio::spawn({
         let store = store.clone();
@@ -622,9 +378,7 @@ async fn remote_store_end_to_end() {
             store.optimize().await.unwrap();
             store.flush().await.unwrap();
             // "Reopen": a new client on the existing collection sees the same data.
-            let again = VectorStore::open(&cfg, "efficientnet-lite0", DIM)
-                .await
-                .unwrap();
+            let again = VectorStore::open(&cfg, "efficientnet-lite0", DIM).await.unwrap();
             assert_eq!(again.count().await.unwrap(), points.len() as u64);
             check_search_and_filters(&again, &points, "remote reopened").await;
         }

@@ -20,10 +20,10 @@ pub fn diff(disk: &[FileEntry], known: &[AssetFile], hints: &[(String, String)])
     let mut gone: Vec<&AssetFile> = known.iter().filter(|a| !disk_map.contains_key(&a.path)).collect();
     let mut new: HashSet<String> = disk_map.keys().filter(|p| !known_map.contains_key(p.as_str())).cloned().collect();
     for (path, f) in &disk_map {
-        if let Some(a) = known_map.get(path.as_str()) {
-            if a.size != f.size as i64 || a.modified_ms != f.modified_ms {
-                cs.changes.push((a.id, (*f).clone()));
-            }
+        if let Some(a) = known_map.get(path.as_str())
+            && (a.size != f.size as i64 || a.modified_ms != f.modified_ms)
+        {
+            cs.changes.push((a.id, (*f).clone()));
         }
     }
 
@@ -40,11 +40,7 @@ pub fn diff(disk: &[FileEntry], known: &[AssetFile], hints: &[(String, String)])
     for (from, to) in hints {
         let from_dir = format!("{from}/");
         gone.retain(|a| {
-            let target = if a.path == *from {
-                Some(to.clone())
-            } else {
-                a.path.strip_prefix(&from_dir).map(|rest| format!("{to}/{rest}"))
-            };
+            let target = if a.path == *from { Some(to.clone()) } else { a.path.strip_prefix(&from_dir).map(|rest| format!("{to}/{rest}")) };
             match target {
                 Some(t) if new.contains(&t) => {
                     rename(a, t, &mut cs, &mut new);
@@ -121,11 +117,8 @@ mod tests {
 
     #[test]
     fn hinted_directory_rename_keeps_ids() {
-        let cs = diff(
-            &[f("/r/b/x.jpg", 1, 1), f("/r/b/s/y.jpg", 1, 1)],
-            &[a(1, "/r/a/x.jpg", 1, 1), a(2, "/r/a/s/y.jpg", 1, 1)],
-            &[("/r/a".into(), "/r/b".into())],
-        );
+        let cs =
+            diff(&[f("/r/b/x.jpg", 1, 1), f("/r/b/s/y.jpg", 1, 1)], &[a(1, "/r/a/x.jpg", 1, 1), a(2, "/r/a/s/y.jpg", 1, 1)], &[("/r/a".into(), "/r/b".into())]);
         assert_eq!(cs.renames, vec![(1, "/r/b/x.jpg".into()), (2, "/r/b/s/y.jpg".into())]);
         assert!(cs.creates.is_empty() && cs.deletes.is_empty());
     }

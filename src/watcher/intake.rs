@@ -71,9 +71,7 @@ pub fn watch_root(root: &Path, mode: WatchMode, poll_interval: Duration, tx: &Se
                 Ok(()) => return (RootWatch::Native(w), None),
                 Err(e) => {
                     let why = match e.kind {
-                        notify::ErrorKind::MaxFilesWatch => {
-                            "the kernel refused more watches (raise fs.inotify.max_user_watches)".to_string()
-                        }
+                        notify::ErrorKind::MaxFilesWatch => "the kernel refused more watches (raise fs.inotify.max_user_watches)".to_string(),
                         _ => format!("native watching failed: {e}"),
                     };
                     tracing::warn!(root = %root.display(), reason = %why, "falling back to polling for this root");
@@ -109,9 +107,7 @@ pub fn paths_of(ev: &notify::Event) -> (Vec<PathBuf>, Option<(PathBuf, PathBuf)>
     use notify::event::{ModifyKind, RenameMode};
     match ev.kind {
         EventKind::Access(_) => (vec![], None),
-        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) if ev.paths.len() == 2 => {
-            (ev.paths.clone(), Some((ev.paths[0].clone(), ev.paths[1].clone())))
-        }
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) if ev.paths.len() == 2 => (ev.paths.clone(), Some((ev.paths[0].clone(), ev.paths[1].clone()))),
         _ => (ev.paths.clone(), None),
     }
 }

@@ -80,7 +80,11 @@ pub struct ScanReport {
 
 pub(crate) enum Control {
     /// Reconcile one directory now; `auto_train` queues jobs in every session selecting it.
-    Scan { dir: PathBuf, auto_train: bool, reply: tokio::sync::oneshot::Sender<Result<ScanReport, String>> },
+    Scan {
+        dir: PathBuf,
+        auto_train: bool,
+        reply: tokio::sync::oneshot::Sender<Result<ScanReport, String>>,
+    },
     Shutdown,
 }
 
@@ -121,9 +125,7 @@ impl Watcher {
     /// Reconcile one directory (inside the roots; the caller checks) right now.
     pub async fn scan(&self, dir: PathBuf, auto_train: bool) -> Result<ScanReport, String> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.control
-            .try_send(Control::Scan { dir, auto_train, reply })
-            .map_err(|_| "the watcher is busy with other scans; try again shortly".to_string())?;
+        self.control.try_send(Control::Scan { dir, auto_train, reply }).map_err(|_| "the watcher is busy with other scans; try again shortly".to_string())?;
         rx.await.map_err(|_| "the watcher stopped".to_string())?
     }
 

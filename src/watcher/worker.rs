@@ -175,9 +175,8 @@ impl Worker {
             self.dirty.remove(p);
         }
         // A rename is used once both of its ends have settled.
-        let (hints, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.hints)
-            .into_iter()
-            .partition(|(a, b)| !self.dirty.contains_key(a) && !self.dirty.contains_key(b));
+        let (hints, keep): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.hints).into_iter().partition(|(a, b)| !self.dirty.contains_key(a) && !self.dirty.contains_key(b));
         self.hints = keep;
         if let Err(e) = self.process(ready, hints, JobsFor::Live, 2) {
             tracing::error!(error = %e, "applying filesystem changes failed; the next reconcile retries");
@@ -280,14 +279,12 @@ impl Worker {
                         }
                     }
                 }
-                Ok(m) if m.is_file() => {
-                    if self.library.wants_file(s) {
-                        let f = crate::library::FileEntry { path: s.clone(), size: m.len(), modified_ms: crate::library::mtime_ms(&m) };
-                        if too_fresh(f.modified_ms) {
-                            fresh.insert(s.to_string_lossy().into_owned());
-                        } else {
-                            disk.push(f);
-                        }
+                Ok(m) if m.is_file() && self.library.wants_file(s) => {
+                    let f = crate::library::FileEntry { path: s.clone(), size: m.len(), modified_ms: crate::library::mtime_ms(&m) };
+                    if too_fresh(f.modified_ms) {
+                        fresh.insert(s.to_string_lossy().into_owned());
+                    } else {
+                        disk.push(f);
                     }
                 }
                 _ => {}
@@ -305,8 +302,7 @@ impl Worker {
             self.dirty.insert(PathBuf::from(p), t);
         }
 
-        let hint_strs: Vec<(String, String)> =
-            hints.iter().map(|(a, b)| (a.to_string_lossy().into_owned(), b.to_string_lossy().into_owned())).collect();
+        let hint_strs: Vec<(String, String)> = hints.iter().map(|(a, b)| (a.to_string_lossy().into_owned(), b.to_string_lossy().into_owned())).collect();
         let cs = super::diff(&disk, &known, &hint_strs);
         out.report.discovered = disk.len() as u64;
         out.report.settling = fresh.len() as u64;
@@ -357,11 +353,7 @@ fn match_targets(targets: &[JobTarget], touched: &[(i64, String)]) -> Vec<(i64, 
     let mut items = Vec::new();
     for (asset_id, path) in touched {
         for t in targets {
-            let inside = if t.is_root {
-                path.rsplit_once('/').is_some_and(|(parent, _)| parent == t.path)
-            } else {
-                path.starts_with(&format!("{}/", t.path))
-            };
+            let inside = if t.is_root { path.rsplit_once('/').is_some_and(|(parent, _)| parent == t.path) } else { path.starts_with(&format!("{}/", t.path)) };
             if inside && seen.insert((t.session_id, *asset_id)) {
                 items.push((t.session_id, t.subdirectory_id, *asset_id));
             }

@@ -26,7 +26,9 @@ async fn refused(d: &TestDaemon, id: i64, words: &str) -> Value {
     assert!(detail.contains(words), "detail {detail:?} should say {words:?}");
     assert_ne!(detail, format!("No assets found for session {id}"));
     let diag = r.body["diagnostics"].clone();
-    for k in ["totalSubdirectories", "selectedSubdirectories", "selectedWithImages", "imagesFound", "unsupportedFilesFound", "supportedExtensions", "suggestion"] {
+    for k in
+        ["totalSubdirectories", "selectedSubdirectories", "selectedWithImages", "imagesFound", "unsupportedFilesFound", "supportedExtensions", "suggestion"]
+    {
         assert!(!diag[k].is_null(), "diagnostics.{k} missing: {diag:?}");
     }
     assert!(!diag["suggestion"].as_str().unwrap().is_empty());
@@ -92,12 +94,7 @@ async fn four_cases_body(db: Db) {
 
     // Case 1 resolves itself once images appear: a start rediscovers subdirectories.
     write_images(&d.root, "bare/inner", 2, "png");
-    let none = d.get(&format!("{S}?status=pending&page_size=100")).await.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "none")
-        .unwrap()["id"]
+    let none = d.get(&format!("{S}?status=pending&page_size=100")).await.body["items"].as_array().unwrap().iter().find(|s| s["name"] == "none").unwrap()["id"]
         .as_i64()
         .unwrap();
     let r = d.action(none, "start").await;

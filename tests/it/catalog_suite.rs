@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pixdex::catalog::{Catalog, ChangeSet, CatalogError, NewSession, NewSubdir, SessionPatch, Stamp, Stamps};
+use pixdex::catalog::{Catalog, CatalogError, ChangeSet, NewSession, NewSubdir, SessionPatch, Stamp, Stamps};
 use pixdex::library::FileEntry;
 use pixdex::model::SessionStatus;
 
@@ -203,12 +203,7 @@ async fn concurrent_claims_body(db: Db) {
     let mut first_round = true;
     while remaining > 0 {
         let lease = Duration::from_secs(60);
-        let (a, b, d, e) = tokio::join!(
-            c.claim_jobs("a", 2, lease),
-            c.claim_jobs("b", 2, lease),
-            c.claim_jobs("d", 2, lease),
-            c.claim_jobs("e", 2, lease)
-        );
+        let (a, b, d, e) = tokio::join!(c.claim_jobs("a", 2, lease), c.claim_jobs("b", 2, lease), c.claim_jobs("d", 2, lease), c.claim_jobs("e", 2, lease));
         let round: Vec<_> = [a, b, d, e].into_iter().flat_map(|r| r.unwrap()).collect();
         assert_eq!(round.len(), remaining.min(8), "a round with {remaining} free jobs handed out {}", round.len());
         if first_round {

@@ -67,14 +67,9 @@ async fn reconciliation_body(db: Db) {
     assert_eq!(d.session(every).await["totalImages"], 3, "a restart does not queue jobs twice");
 
     // SIGHUP: the selection follows the file; a new session appears.
-    d.write_config(&(SESSIONS.replace("selected = [\"later\"]", "selected = [\"later\", \"dogs\"]")
-        + "\n[[sessions]]\nname = \"third\"\nroot = \"$ROOT\"\n"));
+    d.write_config(&(SESSIONS.replace("selected = [\"later\"]", "selected = [\"later\", \"dogs\"]") + "\n[[sessions]]\nname = \"third\"\nroot = \"$ROOT\"\n"));
     d.sighup();
-    assert!(
-        eventually(10, || async { by_name(&d).await.len() == 3 }).await,
-        "SIGHUP adds the new session: {:?}",
-        by_name(&d).await
-    );
+    assert!(eventually(10, || async { by_name(&d).await.len() == 3 }).await, "SIGHUP adds the new session: {:?}", by_name(&d).await);
     assert!(eventually(10, || async { subdirs(&d, picked).await.contains(&("dogs".into(), true)) }).await);
     // With dogs selected, the waiting session became admissible and the retry loop starts it.
     assert!(eventually(10, || async { d.session(picked).await["status"] == "running" }).await, "{:?}", d.session(picked).await);

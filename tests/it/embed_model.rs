@@ -11,9 +11,7 @@ use pixdex::embed::{DIM, DeviceChoice, Embedder, IMAGE_FLOATS, INPUT};
 use serde_json::Value;
 
 fn weights() -> PathBuf {
-    let p = std::env::var_os("PIXDEX_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(pixdex::embed::DEFAULT_WEIGHTS));
+    let p = std::env::var_os("PIXDEX_MODEL").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(pixdex::embed::DEFAULT_WEIGHTS));
     assert!(p.is_file(), "model weights missing at {}: run `scripts/fetch-model {}`", p.display(), p.display());
     p
 }

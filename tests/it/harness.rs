@@ -22,10 +22,9 @@ pub fn repo_dir() -> PathBuf {
 
 /// A 1×1 PNG.
 pub const PNG: &[u8] = &[
-    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00,
-    0x00, 0x01, 0x08, 0x02, 0x00, 0x00, 0x00, 0x90, 0x77, 0x53, 0xDE, 0x00, 0x00, 0x00, 0x0C, 0x49, 0x44, 0x41, 0x54, 0x08, 0xD7, 0x63,
-    0xF8, 0xCF, 0xC0, 0x00, 0x00, 0x03, 0x01, 0x01, 0x00, 0x18, 0xDD, 0x8D, 0xB0, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE,
-    0x42, 0x60, 0x82,
+    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x02,
+    0x00, 0x00, 0x00, 0x90, 0x77, 0x53, 0xDE, 0x00, 0x00, 0x00, 0x0C, 0x49, 0x44, 0x41, 0x54, 0x08, 0xD7, 0x63, 0xF8, 0xCF, 0xC0, 0x00, 0x00, 0x03, 0x01, 0x01,
+    0x00, 0x18, 0xDD, 0x8D, 0xB0, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,11 +170,8 @@ impl TestDaemon {
         );
         // Daemons run without the model unless a test asks for it ([model] in its extra TOML):
         // loading EfficientNet in every test daemon would only cost time.
-        let body = if extra_toml.contains("[model]") {
-            body
-        } else {
-            format!("{body}\n[model]\nweights = \"{}\"\n", self.dir.path().join("no-model.pth").display())
-        };
+        let body =
+            if extra_toml.contains("[model]") { body } else { format!("{body}\n[model]\nweights = \"{}\"\n", self.dir.path().join("no-model.pth").display()) };
         std::fs::write(&self.config_path, body).unwrap();
     }
 
@@ -200,10 +196,10 @@ impl TestDaemon {
         self.child = Some(child);
         let t = Instant::now();
         loop {
-            if let Ok(r) = self.client.get("/api/v1/health").await {
-                if r.status == 200 {
-                    return;
-                }
+            if let Ok(r) = self.client.get("/api/v1/health").await
+                && r.status == 200
+            {
+                return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("daemon exited with {status}:\n{}", self.log());
@@ -299,11 +295,7 @@ impl TestDaemon {
     /// Run `pixdex ctl --socket S ARGS…`; returns (exit code, stdout, stderr).
     pub fn ctl(&self, args: &[&str]) -> (i32, String, String) {
         let out = Command::new(BIN).arg("ctl").arg("--socket").arg(&self.socket).args(args).output().expect("run ctl");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
 
@@ -338,9 +330,7 @@ where
 
 /// The repository's model weights (`scripts/fetch-model`), or a panic saying how to get them.
 pub fn weights() -> PathBuf {
-    let p = std::env::var("PIXDEX_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo_dir().join("models/efficientnet-lite0.pth"));
+    let p = std::env::var("PIXDEX_MODEL").map(PathBuf::from).unwrap_or_else(|_| repo_dir().join("models/efficientnet-lite0.pth"));
     assert!(p.is_file(), "model weights missing at {}: run `scripts/fetch-model {}`", p.display(), p.display());
     p
 }
@@ -368,4 +358,22 @@ pub fn noise_png(path: &Path, w: u32, h: u32, seed: u32) {
     });
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     img.save(path).unwrap();
+}
+
+/// A free TCP port on loopback (bound and released; the daemon binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl TestDaemon {
+    /// A daemon that also listens on TCP (`daemon_lines` go into `[daemon]`, e.g. tcp_auth);
+    /// returns it and the listener's address.
+    pub async fn start_tcp(db: Db, daemon_lines: &str, extra_toml: &str, setup: impl FnOnce(&Path)) -> (TestDaemon, String) {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut d = Self::prepare(db, extra_toml, "", setup).await;
+        d.daemon_extra = format!("listen = \"{addr}\"\n{daemon_lines}");
+        d.write_config(extra_toml);
+        d.spawn().await;
+        (d, addr)
+    }
 }

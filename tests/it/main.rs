@@ -4,9 +4,11 @@
 mod harness;
 
 mod admission;
+mod browser;
 mod catalog_suite;
 mod config_sessions;
 mod embed_model;
 mod pipeline;
 mod sessions_api;
 mod watcher;
+mod web_api;

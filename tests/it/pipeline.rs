@@ -71,10 +71,13 @@ async fn indexes_and_searches_body(db: Db) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn indexes_and_searches_on_qdrant_server() {
     let Ok(url) = std::env::var("QDRANT_URL") else {
-        eprintln!("SKIPPED pipeline::indexes_and_searches_on_qdrant_server: set QDRANT_URL (e.g. http://localhost:6334) to run the search suite on a Qdrant server");
+        eprintln!(
+            "SKIPPED pipeline::indexes_and_searches_on_qdrant_server: set QDRANT_URL (e.g. http://localhost:6334) to run the search suite on a Qdrant server"
+        );
         return;
     };
-    let mut toml = format!("\n[vectors]\nbackend = \"qdrant\"\nurl = \"{url}\"\ncollection_prefix = \"pixdex_t{}_{}\"\n", std::process::id(), pixdex::model::now_ms());
+    let mut toml =
+        format!("\n[vectors]\nbackend = \"qdrant\"\nurl = \"{url}\"\ncollection_prefix = \"pixdex_t{}_{}\"\n", std::process::id(), pixdex::model::now_ms());
     if let Ok(key) = std::env::var("QDRANT_API_KEY") {
         toml.push_str(&format!("api_key = \"{key}\"\n"));
     }
@@ -92,7 +95,10 @@ async fn indexes_and_searches_with(db: Db, vectors_toml: &str) {
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert!(r.body["hint"].as_str().unwrap().contains("nothing is indexed"), "{:?}", r.body);
 
-    let id = d.create(json!({"name": "all", "rootPath": root, "categoryId": 7})).await;
+    let cat = d.post("/api/v1/categories", Some(json!({"name": "Seven"}))).await;
+    assert_eq!(cat.status, 201, "{:?}", cat.body);
+    let cat = cat.body["id"].as_i64().unwrap();
+    let id = d.create(json!({"name": "all", "rootPath": root, "categoryId": cat})).await;
     let before_start = chrono::Utc::now();
     assert_eq!(d.action(id, "start").await.status, 200);
     let s = wait_status(&d, id, "completed", 120).await;
@@ -150,10 +156,10 @@ async fn indexes_and_searches_with(db: Db, vectors_toml: &str) {
     let hits = |r: &Value| r["results"].as_array().unwrap().len();
     let r = d.post("/api/v1/search/image", Some(json!({"path": coffee, "limit": 20, "filters": {"sessionId": id}}))).await.body;
     assert_eq!(hits(&r), 10, "{r:?}");
-    // Category: the session's (7) keeps everything, another none.
-    let r = d.post("/api/v1/search/image", Some(json!({"path": coffee, "limit": 20, "filters": {"categoryId": 7}}))).await.body;
+    // Category: the session's keeps everything, another none.
+    let r = d.post("/api/v1/search/image", Some(json!({"path": coffee, "limit": 20, "filters": {"categoryId": cat}}))).await.body;
     assert_eq!(hits(&r), 10, "{r:?}");
-    let r = d.post("/api/v1/search", Some(json!({"query": "espresso", "filters": {"categoryId": 8}}))).await.body;
+    let r = d.post("/api/v1/search", Some(json!({"query": "espresso", "filters": {"categoryId": cat + 1}}))).await.body;
     assert_eq!(hits(&r), 0, "{r:?}");
     // Indexed date range: everything was indexed between the start and the completion.
     let (from, to) = (before_start.to_rfc3339(), after_done.timestamp_millis());

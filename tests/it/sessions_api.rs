@@ -24,10 +24,15 @@ async fn crud_and_listing_body(db: Db) {
     let root = d.root.display().to_string();
 
     // Created without subdirectories: those holding images are discovered and selected.
-    let id = d.create(json!({"name": "first", "rootPath": root, "categoryId": 7, "config": {"batch": 8}})).await;
+    let cat = d.post("/api/v1/categories", Some(json!({"name": "Trips"}))).await.body["id"].as_i64().unwrap();
+    let id = d.create(json!({"name": "first", "rootPath": root, "categoryId": cat, "config": {"batch": 8}})).await;
     let s = d.session(id).await;
     assert_eq!(s["status"], "pending");
-    assert_eq!(s["categoryId"], 7);
+    assert_eq!(s["categoryId"], cat);
+    // An unknown category is refused with the fix; none given → the default category.
+    let r = d.post(S, Some(json!({"name": "nocat", "rootPath": root, "categoryId": 999}))).await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(r.detail().contains("categoryId 999") && r.body["message"] == r.body["detail"], "{:?}", r.body);
     assert_eq!(s["config"]["batch"], 8);
     assert_eq!(s["source"], "api");
     let subs = d.get(&format!("{S}/{id}/subdirectories")).await;
@@ -63,8 +68,11 @@ async fn crud_and_listing_body(db: Db) {
 
     // PATCH: name, category (and clearing it), config.
     let r = d.patch(&format!("{S}/{id}"), json!({"name": "renamed", "categoryId": 9, "config": {"k": 1}})).await;
+    assert_eq!(r.status, 400, "category 9 does not exist: {:?}", r.body);
+    let nine = d.post("/api/v1/categories", Some(json!({"name": "Nine"}))).await.body["id"].as_i64().unwrap();
+    let r = d.patch(&format!("{S}/{id}"), json!({"name": "renamed", "categoryId": nine, "config": {"k": 1}})).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!((r.body["name"].as_str(), r.body["categoryId"].as_i64()), (Some("renamed"), Some(9)));
+    assert_eq!((r.body["name"].as_str(), r.body["categoryId"].as_i64()), (Some("renamed"), Some(nine)));
     let r = d.patch(&format!("{S}/{id}"), json!({"categoryId": null})).await;
     assert!(r.body["categoryId"].is_null());
     assert_eq!(r.body["name"], "renamed", "absent fields are left alone");
@@ -330,12 +338,8 @@ async fn scan_directory_body(db: Db) {
     write_images(&d.root, ".", 1, "webp");
     let r = d.post("/api/v1/training/directories/scan", Some(json!({"rootPath": root, "recursive": true}))).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let names: Vec<(String, i64)> = r.body["subdirectories"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["name"].as_str().unwrap().to_string(), s["imageCount"].as_i64().unwrap()))
-        .collect();
+    let names: Vec<(String, i64)> =
+        r.body["subdirectories"].as_array().unwrap().iter().map(|s| (s["name"].as_str().unwrap().to_string(), s["imageCount"].as_i64().unwrap())).collect();
     assert_eq!(names, [(".".into(), 1), ("a".into(), 2), ("b".into(), 1), ("empty".into(), 0), ("notes".into(), 0)]);
     assert_eq!(r.body["totalImages"], 4);
     let r = d.post("/api/v1/training/directories/scan", Some(json!({"rootPath": root, "recursive": false}))).await;
@@ -384,10 +388,15 @@ async fn socket_and_tcp_body(db: Db) {
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("daemon ok"), "{out:?}");
     let tcp = pixdex::api::client::Client::new(pixdex::api::client::Endpoint::Tcp(format!("127.0.0.1:{port}")));
     let id = d.create(json!({"name": "over-socket", "rootPath": d.root.display().to_string()})).await;
+    // TCP is token-protected by default: the token generated at first start is in data_dir.
+    assert_eq!(tcp.get(&format!("{S}/{id}")).await.unwrap().status, 401);
+    let token = std::fs::read_to_string(d.dir.path().join("data/token")).unwrap().trim().to_string();
+    let tcp = tcp.with_token(Some(token));
     let r = tcp.get(&format!("{S}/{id}")).await.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.body["name"], "over-socket");
-    let (code, out, err) = d.ctl(&["sessions", "create", "--name", "by-ctl", "--root", &d.root.display().to_string(), "--subdir", "a", "--session-config", "{\"k\": 1}"]);
+    let (code, out, err) =
+        d.ctl(&["sessions", "create", "--name", "by-ctl", "--root", &d.root.display().to_string(), "--subdir", "a", "--session-config", "{\"k\": 1}"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("by-ctl") && out.contains("pending"), "{out}");
     let (code, out, _) = d.ctl(&["subdirs", "list", &(id + 1).to_string()]);

@@ -1,0 +1,37 @@
+//! Thumbnails for the web apps: a 12 MP (4000x3000) JPEG to a 256 px JPEG, cold (DCT-scaled
+//! decode + resize + encode) and cached (read from `data_dir/thumbs`). One thread.
+use criterion::{Criterion, criterion_group, criterion_main};
+use pixdex::decode::DecodeLimits;
+use pixdex::thumbs::{Thumbs, render};
+
+fn photo_like(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        let t = (x.wrapping_mul(2654435761) ^ y.wrapping_mul(40503)) >> 28;
+        image::Rgb([
+            ((x * 255 / w) as u8).wrapping_add(t as u8),
+            ((y * 255 / h) as u8).wrapping_add(t as u8),
+            (((x + y) * 255 / (w + h)) as u8).wrapping_sub(t as u8),
+        ])
+    });
+    let mut out = Vec::new();
+    img.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 88)).unwrap();
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("12mp.jpg");
+    std::fs::write(&path, photo_like(4000, 3000)).unwrap();
+    let limits = DecodeLimits::default();
+    let thumbs = Thumbs::new(dir.path(), &limits);
+    thumbs.get(1, &path, 1, 1).unwrap();
+
+    let mut g = c.benchmark_group("thumbnail_12mp_jpeg");
+    g.sample_size(20);
+    g.bench_function("cold_render", |b| b.iter(|| render(&path, &limits).unwrap()));
+    g.bench_function("cached", |b| b.iter(|| thumbs.get(1, &path, 1, 1).unwrap()));
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

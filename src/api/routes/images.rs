@@ -1,0 +1,205 @@
+//! Images and assets: thumbnails (cached, ETag), the original bytes of a catalogued asset
+//! (never an arbitrary path: the catalog names the file, and it must still resolve inside the
+//! library roots), batch thumbnails as data URLs, and asset listings.
+
+use std::path::Path;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::super::compat;
+use super::super::extract::{Body, Id, Q};
+use super::super::{ApiError, ApiResult, AppState, St, ok};
+use crate::catalog::AssetRow;
+use crate::library::LibraryError;
+use crate::sessions::SessionError;
+
+/// The SVG placeholder for an image that cannot be shown, with the reason in a header.
+pub(crate) fn placeholder(reason: &str) -> Response {
+    let one_line: String = reason.chars().filter(|c| !c.is_control()).take(300).collect();
+    let mut r = ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-store")], crate::thumbs::placeholder_svg(reason)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&one_line.replace(|c: char| !c.is_ascii(), "?")) {
+        r.headers_mut().insert("x-pixdex-image-error", v);
+    }
+    r
+}
+
+async fn asset_or_404(st: &AppState, id: i64) -> Result<AssetRow, ApiError> {
+    st.sessions
+        .catalog()
+        .asset(id)
+        .await
+        .map_err(SessionError::from)?
+        .ok_or_else(|| ApiError::NotFound(format!("Asset {id} not found (it was never catalogued, or its file was deleted)")))
+}
+
+/// The asset's file, re-checked against the roots (a symlink swapped in since cataloguing
+/// cannot lead out).
+fn asset_file(st: &AppState, a: &AssetRow) -> Result<std::path::PathBuf, ApiError> {
+    st.sessions.library().resolve_file(Path::new(&a.asset.path)).map_err(|e| match e {
+        LibraryError::NotFound { .. } => ApiError::NotFound(format!("Original image not found: {} (the watcher will drop it from the catalog)", a.asset.path)),
+        e => SessionError::from(e).into(),
+    })
+}
+
+fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+}
+
+/// `GET /api/v1/images/{id}/thumbnail`: 256 px JPEG; a file that cannot be decoded gets a
+/// placeholder (200, `x-pixdex-image-error` says why, with the job's failure when there is one).
+pub(crate) async fn thumbnail(State(st): St, Id(id): Id, headers: HeaderMap) -> ApiResult {
+    let a = asset_or_404(&st, id).await?;
+    let file = asset_file(&st, &a)?;
+    let meta = std::fs::metadata(&file).map_err(|e| ApiError::NotFound(format!("Original image not found: {} ({e})", a.asset.path)))?;
+    let (size, mtime) = (meta.len() as i64, crate::library::mtime_ms(&meta));
+    let etag = format!("\"{id}-{size}-{mtime}\"");
+    if not_modified(&headers, &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    let thumbs = st.thumbs.clone();
+    let got =
+        tokio::task::spawn_blocking(move || thumbs.get(id, &file, size, mtime)).await.map_err(|e| ApiError::Internal(format!("thumbnail panicked: {e}")))?;
+    match got {
+        Ok(t) => {
+            Ok(([(header::CONTENT_TYPE, "image/jpeg".to_string()), (header::ETAG, t.etag), (header::CACHE_CONTROL, "private, no-cache".to_string())], t.bytes)
+                .into_response())
+        }
+        Err(crate::thumbs::ThumbError::Decode(e)) => {
+            let job = st.sessions.catalog().asset_failure(id).await.ok().flatten();
+            let reason = match job {
+                Some(j) => format!("{e} (indexing failed: {j})"),
+                None => e.to_string(),
+            };
+            Ok(placeholder(&reason))
+        }
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
+}
+
+/// The content type from the file's first bytes (never from its name).
+fn sniff_type(head: &[u8]) -> &'static str {
+    if head.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        "image/jpeg"
+    } else if head.starts_with(b"\x89PNG\r\n\x1a\n") {
+        "image/png"
+    } else if head.len() >= 12 && &head[0..4] == b"RIFF" && &head[8..12] == b"WEBP" {
+        "image/webp"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+/// `GET /api/v1/images/{id}/full`: the catalogued file's bytes.
+pub(crate) async fn full(State(st): St, Id(id): Id, headers: HeaderMap) -> ApiResult {
+    let a = asset_or_404(&st, id).await?;
+    let file = asset_file(&st, &a)?;
+    let limit = st.search.limits().max_file_bytes;
+    let meta = std::fs::metadata(&file).map_err(|e| ApiError::NotFound(format!("Original image not found: {} ({e})", a.asset.path)))?;
+    let etag = format!("\"f{id}-{}-{}\"", meta.len(), crate::library::mtime_ms(&meta));
+    if not_modified(&headers, &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    if meta.len() > limit {
+        return Err(ApiError::PayloadTooLarge(format!("{} is {} bytes, over pipeline.max_file_bytes ({limit})", a.asset.path, meta.len())));
+    }
+    let bytes = tokio::task::spawn_blocking(move || std::fs::read(&file))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::NotFound(format!("Original image not readable: {} ({e})", a.asset.path)))?;
+    let ct = sniff_type(&bytes[..bytes.len().min(16)]);
+    Ok(([(header::CONTENT_TYPE, ct.to_string()), (header::ETAG, etag), (header::CACHE_CONTROL, "private, no-cache".to_string())], bytes).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct BatchBody {
+    asset_ids: Vec<i64>,
+}
+
+/// `POST /api/v1/images/thumbnails/batch`: `{assetIds}` (1–100) → data URLs.
+pub(crate) async fn thumbnails_batch(State(st): St, Body(b): Body<BatchBody>) -> ApiResult {
+    if b.asset_ids.is_empty() || b.asset_ids.len() > 100 {
+        return Err(ApiError::Unprocessable(json!({"detail": format!("assetIds must list 1 to 100 ids, got {}", b.asset_ids.len())})));
+    }
+    let mut thumbs = Map::new();
+    let mut not_found = Vec::new();
+    for id in b.asset_ids {
+        let got = match st.sessions.catalog().asset(id).await.map_err(SessionError::from)? {
+            Some(a) => match asset_file(&st, &a) {
+                Ok(file) => {
+                    let meta = std::fs::metadata(&file).ok();
+                    let (size, mtime) = meta.map(|m| (m.len() as i64, crate::library::mtime_ms(&m))).unwrap_or((a.asset.file_size, a.asset.file_modified_at));
+                    let t = st.thumbs.clone();
+                    tokio::task::spawn_blocking(move || t.get(id, &file, size, mtime).ok()).await.ok().flatten()
+                }
+                Err(_) => None,
+            },
+            None => None,
+        };
+        match got {
+            Some(t) => {
+                thumbs.insert(id.to_string(), json!(format!("data:image/jpeg;base64,{}", base64(&t.bytes))));
+            }
+            None => {
+                thumbs.insert(id.to_string(), Value::Null);
+                not_found.push(id);
+            }
+        }
+    }
+    ok(json!({"thumbnails": thumbs, "found": thumbs.len() - not_found.len(), "notFound": not_found}))
+}
+
+fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        out.push(T[(n >> 18) as usize & 63] as char);
+        out.push(T[(n >> 12) as usize & 63] as char);
+        out.push(if c.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
+        out.push(if c.len() > 2 { T[n as usize & 63] as char } else { '=' });
+    }
+    out
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AssetParams {
+    page: Option<i64>,
+    page_size: Option<i64>,
+    path_prefix: Option<String>,
+}
+
+pub(crate) async fn list_assets(State(st): St, Q(p): Q<AssetParams>) -> ApiResult {
+    let page = p.page.unwrap_or(1);
+    let page_size = p.page_size.unwrap_or(50);
+    if !(1..=1_000_000_000).contains(&page) || !(1..=1000).contains(&page_size) {
+        return Err(ApiError::BadRequest(format!("page must be between 1 and 10^9 and page_size between 1 and 1000 (got {page}, {page_size})")));
+    }
+    let under = match p.path_prefix.as_deref().filter(|s| !s.trim().is_empty()) {
+        Some(d) => Some(st.sessions.library().resolve_dir(Path::new(d)).map_err(SessionError::from)?.to_string_lossy().into_owned()),
+        None => None,
+    };
+    let (items, total) = st.sessions.catalog().list_assets(under.as_deref(), page_size, (page - 1) * page_size).await.map_err(SessionError::from)?;
+    let items: Vec<Value> = items.iter().map(compat::asset).collect();
+    ok(json!({"items": items, "total": total, "page": page, "pageSize": page_size, "hasMore": page * page_size < total}))
+}
+
+pub(crate) async fn get_asset(State(st): St, Id(id): Id) -> ApiResult {
+    ok(compat::asset(&asset_or_404(&st, id).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_rfc4648() {
+        assert_eq!(super::base64(b""), "");
+        assert_eq!(super::base64(b"f"), "Zg==");
+        assert_eq!(super::base64(b"fo"), "Zm8=");
+        assert_eq!(super::base64(b"foobar"), "Zm9vYmFy");
+    }
+}

@@ -1,0 +1,79 @@
+//! `GET /api/v1/library`: each root with its watcher mode and the tree of folders that hold
+//! catalogued images, with image and indexed counts and the last index time.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use axum::extract::State;
+use serde::Serialize;
+
+use super::super::{ApiResult, St, ok};
+use crate::catalog::rows_ts;
+use crate::sessions::SessionError;
+
+#[derive(Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Dir {
+    path: String,
+    name: String,
+    depth: usize,
+    image_count: u64,
+    indexed_count: u64,
+    last_indexed_at: Option<String>,
+    #[serde(skip)]
+    last_ms: Option<i64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Root {
+    path: String,
+    watch_mode: String,
+    note: Option<String>,
+    image_count: u64,
+    indexed_count: u64,
+    last_indexed_at: Option<String>,
+    directories: Vec<Dir>,
+}
+
+pub(crate) async fn overview(State(st): St) -> ApiResult {
+    let assets = st.sessions.catalog().asset_index_times().await.map_err(SessionError::from)?;
+    let watcher = st.watcher.status().await;
+    let mut roots = Vec::new();
+    for root in st.sessions.library().roots() {
+        let root_s = root.to_string_lossy().into_owned();
+        let (mode, note) = watcher.roots.iter().find(|r| r.path == root_s).map(|r| (r.mode.clone(), r.note.clone())).unwrap_or(("off".into(), None));
+        let mut dirs: BTreeMap<String, Dir> = BTreeMap::new();
+        let (mut images, mut indexed, mut last) = (0u64, 0u64, None::<i64>);
+        for (path, at) in &assets {
+            let Ok(rel) = Path::new(path).strip_prefix(&root) else { continue };
+            images += 1;
+            indexed += at.is_some() as u64;
+            last = last.max(*at);
+            // Every folder between the root and the file gets the image.
+            let mut acc = root.clone();
+            let comps: Vec<_> = rel.components().collect();
+            for (depth, c) in comps.iter().take(comps.len().saturating_sub(1)).enumerate() {
+                acc.push(c);
+                let d = dirs.entry(acc.to_string_lossy().into_owned()).or_insert_with(|| Dir {
+                    path: acc.to_string_lossy().into_owned(),
+                    name: c.as_os_str().to_string_lossy().into_owned(),
+                    depth: depth + 1,
+                    ..Default::default()
+                });
+                d.image_count += 1;
+                d.indexed_count += at.is_some() as u64;
+                d.last_ms = d.last_ms.max(*at);
+            }
+        }
+        let directories = dirs
+            .into_values()
+            .map(|mut d| {
+                d.last_indexed_at = d.last_ms.map(rows_ts);
+                d
+            })
+            .collect();
+        roots.push(Root { path: root_s, watch_mode: mode, note, image_count: images, indexed_count: indexed, last_indexed_at: last.map(rows_ts), directories });
+    }
+    ok(serde_json::json!({"roots": roots}))
+}

@@ -1,0 +1,222 @@
+//! Sessions, their subdirectories and jobs, directory scans, the watcher and the pipeline:
+//! pixdex's own routes under `/api/v1/training`.
+
+use axum::Json;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::super::extract::{Body, Id, Q};
+use super::super::{ApiError, ApiResult, St, ok};
+use crate::catalog::SessionPatch;
+use crate::model::{JobStatus, SessionStatus};
+use crate::sessions::CreateSession;
+use axum::extract::State;
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListParams {
+    page: Option<i64>,
+    page_size: Option<i64>,
+    status: Option<String>,
+}
+
+pub(crate) async fn list_sessions(State(st): St, Q(p): Q<ListParams>) -> ApiResult {
+    let page = p.page.unwrap_or(1);
+    let page_size = p.page_size.unwrap_or(20);
+    if !(1..=1_000_000_000).contains(&page) {
+        return Err(ApiError::BadRequest(format!("page must be between 1 and 10^9, got {page}")));
+    }
+    if !(1..=100).contains(&page_size) {
+        return Err(ApiError::BadRequest(format!("page_size must be between 1 and 100, got {page_size}")));
+    }
+    let status = match p.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(SessionStatus::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "status {s:?} is not a session status; use one of {}",
+                SessionStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })?),
+    };
+    let (items, total) = st.sessions.catalog().list_sessions(status, page_size, (page - 1) * page_size).await.map_err(crate::sessions::SessionError::from)?;
+    ok(json!({
+        "items": items,
+        "total": total,
+        "page": page,
+        "pageSize": page_size,
+        "hasMore": page * page_size < total,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct CreateBody {
+    name: String,
+    #[serde(alias = "root_path")]
+    root_path: String,
+    #[serde(alias = "category_id")]
+    category_id: Option<i64>,
+    subdirectories: Option<Vec<String>>,
+    config: Option<Value>,
+    auto_start: Option<bool>,
+    live: Option<bool>,
+}
+
+pub(crate) async fn create_session(State(st): St, Body(b): Body<CreateBody>) -> ApiResult {
+    let s = st
+        .sessions
+        .create(
+            CreateSession {
+                name: b.name,
+                root_path: b.root_path,
+                category_id: b.category_id,
+                subdirectories: b.subdirectories,
+                config: b.config,
+                auto_start: b.auto_start.unwrap_or(false),
+                live: b.live.unwrap_or(true),
+            },
+            "api",
+        )
+        .await?;
+    Ok((axum::http::StatusCode::CREATED, Json(s)).into_response())
+}
+
+pub(crate) async fn get_session(State(st): St, Id(id): Id) -> ApiResult {
+    ok(st.sessions.get(id).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct PatchBody {
+    name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    category_id: Option<Option<i64>>,
+    config: Option<Value>,
+    live: Option<bool>,
+    auto_start: Option<bool>,
+}
+
+/// `absent` → None, `null` → Some(None), `5` → Some(Some(5)).
+fn double_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Ok(Some(Option::<i64>::deserialize(d)?))
+}
+
+pub(crate) async fn patch_session(State(st): St, Id(id): Id, Body(b): Body<PatchBody>) -> ApiResult {
+    let patch = SessionPatch { name: b.name, category_id: b.category_id, config: b.config, live: b.live, auto_start: b.auto_start };
+    ok(st.sessions.update(id, patch).await?)
+}
+
+pub(crate) async fn delete_session(State(st): St, Id(id): Id) -> ApiResult {
+    ok(st.sessions.delete(id).await?)
+}
+
+pub(crate) async fn get_subdirs(State(st): St, Id(id): Id) -> ApiResult {
+    ok(st.sessions.subdirectories(id).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SelectionItem {
+    id: i64,
+    selected: bool,
+}
+
+pub(crate) async fn patch_subdirs(State(st): St, Id(id): Id, Body(items): Body<Vec<SelectionItem>>) -> ApiResult {
+    let changes: Vec<(i64, bool)> = items.iter().map(|i| (i.id, i.selected)).collect();
+    ok(st.sessions.select(id, &changes).await?)
+}
+
+pub(crate) async fn start(State(st): St, Id(id): Id) -> ApiResult {
+    ok(st.sessions.start(id).await?)
+}
+
+pub(crate) async fn pause(State(st): St, Id(id): Id) -> ApiResult {
+    ok(st.sessions.pause(id).await?)
+}
+
+pub(crate) async fn cancel(State(st): St, Id(id): Id) -> ApiResult {
+    ok(st.sessions.cancel(id).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RestartParams {
+    failed_only: Option<bool>,
+}
+
+pub(crate) async fn restart(State(st): St, Id(id): Id, Q(p): Q<RestartParams>) -> ApiResult {
+    ok(st.sessions.restart(id, p.failed_only.unwrap_or(false)).await?)
+}
+
+pub(crate) async fn validate(State(st): St, Id(id): Id) -> ApiResult {
+    let a = st.sessions.validate(id).await?;
+    ok(json!({"sessionId": id, "canStart": a.can_start, "detail": a.detail, "diagnostics": a.diagnostics}))
+}
+
+pub(crate) async fn progress(State(st): St, Id(id): Id) -> ApiResult {
+    ok(st.sessions.progress(id).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JobParams {
+    status: Option<String>,
+    page: Option<i64>,
+    page_size: Option<i64>,
+}
+
+pub(crate) async fn jobs(State(st): St, Id(id): Id, Q(p): Q<JobParams>) -> ApiResult {
+    let page = p.page.unwrap_or(1);
+    let page_size = p.page_size.unwrap_or(50);
+    if !(1..=1_000_000_000).contains(&page) || !(1..=1000).contains(&page_size) {
+        return Err(ApiError::BadRequest(format!("page must be between 1 and 10^9 and page_size between 1 and 1000 (got {page}, {page_size})")));
+    }
+    let status = match p.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "status {s:?} is not a job status; use one of {}",
+                JobStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })?),
+    };
+    let (items, total) = st.sessions.jobs(id, status, page_size, (page - 1) * page_size).await?;
+    let items: Vec<Value> = items.iter().map(super::super::compat::job).collect();
+    ok(json!({"items": items, "total": total, "page": page, "pageSize": page_size, "hasMore": page * page_size < total}))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watcher
+// ---------------------------------------------------------------------------------------------
+
+pub(crate) async fn watcher_status(State(st): St) -> ApiResult {
+    ok(st.watcher.status().await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IncrementalParams {
+    directory: Option<String>,
+    auto_train: Option<bool>,
+}
+
+pub(crate) async fn scan_incremental(State(st): St, Q(p): Q<IncrementalParams>) -> ApiResult {
+    let dir = p
+        .directory
+        .filter(|d| !d.trim().is_empty())
+        .ok_or_else(|| ApiError::BadRequest("the directory query parameter is required, e.g. ?directory=/photos/2024&auto_train=false".into()))?;
+    let canon = st.sessions.library().resolve_dir(std::path::Path::new(&dir)).map_err(crate::sessions::SessionError::from)?;
+    let report = st.watcher.scan(canon, p.auto_train.unwrap_or(false)).await.map_err(ApiError::Internal)?;
+    ok(report)
+}
+
+pub(crate) async fn pipeline_status(State(st): St) -> ApiResult {
+    let mut v = serde_json::to_value(st.pipeline.status()).unwrap_or_default();
+    v["points"] = json!(st.pipeline.points().await);
+    ok(v)
+}

@@ -1,0 +1,59 @@
+//! The web app's whole journey in a real browser: Debian's headless Chromium driven by
+//! `tests/browser/journey.mjs` (puppeteer-core; nothing downloads a browser). `.ci/run`
+//! installs Chromium and the script's npm packages and sets `PIXDEX_REQUIRE_BROWSER=1`; without
+//! them the test says SKIPPED. `PIXDEX_SHOTS=DIR` keeps the screenshots (README's pictures).
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::harness::{Db, TestDaemon, model_toml, repo_dir, sample};
+
+fn browser_ready() -> Result<(), String> {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !Path::new(&chromium).exists() {
+        return Err(format!("no Chromium at {chromium} (apt-get install -y chromium)"));
+    }
+    if !repo_dir().join("tests/browser/node_modules/puppeteer-core").is_dir() {
+        return Err("tests/browser/node_modules is missing (cd tests/browser && npm ci)".into());
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        return Err("node is not installed".into());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_app_journey_in_chromium() {
+    if let Err(why) = browser_ready() {
+        if std::env::var("PIXDEX_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
+            panic!("PIXDEX_REQUIRE_BROWSER=1 but {why}");
+        }
+        eprintln!("SKIPPED browser::web_app_journey_in_chromium: {why}");
+        return;
+    }
+    let (d, addr) = TestDaemon::start_tcp(Db::Sqlite, "", &model_toml(4), |root| {
+        for (dir, name) in [("photos", "chelsea.png"), ("photos", "coffee.png"), ("more", "astronaut.png"), ("more", "rocket.jpg")] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+            std::fs::copy(sample(name), root.join(dir).join(name)).unwrap();
+        }
+        std::fs::create_dir_all(root.join("empty")).unwrap();
+    })
+    .await;
+    let token = std::fs::read_to_string(d.dir.path().join("data/token")).unwrap().trim().to_string();
+    let shots = std::env::var("PIXDEX_SHOTS").unwrap_or_default();
+    let out = Command::new("node")
+        .arg(repo_dir().join("tests/browser/journey.mjs"))
+        .env("PIXDEX_URL", format!("http://{addr}"))
+        .env("PIXDEX_LOGIN", format!("http://{addr}/?token={token}"))
+        .env("PIXDEX_ROOT", d.root.display().to_string())
+        .env("PIXDEX_PICK", d.root.join("photos/coffee.png"))
+        .env("PIXDEX_DROP", d.root.join("more/astronaut.png"))
+        .env("PIXDEX_SHOTS", shots)
+        .env("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into()))
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "browser journey failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- daemon\n{}", d.log());
+    assert!(stdout.contains("journey: ok"), "{stdout}");
+}

@@ -1,0 +1,395 @@
+// pixdex web app: one file, no framework, no build step. Hash routes; live state from
+// Server-Sent Events (/api/v1/events); everything else from pixdex's JSON API.
+'use strict';
+
+const $ = (sel, el = document) => el.querySelector(sel);
+const main = () => $('#main');
+const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
+const fmtTime = (t) => (t ? new Date(t).toLocaleString() : '—');
+const fmtEta = (s) => (s == null ? '—' : s < 60 ? `${s} s` : s < 3600 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`);
+const base = (p) => String(p || '').split('/').pop();
+
+const state = { snapshot: null, libraryVersion: null, categories: null, signedIn: true };
+const listeners = new Set();
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super((body && (body.detail || body.message)) || `HTTP ${status}`);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+async function api(path, opts = {}) {
+  const init = { method: opts.method || 'GET', headers: {}, credentials: 'same-origin' };
+  if (opts.json !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(opts.json);
+  } else if (opts.bytes) {
+    init.headers['Content-Type'] = opts.bytes.type || 'application/octet-stream';
+    init.body = opts.bytes;
+  }
+  const r = await fetch(path, init);
+  let body = null;
+  try { body = await r.json(); } catch (_) { /* empty body */ }
+  if (r.status === 401) { showSignIn(); }
+  if (!r.ok) throw new ApiError(r.status, body);
+  return body;
+}
+
+function toast(msg) {
+  const t = $('#toast');
+  t.textContent = msg;
+  t.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { t.hidden = true; }, 6000);
+}
+
+function showSignIn() {
+  if (!state.signedIn) return;
+  state.signedIn = false;
+  const failed = new URLSearchParams(location.search).get('login') === 'failed';
+  main().innerHTML = `<section class="card" aria-labelledby="si"><h1 id="si">Sign in</h1>
+    <p>This pixdex listener is protected by a token. Open the login link the daemon printed when it started
+    (<code>http://HOST:PORT/?token=…</code>), or paste the token here.</p>
+    ${failed ? '<p class="bad" role="alert">That token was not accepted.</p>' : ''}
+    <form id="signin" class="row"><div class="grow"><label for="tok">Token</label>
+    <input id="tok" type="password" autocomplete="current-password" required></div>
+    <div><button class="primary" type="submit">Sign in</button></div></form></section>`;
+  $('#signin').addEventListener('submit', (e) => {
+    e.preventDefault();
+    location.href = '/?token=' + encodeURIComponent($('#tok').value.trim());
+  });
+  $('#tok').focus();
+}
+
+// ------------------------------------------------------------------ live updates (SSE)
+function connectEvents() {
+  const live = $('#live');
+  const es = new EventSource('/api/v1/events');
+  es.addEventListener('snapshot', (e) => {
+    live.textContent = 'live';
+    live.className = 'live on';
+    const snap = JSON.parse(e.data);
+    const libChanged = state.libraryVersion && JSON.stringify(state.libraryVersion) !== JSON.stringify(snap.library);
+    state.snapshot = snap;
+    state.libraryVersion = snap.library;
+    for (const f of listeners) f(snap, libChanged);
+  });
+  es.onerror = () => {
+    live.textContent = 'reconnecting…';
+    live.className = 'live off';
+  };
+}
+
+function onLive(f) {
+  listeners.add(f);
+  if (state.snapshot) f(state.snapshot, false);
+}
+
+// ------------------------------------------------------------------ router
+const routes = [
+  [/^#\/library$/, 'library', pageLibrary],
+  [/^#\/new$/, 'new', pageNew],
+  [/^#\/sessions$/, 'sessions', pageSessions],
+  [/^#\/sessions\/(\d+)$/, 'sessions', pageSession],
+  [/^#\/search$/, 'search', pageSearch],
+  [/^#\/health$/, 'health', pageHealth],
+];
+
+function route() {
+  if (!state.signedIn) return;
+  listeners.clear();
+  const h = location.hash || '#/library';
+  for (const [re, nav, page] of routes) {
+    const m = h.match(re);
+    if (m) {
+      document.querySelectorAll('nav a').forEach((a) => a.toggleAttribute('aria-current', false));
+      const link = $(`nav a[data-nav="${nav}"]`);
+      if (link) link.setAttribute('aria-current', 'page');
+      page(...m.slice(1)).catch((e) => { if (state.signedIn) main().innerHTML = `<p class="bad" role="alert">${esc(e.message)}</p>`; });
+      main().focus({ preventScroll: true });
+      return;
+    }
+  }
+  location.hash = '#/library';
+}
+
+async function categories() {
+  if (!state.categories) state.categories = (await api('/api/v1/categories?page=1&page_size=100')).items;
+  return state.categories;
+}
+
+// ------------------------------------------------------------------ Library
+async function pageLibrary() {
+  main().innerHTML = '<h1>Library</h1><div id="lib">Loading…</div>';
+  const render = async () => {
+    const lib = await api('/api/v1/library');
+    const el = $('#lib');
+    if (!el) return;
+    if (!lib.roots.length) {
+      el.innerHTML = '<div class="card">No library root is configured. Add one to <code>library.roots</code> in the config file and restart the daemon.</div>';
+      return;
+    }
+    el.innerHTML = lib.roots.map((r) => `<section class="card" aria-label="Root ${esc(r.path)}">
+      <h2>${esc(r.path)}</h2>
+      <p class="muted">Watcher: <b>${esc(r.watchMode)}</b>${r.note ? ` — ${esc(r.note)}` : ''} · ${r.imageCount} images, ${r.indexedCount} indexed
+      · last indexed ${fmtTime(r.lastIndexedAt)}</p>
+      <table class="tree"><caption class="muted" style="text-align:left">Folders</caption><thead><tr><th scope="col">Folder</th><th class="num" scope="col">Images</th>
+      <th class="num" scope="col">Indexed</th><th scope="col" class="hide-sm">Last indexed</th></tr></thead><tbody>
+      ${r.directories.map((d) => `<tr><td style="padding-left:${8 + d.depth * 18}px">${d.depth ? '└ ' : ''}${esc(d.name)}</td>
+        <td class="num">${d.imageCount}</td><td class="num">${d.indexedCount}</td><td class="hide-sm">${fmtTime(d.lastIndexedAt)}</td></tr>`).join('')}
+      </tbody></table></section>`).join('');
+  };
+  await render();
+  onLive((_, libChanged) => { if (libChanged) render().catch(() => {}); });
+}
+
+// ------------------------------------------------------------------ New session
+async function pageNew() {
+  const [lib, cats] = await Promise.all([api('/api/v1/library'), categories()]);
+  main().innerHTML = `<h1>New session</h1><form id="ns" class="card" novalidate>
+    <div class="row">
+      <div class="grow"><label for="ns-name">Name</label><input id="ns-name" type="text" required value="Session ${new Date().toISOString().slice(0, 16).replace('T', ' ')}"></div>
+      <div class="grow"><label for="ns-root">Library folder</label><select id="ns-root">${lib.roots.map((r) => `<option>${esc(r.path)}</option>`).join('')}</select></div>
+      <div><label for="ns-cat">Category</label><select id="ns-cat">${cats.map((c) => `<option value="${c.id}">${esc(c.name)}</option>`).join('')}</select></div>
+    </div>
+    <fieldset style="border:none;padding:0;margin:14px 0 0"><legend><h2 style="margin:0">Subdirectories</h2></legend>
+      <p class="muted" id="ns-hint">Folders with images are selected.</p>
+      <div class="row" style="margin-bottom:6px"><button type="button" id="ns-all">Select all with images</button><button type="button" id="ns-none">Select none</button></div>
+      <div class="subdirs" id="ns-subdirs">Scanning…</div>
+    </fieldset>
+    <div id="ns-verdict" class="verdict" role="status" aria-live="polite">Checking…</div>
+    <button class="primary" id="ns-start" type="submit" disabled aria-describedby="ns-verdict">Start indexing</button>
+  </form>`;
+  let scan = null;
+  const selected = () => [...document.querySelectorAll('#ns-subdirs input:checked')].map((i) => i.value);
+  let seq = 0;
+  const check = async () => {
+    const my = ++seq;
+    const btn = $('#ns-start');
+    btn.disabled = true;
+    try {
+      const a = await api('/api/v1/training/admission', { method: 'POST', json: { rootPath: $('#ns-root').value, subdirectories: selected(), listed: scan ? scan.subdirectories.length : 0 } });
+      if (my !== seq) return;
+      const v = $('#ns-verdict');
+      v.className = 'verdict' + (a.canStart ? ' ok' : '');
+      v.innerHTML = `<b>${esc(a.detail)}</b>${a.diagnostics.suggestion ? `<br>${esc(a.diagnostics.suggestion)}` : ''}`;
+      btn.disabled = !a.canStart;
+    } catch (e) {
+      $('#ns-verdict').innerHTML = `<b class="bad">${esc(e.message)}</b>`;
+    }
+  };
+  const rescan = async () => {
+    $('#ns-subdirs').textContent = 'Scanning…';
+    scan = await api('/api/v1/training/directories/scan', { method: 'POST', json: { rootPath: $('#ns-root').value, recursive: true } });
+    const rows = scan.subdirectories;
+    $('#ns-subdirs').innerHTML = rows.length ? `<table><thead><tr><th scope="col">Use</th><th scope="col">Folder</th><th class="num" scope="col">Images</th><th class="num hide-sm" scope="col">Other files</th></tr></thead><tbody>
+      ${rows.map((s, i) => `<tr><td><input type="checkbox" id="sd${i}" value="${esc(s.path)}" ${s.imageCount > 0 ? 'checked' : ''}></td>
+      <td><label for="sd${i}" style="color:inherit;font-size:inherit;margin:0">${esc(s.isRoot ? '(top level)' : s.name)}</label></td><td class="num">${s.imageCount}</td><td class="num hide-sm">${s.unsupportedFiles}</td></tr>`).join('')}
+      </tbody></table>` : '<p class="muted">No subdirectories under this folder.</p>';
+    document.querySelectorAll('#ns-subdirs input').forEach((i) => i.addEventListener('change', check));
+    await check();
+  };
+  $('#ns-root').addEventListener('change', () => rescan().catch((e) => toast(e.message)));
+  $('#ns-all').addEventListener('click', () => { scan.subdirectories.forEach((s, i) => { $('#sd' + i).checked = s.imageCount > 0; }); check(); });
+  $('#ns-none').addEventListener('click', () => { document.querySelectorAll('#ns-subdirs input').forEach((i) => { i.checked = false; }); check(); });
+  $('#ns').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const btn = $('#ns-start');
+    btn.disabled = true;
+    try {
+      const s = await api('/api/v1/training/sessions', { method: 'POST', json: { name: $('#ns-name').value, rootPath: $('#ns-root').value, subdirectories: selected(), categoryId: Number($('#ns-cat').value) } });
+      await api(`/api/v1/training/sessions/${s.id}/start`, { method: 'POST' });
+      location.hash = `#/sessions/${s.id}`;
+    } catch (err) {
+      toast(err.message);
+      btn.disabled = false;
+    }
+  });
+  if (lib.roots.length) await rescan();
+  else $('#ns-verdict').innerHTML = '<b>No library root is configured.</b><br>Add one to <code>library.roots</code> in the config and restart the daemon.';
+}
+
+// ------------------------------------------------------------------ Sessions
+async function pageSessions() {
+  main().innerHTML = '<h1>Sessions</h1><div id="sl" class="card">Waiting for live data…</div>';
+  onLive((snap) => {
+    const el = $('#sl');
+    if (!el) return;
+    el.innerHTML = snap.sessions.length ? `<table><thead><tr><th scope="col">Session</th><th scope="col">Status</th><th scope="col">Progress</th><th class="num hide-sm" scope="col">Images/min</th><th class="num hide-sm" scope="col">ETA</th></tr></thead><tbody>
+      ${snap.sessions.map((s) => `<tr><td><a href="#/sessions/${s.id}">${esc(s.name)}</a><div class="muted hide-sm" style="font-size:12px">${esc(s.rootPath)}</div></td>
+      <td><span class="pill ${s.status}">${s.status}</span></td>
+      <td>${s.progress.progress.current} / ${s.progress.progress.total} (${s.progress.progress.percentage}%)</td>
+      <td class="num hide-sm">${s.progress.progress.imagesPerMinute}</td><td class="num hide-sm">${fmtEta(s.progress.progress.etaSeconds)}</td></tr>`).join('')}</tbody></table>`
+      : '<p>No session yet. <a href="#/new">Create one</a>.</p>';
+  });
+}
+
+async function pageSession(id) {
+  main().innerHTML = `<h1 id="s-title">Session ${id}</h1><div class="card">
+    <div class="row" style="justify-content:space-between"><div><span id="s-status" class="pill">…</span> <span id="s-root" class="muted"></span></div>
+    <div class="actions" role="group" aria-label="Session actions">
+      <button id="a-pause">Pause</button><button id="a-resume">Resume</button><button id="a-cancel">Cancel</button><button id="a-restart">Restart failed</button></div></div>
+    <div style="margin-top:14px"><div class="bar" role="progressbar" id="s-bar" aria-label="Progress" aria-valuemin="0" aria-valuemax="100" aria-valuenow="0"><span style="width:0"></span></div>
+    <p id="s-pct" aria-live="polite" style="margin:6px 0 0">0%</p></div>
+    <div class="stats" id="s-stats"></div><p id="s-note" class="muted"></p></div>
+    <h2>Pipeline stages</h2><div class="card"><table><thead><tr><th scope="col">Stage</th><th class="num" scope="col">Items</th><th class="num" scope="col">Failures</th><th class="num" scope="col">Queue</th><th class="num hide-sm" scope="col">Busy</th></tr></thead><tbody id="s-stages"></tbody></table></div>
+    <h2>Failed jobs</h2><div class="card" id="s-failed">None.</div>`;
+  const act = (path) => async () => {
+    try { const r = await api(`/api/v1/training/sessions/${id}/${path}`, { method: 'POST' }); toast(r.message || 'done'); } catch (e) { toast(e.message); }
+  };
+  $('#a-pause').onclick = act('pause');
+  $('#a-resume').onclick = act('start');
+  $('#a-cancel').onclick = act('cancel');
+  $('#a-restart').onclick = act('restart?failed_only=true');
+  let lastFailed = -1;
+  const loadFailed = async (n) => {
+    if (n === lastFailed) return;
+    lastFailed = n;
+    const j = await api(`/api/v1/training/sessions/${id}/jobs?status=failed&page=1&page_size=100`);
+    $('#s-failed').innerHTML = j.items.length ? `<table><thead><tr><th scope="col">File</th><th scope="col">Reason</th></tr></thead><tbody>${j.items.map((x) => `<tr><td>${esc(base(x.path))}</td><td>${esc(x.errorMessage)}</td></tr>`).join('')}</tbody></table>` : 'None.';
+  };
+  onLive((snap) => {
+    const s = snap.sessions.find((x) => String(x.id) === String(id));
+    if (!s || !$('#s-title')) return;
+    const p = s.progress.progress;
+    const js = s.progress.jobsSummary;
+    $('#s-title').textContent = s.name;
+    $('#s-status').textContent = s.status;
+    $('#s-status').className = 'pill ' + s.status;
+    $('#s-root').textContent = s.rootPath;
+    $('#s-bar').setAttribute('aria-valuenow', String(p.percentage));
+    $('#s-bar span').style.width = p.percentage + '%';
+    $('#s-pct').textContent = `${p.percentage}% — ${p.current} of ${p.total} images`;
+    $('#s-stats').innerHTML = [['Images/min', p.imagesPerMinute], ['ETA', fmtEta(p.etaSeconds)], ['Completed', js.completed], ['Pending', js.pending], ['Running', js.running], ['Failed', js.failed], ['Skipped', js.skipped]]
+      .map(([k, v]) => `<div class="stat"><span class="muted">${k}</span><b>${v}</b></div>`).join('');
+    $('#s-note').textContent = s.lastError || s.pendingReason || '';
+    const st = s.status;
+    $('#a-pause').disabled = st !== 'running';
+    $('#a-resume').disabled = !(st === 'paused' || st === 'failed' || st === 'pending');
+    $('#a-resume').textContent = st === 'pending' ? 'Start' : 'Resume';
+    $('#a-cancel').disabled = !['running', 'paused', 'pending', 'discovering'].includes(st);
+    $('#a-restart').disabled = js.failed === 0 || st === 'running';
+    $('#s-stages').innerHTML = snap.pipeline.stages.map((x) => `<tr><td>${x.name}</td><td class="num">${x.items}</td><td class="num">${x.failures}</td><td class="num">${x.queueDepth}/${x.queueCapacity}</td><td class="num hide-sm">${Math.round(x.busyShare * 100)}%</td></tr>`).join('')
+      || `<tr><td colspan="5">${esc(snap.pipeline.reason || 'pipeline not running')}</td></tr>`;
+    loadFailed(js.failed).catch(() => {});
+  });
+}
+
+// ------------------------------------------------------------------ Search
+async function pageSearch() {
+  const [cats, lib] = await Promise.all([categories(), api('/api/v1/library')]);
+  const dirs = lib.roots.flatMap((r) => r.directories.map((d) => d.path));
+  main().innerHTML = `<h1>Search</h1><form id="sf" class="card" role="search">
+    <div class="row"><div class="grow"><label for="q">Words</label><input id="q" type="search" placeholder="e.g. cat, espresso, sports car"></div>
+    <div><button class="primary" type="submit">Search</button></div></div>
+    <div class="row" style="margin-top:10px">
+      <div><label for="f-cat">Category</label><select id="f-cat"><option value="">Any</option>${cats.map((c) => `<option value="${c.id}">${esc(c.name)}</option>`).join('')}</select></div>
+      <div><label for="f-from">Indexed from</label><input id="f-from" type="date"></div>
+      <div><label for="f-to">Indexed to</label><input id="f-to" type="date"></div>
+      <div class="grow"><label for="f-dir">Folder</label><select id="f-dir"><option value="">Anywhere</option>${dirs.map((d) => `<option>${esc(d)}</option>`).join('')}</select></div>
+    </div>
+    <div id="drop" class="drop" style="margin-top:12px">Search by example: drop an image here, or <label for="pick" class="btn" style="display:inline-block;color:var(--fg);font-size:inherit">choose a file</label>
+    <input id="pick" type="file" accept="image/jpeg,image/png,image/webp" style="position:absolute;left:-9999px"></div>
+  </form><p id="s-info" role="status" aria-live="polite" class="muted"></p><ul id="results" class="grid" aria-label="Results"></ul>`;
+  const filters = () => {
+    const f = {};
+    if ($('#f-cat').value) f.categoryId = Number($('#f-cat').value);
+    if ($('#f-from').value) f.indexedFrom = new Date($('#f-from').value + 'T00:00:00').toISOString();
+    if ($('#f-to').value) f.indexedTo = new Date($('#f-to').value + 'T23:59:59').toISOString();
+    if ($('#f-dir').value) f.pathPrefix = $('#f-dir').value;
+    return f;
+  };
+  const qs = () => { const f = filters(); const p = new URLSearchParams({ limit: '40' }); if (f.categoryId) p.set('category_id', f.categoryId); if (f.pathPrefix) p.set('path_prefix', f.pathPrefix); return p.toString(); };
+  const run = async (what, fn) => {
+    $('#s-info').textContent = `Searching ${what}…`;
+    try {
+      const r = await fn();
+      showResults(r, what);
+    } catch (e) {
+      $('#s-info').innerHTML = `<span class="bad">${esc(e.message)}</span>`;
+    }
+  };
+  const upload = (file) => run(`like ${file.name}`, () => api('/api/v1/search/image?' + qs(), { method: 'POST', bytes: file }));
+  $('#sf').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const q = $('#q').value.trim();
+    if (!q) { $('#s-info').textContent = 'Type some words, or drop an image.'; return; }
+    run(`for “${q}”`, () => api('/api/v1/search', { method: 'POST', json: { query: q, limit: 40, filters: filters() } }));
+  });
+  $('#pick').addEventListener('change', (e) => { if (e.target.files[0]) upload(e.target.files[0]); });
+  const drop = $('#drop');
+  drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
+  drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+  drop.addEventListener('drop', (e) => { e.preventDefault(); drop.classList.remove('over'); const f = e.dataTransfer.files[0]; if (f) upload(f); });
+  window.searchSimilar = (id) => run(`similar to image ${id}`, () => api(`/api/v1/search/similar/${id}?` + qs()));
+}
+
+function showResults(r, what) {
+  const items = r.results || [];
+  $('#s-info').textContent = items.length ? `${items.length} result${items.length === 1 ? '' : 's'} ${what}${r.matchedLabels && r.matchedLabels.length ? ` (labels: ${r.matchedLabels.slice(0, 3).join('; ')})` : ''}` : (r.hint || `No results ${what}.`);
+  $('#results').innerHTML = items.map((h) => `<li data-id="${h.assetId}">
+    <img src="/api/v1/images/${h.assetId}/thumbnail" alt="${esc(base(h.path))}" loading="lazy" tabindex="0" data-open="${h.assetId}">
+    <div class="meta"><span class="name" title="${esc(h.path)}">${esc(base(h.path))}</span><span class="pill" aria-label="score">${h.score.toFixed(3)}</span></div>
+    <div class="meta"><button type="button" data-similar="${h.assetId}">Similar</button></div></li>`).join('');
+  document.querySelectorAll('#results [data-similar]').forEach((b) => b.addEventListener('click', () => window.searchSimilar(b.dataset.similar)));
+  document.querySelectorAll('#results [data-open]').forEach((img) => {
+    const open = () => openDetail(img.dataset.open);
+    img.addEventListener('click', open);
+    img.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); open(); } });
+  });
+}
+
+async function openDetail(id) {
+  const d = $('#detail');
+  const [a, sim] = await Promise.all([api(`/api/v1/assets/${id}`), api(`/api/v1/search/similar/${id}?limit=12`).catch(() => ({ results: [] }))]);
+  d.innerHTML = `<div class="detail"><img class="full" src="/api/v1/images/${id}/full" alt="${esc(base(a.path))}">
+    <div><h2 id="detail-title">${esc(base(a.path))}</h2><p><code>${esc(a.path)}</code></p>
+    <p>${a.width || '?'} × ${a.height || '?'} · ${(a.fileSize / 1024).toFixed(0)} KiB<br>Indexed ${fmtTime(a.indexedAt)}</p>
+    <h2>Labels</h2><ul>${(a.labels || []).map((l) => `<li>${esc(l.label)} <span class="muted">${(l.probability * 100).toFixed(1)}%</span></li>`).join('') || '<li class="muted">none</li>'}</ul>
+    <button type="button" id="d-close" class="primary">Close</button></div></div>
+    <h2 style="padding:0 16px">Similar</h2><div class="strip">${sim.results.map((h) => `<img src="/api/v1/images/${h.assetId}/thumbnail" alt="${esc(base(h.path))}" tabindex="0" data-open="${h.assetId}">`).join('')}</div>`;
+  $('#d-close').onclick = () => d.close();
+  d.querySelectorAll('[data-open]').forEach((img) => {
+    const open = () => openDetail(img.dataset.open);
+    img.addEventListener('click', open);
+    img.addEventListener('keydown', (e) => { if (e.key === 'Enter') open(); });
+  });
+  if (!d.open) d.showModal();
+  $('#d-close').focus();
+}
+
+// ------------------------------------------------------------------ Health
+async function pageHealth() {
+  main().innerHTML = '<h1>Health</h1><div id="h">Loading…</div>';
+  const render = async () => {
+    const h = await api('/api/v1/health');
+    const el = $('#h');
+    if (!el) return;
+    const row = (k, v, good = true) => `<tr><th scope="row">${k}</th><td class="${good ? '' : 'bad'}">${v}</td></tr>`;
+    el.innerHTML = `<div class="card"><p><b class="${h.state === 'healthy' ? 'good' : 'bad'}">${esc(h.state)}</b> · pixdex ${esc(h.version)}</p>
+      ${h.problems.length ? `<ul class="bad">${h.problems.map((p) => `<li>${esc(p)}</li>`).join('')}</ul>` : ''}
+      <table><tbody>
+      ${row('Catalog', `${esc(h.catalog)} — ${h.catalogOk ? `${h.assets} images` : 'unreachable'}`, h.catalogOk)}
+      ${row('Vector store', `${esc(h.vectorStore.backend || 'not open')} — ${h.vectorStore.points ?? '?'} vectors`)}
+      ${row('Model', `${esc(h.model.name)} on ${esc(h.model.device || '—')}${h.model.reason ? ` — ${esc(h.model.reason)}` : ''}`, h.model.running)}
+      ${row('Watcher', h.watcher.roots.map((r) => `${esc(r.path)}: ${esc(r.mode)}${r.note ? ` (${esc(r.note)})` : ''}`).join('<br>') || 'no roots')}
+      ${row('Queues', h.queues.map((q) => `${q.stage} ${q.depth}/${q.capacity}`).join(' · ') || '—')}
+      </tbody></table></div>`;
+  };
+  await render();
+  onLive(() => render().catch(() => {}));
+}
+
+// ------------------------------------------------------------------ start
+window.addEventListener('hashchange', route);
+(async () => {
+  try {
+    await api('/api/v1/library');
+  } catch (e) {
+    if (e.status === 401) return;
+  }
+  connectEvents();
+  route();
+})();
