@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::api::client::{Client, ClientError, Response};
+use crate::api::wire::{self, paths};
 
 #[derive(Debug, Args)]
 pub struct CtlArgs {
@@ -184,13 +185,11 @@ pub enum SubdirsCmd {
     },
 }
 
-const T: &str = "/api/v1/training";
-
 /// `GET /health`, retried while the daemon cannot be reached yet (until `wait` seconds pass).
 async fn health(c: &Client, wait: Option<f64>) -> Result<Response, ClientError> {
     let deadline = std::time::Instant::now() + Duration::from_secs_f64(wait.unwrap_or(0.0).max(0.0));
     loop {
-        match c.get("/api/v1/health").await {
+        match c.get(paths::HEALTH).await {
             Err(e) if std::time::Instant::now() < deadline => {
                 tracing::debug!(error = %e, "daemon not reachable yet");
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -212,94 +211,73 @@ pub async fn run(client: &Client, args: &CtlArgs) -> i32 {
     }
 }
 
+fn to_json(v: &impl serde::Serialize) -> Value {
+    serde_json::to_value(v).expect("wire types serialize")
+}
+
 async fn dispatch(c: &Client, a: &CtlArgs) -> Result<i32, ClientError> {
     let json = a.json;
     let (resp, render): (Response, fn(&Value) -> String) = match &a.cmd {
         CtlCommand::Health { wait } => (health(c, *wait).await?, |v| format!("daemon ok (version {}, catalog {})", s(&v["version"]), s(&v["catalog"]))),
         CtlCommand::Sessions(cmd) => match cmd {
-            SessionsCmd::List { status, page, page_size } => {
-                let mut q = format!("{T}/sessions?page={page}&page_size={page_size}");
-                if let Some(st) = status {
-                    q.push_str(&format!("&status={st}"));
-                }
-                (c.get(&q).await?, render_session_list)
-            }
-            SessionsCmd::Show { id } => (c.get(&format!("{T}/sessions/{id}")).await?, render_session),
+            SessionsCmd::List { status, page, page_size } => (c.get(&paths::session_list(*page, *page_size, status.as_deref())).await?, render_session_list),
+            SessionsCmd::Show { id } => (c.get(&paths::session(*id)).await?, render_session),
             SessionsCmd::Create { name, root, subdirs, category, session_config } => {
-                let mut body = json!({"name": name, "rootPath": root});
-                if !subdirs.is_empty() {
-                    body["subdirectories"] = json!(subdirs);
-                }
-                if let Some(cat) = category {
-                    body["categoryId"] = json!(cat);
-                }
-                if let Some(cfg) = session_config {
-                    match serde_json::from_str::<Value>(cfg) {
-                        Ok(v) => body["config"] = v,
-                        Err(e) => {
-                            eprintln!("error: --session-config is not JSON: {e}");
-                            return Ok(1);
-                        }
+                let config = match session_config.as_deref().map(serde_json::from_str::<Value>).transpose() {
+                    Ok(v) => v,
+                    Err(e) => {
+                        eprintln!("error: --session-config is not JSON: {e}");
+                        return Ok(1);
                     }
-                }
-                (c.post(&format!("{T}/sessions"), Some(&body)).await?, render_session)
+                };
+                let body = wire::CreateSession {
+                    name: name.clone(),
+                    root_path: root.clone(),
+                    category_id: *category,
+                    subdirectories: (!subdirs.is_empty()).then(|| subdirs.clone()),
+                    config,
+                    ..Default::default()
+                };
+                (c.post(&paths::sessions(), Some(&to_json(&body))).await?, render_session)
             }
             SessionsCmd::Update { id, name, category, live } => {
-                let mut body = json!({});
-                if let Some(n) = name {
-                    body["name"] = json!(n);
-                }
-                if let Some(cat) = category {
-                    body["categoryId"] = json!(cat);
-                }
-                if let Some(l) = live {
-                    body["live"] = json!(l);
-                }
-                (c.patch(&format!("{T}/sessions/{id}"), &body).await?, render_session)
+                let body = wire::PatchSession { name: name.clone(), category_id: category.map(Some), live: *live, ..Default::default() };
+                (c.patch(&paths::session(*id), &to_json(&body)).await?, render_session)
             }
-            SessionsCmd::Delete { id } => (c.delete(&format!("{T}/sessions/{id}")).await?, render_action),
-            SessionsCmd::Start { id } => (c.post(&format!("{T}/sessions/{id}/start"), None).await?, render_action),
-            SessionsCmd::Pause { id } => (c.post(&format!("{T}/sessions/{id}/pause"), None).await?, render_action),
-            SessionsCmd::Cancel { id } => (c.post(&format!("{T}/sessions/{id}/cancel"), None).await?, render_action),
-            SessionsCmd::Restart { id, failed_only } => (c.post(&format!("{T}/sessions/{id}/restart?failed_only={failed_only}"), None).await?, render_action),
-            SessionsCmd::Validate { id } => (c.post(&format!("{T}/sessions/{id}/validate"), None).await?, render_validate),
+            SessionsCmd::Delete { id } => (c.delete(&paths::session(*id)).await?, render_action),
+            SessionsCmd::Start { id } => (c.post(&paths::session_part(*id, "start"), None).await?, render_action),
+            SessionsCmd::Pause { id } => (c.post(&paths::session_part(*id, "pause"), None).await?, render_action),
+            SessionsCmd::Cancel { id } => (c.post(&paths::session_part(*id, "cancel"), None).await?, render_action),
+            SessionsCmd::Restart { id, failed_only } => (c.post(&paths::restart(*id, *failed_only), None).await?, render_action),
+            SessionsCmd::Validate { id } => (c.post(&paths::session_part(*id, "validate"), None).await?, render_validate),
             SessionsCmd::Progress { id, watch, interval } => {
                 if *watch && !json {
                     return watch_progress(c, *id, *interval).await;
                 }
-                (c.get(&format!("{T}/sessions/{id}/progress")).await?, |v| progress_line(v))
+                (c.get(&paths::session_part(*id, "progress")).await?, |v| progress_line(v))
             }
         },
         CtlCommand::Subdirs(cmd) => match cmd {
-            SubdirsCmd::List { id } => (c.get(&format!("{T}/sessions/{id}/subdirectories")).await?, render_subdirs),
+            SubdirsCmd::List { id } => (c.get(&paths::session_part(*id, "subdirectories")).await?, render_subdirs),
             SubdirsCmd::Select { id, subdir_ids } | SubdirsCmd::Unselect { id, subdir_ids } => {
                 let selected = matches!(cmd, SubdirsCmd::Select { .. });
-                let body: Vec<Value> = subdir_ids.iter().map(|s| json!({"id": s, "selected": selected})).collect();
-                (c.patch(&format!("{T}/sessions/{id}/subdirectories"), &json!(body)).await?, render_subdirs)
+                let body: Vec<wire::Selection> = subdir_ids.iter().map(|&id| wire::Selection { id, selected }).collect();
+                (c.patch(&paths::session_part(*id, "subdirectories"), &to_json(&body)).await?, render_subdirs)
             }
         },
-        CtlCommand::Jobs { id, status, page, page_size } => {
-            let mut q = format!("{T}/sessions/{id}/jobs?page={page}&page_size={page_size}");
-            if let Some(st) = status {
-                q.push_str(&format!("&status={st}"));
-            }
-            (c.get(&q).await?, render_jobs)
-        }
+        CtlCommand::Jobs { id, status, page, page_size } => (c.get(&paths::jobs(*id, *page, *page_size, status.as_deref())).await?, render_jobs),
         CtlCommand::Scan { dir, auto_train } => {
             let abs = crate::config::absolutize(std::path::Path::new(dir));
-            let q = format!("{T}/scan/incremental?directory={}&auto_train={auto_train}", encode(&abs.to_string_lossy()));
-            (c.post(&q, None).await?, render_incremental)
+            (c.post(&paths::scan_incremental(&abs.to_string_lossy(), *auto_train), None).await?, render_incremental)
         }
-        CtlCommand::Watcher => (c.get(&format!("{T}/watcher")).await?, render_watcher),
-        CtlCommand::Pipeline => (c.get(&format!("{T}/pipeline")).await?, render_pipeline),
+        CtlCommand::Watcher => (c.get(&paths::watcher()).await?, render_watcher),
+        CtlCommand::Pipeline => (c.get(&paths::pipeline()).await?, render_pipeline),
         CtlCommand::Search { image, similar, text, limit, session, path_prefix } => {
-            let mut filters = json!({});
-            if let Some(s) = session {
-                filters["sessionId"] = json!(s);
-            }
-            if let Some(p) = path_prefix {
-                filters["pathPrefix"] = json!(crate::config::absolutize(std::path::Path::new(p)));
-            }
+            let filters = crate::search::Filters {
+                session_id: *session,
+                path_prefix: path_prefix.as_ref().map(|p| crate::config::absolutize(std::path::Path::new(p)).to_string_lossy().into_owned()),
+                ..Default::default()
+            };
             let resp = if let Some(img) = image {
                 let bytes = match std::fs::read(img) {
                     Ok(b) => b,
@@ -308,19 +286,13 @@ async fn dispatch(c: &Client, a: &CtlArgs) -> Result<i32, ClientError> {
                         return Ok(1);
                     }
                 };
-                let mut q = format!("/api/v1/search/image?limit={limit}");
-                if let Some(s) = session {
-                    q.push_str(&format!("&session_id={s}"));
-                }
-                c.request(hyper::Method::POST, &q, Some(bytes)).await?
+                let r = c.raw(hyper::Method::POST, &paths::search_image(*limit, *session), &[("content-type", "application/octet-stream")], bytes).await?;
+                Response { status: r.status, body: r.json() }
             } else if let Some(id) = similar {
-                let mut q = format!("/api/v1/search/similar/{id}?exclude_self=true&limit={limit}");
-                if let Some(s) = session {
-                    q.push_str(&format!("&session_id={s}"));
-                }
-                c.get(&q).await?
+                c.get(&paths::similar(*id, *limit, *session)).await?
             } else if let Some(t) = text {
-                c.post("/api/v1/search", Some(&json!({"query": t, "limit": limit, "filters": filters}))).await?
+                let body = wire::SearchWords { query: t.clone(), limit: Some(*limit), offset: None, filters };
+                c.post(paths::SEARCH, Some(&to_json(&body))).await?
             } else {
                 eprintln!("error: say how to search: --image FILE, --similar ASSET_ID or --text WORDS");
                 return Ok(1);
@@ -328,11 +300,12 @@ async fn dispatch(c: &Client, a: &CtlArgs) -> Result<i32, ClientError> {
             (resp, render_search)
         }
         CtlCommand::ScanDir { path, no_recursive, extensions } => {
-            let mut body = json!({"rootPath": path, "recursive": !no_recursive});
-            if !extensions.is_empty() {
-                body["extensions"] = json!(extensions);
-            }
-            (c.post(&format!("{T}/directories/scan"), Some(&body)).await?, render_scan)
+            let body = wire::ScanDirectory {
+                root_path: path.clone(),
+                recursive: Some(!no_recursive),
+                extensions: (!extensions.is_empty()).then(|| extensions.clone()),
+            };
+            (c.post(&paths::scan_directory(), Some(&to_json(&body))).await?, render_scan)
         }
     };
     if json {
@@ -538,7 +511,7 @@ fn progress_line(v: &Value) -> String {
 async fn watch_progress(c: &Client, id: i64, interval: f64) -> Result<i32, ClientError> {
     use std::io::Write;
     loop {
-        let r = c.get(&format!("{T}/sessions/{id}/progress")).await?;
+        let r = c.get(&paths::session_part(id, "progress")).await?;
         if !r.is_success() {
             eprintln!("{}", render_error(&r));
             return Ok(1);
@@ -552,19 +525,6 @@ async fn watch_progress(c: &Client, id: i64, interval: f64) -> Result<i32, Clien
         }
         tokio::time::sleep(Duration::from_secs_f64(interval.max(0.1))).await;
     }
-}
-
-/// Percent-encode a query parameter value.
-fn encode(v: &str) -> String {
-    let mut out = String::new();
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn render_incremental(v: &Value) -> String {

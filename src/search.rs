@@ -32,16 +32,21 @@ pub enum SearchError {
     Internal(String),
 }
 
-/// Filters as clients send them.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Filters as clients send them (a wire type too: `pixdex ctl` serializes it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Filters {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub session_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub category_id: Option<i64>,
     /// A directory inside the library roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
     /// RFC 3339 or Unix milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub indexed_from: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub indexed_to: Option<serde_json::Value>,
 }
 

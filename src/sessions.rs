@@ -606,7 +606,9 @@ impl Sessions {
         let current = summary.completed + summary.failed + summary.skipped;
         let total = summary.total() - summary.cancelled;
         let percentage = if total > 0 { ((current as f64 / total as f64) * 1000.0).round() / 10.0 } else { 0.0 };
-        let elapsed_min = s.started_at.map(|t| (now_ms() - t).max(1) as f64 / 60_000.0).unwrap_or(0.0);
+        // Over the run: a finished session's rate stops at its completion, not at "now".
+        let end = s.completed_at.filter(|_| !matches!(s.status, SessionStatus::Running | SessionStatus::Discovering)).unwrap_or_else(now_ms);
+        let elapsed_min = s.started_at.map(|t| (end - t).max(1) as f64 / 60_000.0).unwrap_or(0.0);
         let images_per_minute = if elapsed_min > 0.0 { ((current as f64 / elapsed_min) * 10.0).round() / 10.0 } else { 0.0 };
         let remaining = total - current;
         let eta_seconds = if s.status == SessionStatus::Running && images_per_minute > 0.0 && remaining > 0 {

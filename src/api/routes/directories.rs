@@ -13,24 +13,15 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::super::extract::{Body, Id, Q};
-use super::super::{ApiError, ApiResult, St, ok};
+use super::super::{ApiError, ApiResult, St, ok, wire};
 use crate::catalog::rows_ts;
 use crate::library::LibraryError;
 use crate::model::SessionStatus;
 use crate::sessions::SessionError;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ScanBody {
-    #[serde(alias = "rootPath")]
-    root_path: String,
-    recursive: Option<bool>,
-    extensions: Option<Vec<String>>,
-}
-
 /// pixdex's scan with the original's fields beside (`totalSubdirectories`, per subdirectory
 /// `selected`, `trainedCount`, `lastTrainedAt`, `trainingStatus`).
-pub(crate) async fn scan_directory(State(st): St, Body(b): Body<ScanBody>) -> ApiResult {
+pub(crate) async fn scan_directory(State(st): St, Body(b): Body<wire::ScanDirectory>) -> ApiResult {
     let scan = st.sessions.scan_directory(&b.root_path, b.recursive.unwrap_or(true), b.extensions).await?;
     let mut v = serde_json::to_value(&scan).unwrap_or_default();
     v["totalSubdirectories"] = json!(scan.subdirectories.len());

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::super::extract::{Body, Id, Q};
-use super::super::{ApiError, ApiResult, St, ok};
+use super::super::{ApiError, ApiResult, St, ok, wire};
 use crate::catalog::SessionPatch;
 use crate::model::{JobStatus, SessionStatus};
 use crate::sessions::CreateSession;
@@ -53,21 +53,7 @@ pub(crate) async fn list_sessions(State(st): St, Q(p): Q<ListParams>) -> ApiResu
     }))
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct CreateBody {
-    name: String,
-    #[serde(alias = "root_path")]
-    root_path: String,
-    #[serde(alias = "category_id")]
-    category_id: Option<i64>,
-    subdirectories: Option<Vec<String>>,
-    config: Option<Value>,
-    auto_start: Option<bool>,
-    live: Option<bool>,
-}
-
-pub(crate) async fn create_session(State(st): St, Body(b): Body<CreateBody>) -> ApiResult {
+pub(crate) async fn create_session(State(st): St, Body(b): Body<wire::CreateSession>) -> ApiResult {
     let s = st
         .sessions
         .create(
@@ -90,23 +76,7 @@ pub(crate) async fn get_session(State(st): St, Id(id): Id) -> ApiResult {
     ok(st.sessions.get(id).await?)
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct PatchBody {
-    name: Option<String>,
-    #[serde(default, deserialize_with = "double_option")]
-    category_id: Option<Option<i64>>,
-    config: Option<Value>,
-    live: Option<bool>,
-    auto_start: Option<bool>,
-}
-
-/// `absent` → None, `null` → Some(None), `5` → Some(Some(5)).
-fn double_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
-    Ok(Some(Option::<i64>::deserialize(d)?))
-}
-
-pub(crate) async fn patch_session(State(st): St, Id(id): Id, Body(b): Body<PatchBody>) -> ApiResult {
+pub(crate) async fn patch_session(State(st): St, Id(id): Id, Body(b): Body<wire::PatchSession>) -> ApiResult {
     let patch = SessionPatch { name: b.name, category_id: b.category_id, config: b.config, live: b.live, auto_start: b.auto_start };
     ok(st.sessions.update(id, patch).await?)
 }
@@ -119,14 +89,7 @@ pub(crate) async fn get_subdirs(State(st): St, Id(id): Id) -> ApiResult {
     ok(st.sessions.subdirectories(id).await?)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SelectionItem {
-    id: i64,
-    selected: bool,
-}
-
-pub(crate) async fn patch_subdirs(State(st): St, Id(id): Id, Body(items): Body<Vec<SelectionItem>>) -> ApiResult {
+pub(crate) async fn patch_subdirs(State(st): St, Id(id): Id, Body(items): Body<Vec<wire::Selection>>) -> ApiResult {
     let changes: Vec<(i64, bool)> = items.iter().map(|i| (i.id, i.selected)).collect();
     ok(st.sessions.select(id, &changes).await?)
 }
