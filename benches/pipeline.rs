@@ -77,6 +77,7 @@ fn end_to_end(c: &mut Criterion) {
         lease: Duration::from_secs(600),
         limits: pixdex::decode::DecodeLimits::default(),
         owner: "bench".into(),
+        max_attempts: pixdex::catalog::DEFAULT_MAX_ATTEMPTS,
     };
     let pipeline = Pipeline::start(cfg, embedder, store, catalog.clone(), rt.handle().clone());
     let mut first = true;

@@ -59,6 +59,8 @@ pub struct RawPipeline {
     pub max_megapixels: f64,
     pub max_file_bytes: u64,
     pub lease_secs: u64,
+    /// Claims of one job before it is given up as failed (each ended with its worker dead).
+    pub max_attempts: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -196,6 +198,7 @@ impl Default for RawConfig {
                 max_megapixels: 100.0,
                 max_file_bytes: 200 * 1024 * 1024,
                 lease_secs: 600,
+                max_attempts: 3,
             },
             vectors: RawVectors { backend: "embedded".into(), path: None, url: None, api_key: None, collection_prefix: "pixdex".into() },
             sessions: vec![],
@@ -275,6 +278,7 @@ pub struct PipelineSettings {
     pub max_megapixels: f64,
     pub max_file_bytes: u64,
     pub lease: Duration,
+    pub max_attempts: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -438,6 +442,9 @@ impl Config {
                 return Err(invalid(key, "must be at least 1".into()));
             }
         }
+        if p.max_attempts == 0 {
+            return Err(invalid("pipeline.max_attempts", "must be at least 1".into()));
+        }
         if p.batch_size > 256 {
             return Err(invalid("pipeline.batch_size", format!("{} is more than 256", p.batch_size)));
         }
@@ -519,6 +526,7 @@ impl Config {
                 max_megapixels: p.max_megapixels,
                 max_file_bytes: p.max_file_bytes,
                 lease: Duration::from_secs(p.lease_secs),
+                max_attempts: p.max_attempts,
             },
             vectors: VectorSettings {
                 embedded,

@@ -322,6 +322,7 @@ async fn start_pipeline(cfg: &Config, catalog: &Catalog, store: &VectorStore) ->
         resize_workers: cfg.pipeline.resize_workers,
         claim_batch: cfg.pipeline.batch_size * 2,
         lease: cfg.pipeline.lease,
+        max_attempts: cfg.pipeline.max_attempts as i64,
         limits: crate::decode::DecodeLimits { max_megapixels: cfg.pipeline.max_megapixels, max_file_bytes: cfg.pipeline.max_file_bytes, target: 224 },
         owner,
     };

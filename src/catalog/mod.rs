@@ -35,6 +35,9 @@ pub fn rows_ts(ms: i64) -> String {
 use crate::library::FileEntry;
 use crate::model::{JobStatus, SessionStatus, now_ms};
 
+/// Claims of one job before it is given up (`pipeline.max_attempts`).
+pub const DEFAULT_MAX_ATTEMPTS: i64 = 3;
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -490,10 +493,10 @@ impl Catalog {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let q = if failed_only {
-            "UPDATE training_jobs SET status = 'pending', error_message = NULL, lease_owner = NULL, lease_expires_at = NULL, \
+            "UPDATE training_jobs SET status = 'pending', error_message = NULL, lease_owner = NULL, lease_expires_at = NULL, attempts = 0, \
              started_at = NULL, completed_at = NULL, updated_at = $2 WHERE session_id = $1 AND status = 'failed'"
         } else {
-            "UPDATE training_jobs SET status = 'pending', error_message = NULL, lease_owner = NULL, lease_expires_at = NULL, \
+            "UPDATE training_jobs SET status = 'pending', error_message = NULL, lease_owner = NULL, lease_expires_at = NULL, attempts = 0, \
              started_at = NULL, completed_at = NULL, updated_at = $2 WHERE session_id = $1"
         };
         let r = sqlx::query(q).bind(session_id).bind(now).execute(&mut *tx).await?;
@@ -592,9 +595,34 @@ impl Catalog {
     /// Sessions take turns: jobs are ordered by their rank within their session, so one big
     /// session cannot starve the others.
     pub async fn claim_jobs(&self, owner: &str, limit: i64, lease: Duration) -> Result<Vec<ClaimedJob>> {
+        self.claim_jobs_max(owner, limit, lease, DEFAULT_MAX_ATTEMPTS).await
+    }
+
+    /// `claim_jobs`, giving up first on pending jobs already claimed `max_attempts` times: each
+    /// of those claims ended with its worker dead or stalled (an image that kills the process,
+    /// say), so the job ends failed with the reason instead of crash-looping the daemons.
+    pub async fn claim_jobs_max(&self, owner: &str, limit: i64, lease: Duration, max_attempts: i64) -> Result<Vec<ClaimedJob>> {
         let now = now_ms();
         let expires = now + lease.as_millis() as i64;
         let mut tx = self.begin_write().await?;
+        let gave_up: Vec<i64> = sqlx::query_scalar(
+            "UPDATE training_jobs SET status = 'failed', error_message = 'gave up after ' || CAST(attempts AS TEXT) || \
+             ' attempts: each time, the worker processing this image died or stalled before finishing it (an image that crashes the decoder or exhausts memory?)', \
+             lease_owner = NULL, lease_expires_at = NULL, completed_at = $2, updated_at = $2 \
+             WHERE status = 'pending' AND attempts >= $1 RETURNING session_id",
+        )
+        .bind(max_attempts.max(1))
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut sessions: Vec<i64> = gave_up;
+        sessions.sort_unstable();
+        sessions.dedup();
+        for sid in sessions {
+            tracing::warn!(session = sid, max_attempts, "jobs failed after too many attempts");
+            refresh_counts(&mut tx, sid, now).await?;
+            finish_if_done(&mut tx, sid, now).await?;
+        }
         let q = match self.backend {
             // Fair across running sessions: every session gets its next job before any gets a
             // second. Candidates are each running session's first `$5` pending jobs, ranked by

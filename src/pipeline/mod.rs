@@ -34,6 +34,8 @@ pub struct PipelineConfig {
     pub limits: DecodeLimits,
     /// Who holds the leases: this daemon's persistent id.
     pub owner: String,
+    /// Claims of one job before it is given up (`pipeline.max_attempts`).
+    pub max_attempts: i64,
 }
 
 /// Per-stage counters, read by `GET /api/v1/training/pipeline`.

@@ -110,7 +110,8 @@ impl Claimer {
         }
         while !self.shared.stop.load(Ordering::SeqCst) {
             let t = Instant::now();
-            let jobs = match self.rt.block_on(self.catalog.claim_jobs(&self.cfg.owner, self.cfg.claim_batch as i64, self.cfg.lease)) {
+            let jobs = match self.rt.block_on(self.catalog.claim_jobs_max(&self.cfg.owner, self.cfg.claim_batch as i64, self.cfg.lease, self.cfg.max_attempts))
+            {
                 Ok(j) => j,
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming jobs failed; retrying");

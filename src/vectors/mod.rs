@@ -200,9 +200,41 @@ pub enum VectorError {
 
 impl VectorError {
     /// True when the caller should retry later.
+    /// Transient: the store is down, overloaded, or out of disk space — wait and retry; no job
+    /// fails for it. Everything else is permanent for the request at hand.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, VectorError::Unavailable { .. })
+        use std::io::ErrorKind as K;
+        match self {
+            VectorError::Unavailable { .. } => true,
+            VectorError::Io { source, .. } => {
+                matches!(source.kind(), K::StorageFull | K::TimedOut | K::Interrupted | K::WouldBlock | K::ResourceBusy | K::QuotaExceeded)
+            }
+            VectorError::Backend { message, .. } => looks_transient(message),
+            _ => false,
+        }
     }
+}
+
+/// Words of an error message that mean "try again later": a connection refused, reset or
+/// broken, a transport failure, a full disk.
+pub(crate) fn looks_transient(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "connection refused",
+        "connection reset",
+        "broken pipe",
+        "error trying to connect",
+        "tcp connect error",
+        "transport error",
+        "connection closed",
+        "no space left on device",
+        "os error 28",
+        "disk quota exceeded",
+        "timed out",
+        "service unavailable",
+    ]
+    .iter()
+    .any(|w| m.contains(w))
 }
 
 /// Handle on the vector store; cheap to clone, safe to share between tasks.

@@ -32,8 +32,11 @@ fn qerr(e: QdrantError) -> VectorError {
         QdrantError::ResponseError { status } => {
             // tonic::Code as i32: 1 Cancelled, 4 DeadlineExceeded, 10 Aborted, 14 Unavailable.
             let code = i32::from(status.code());
-            let transport = code == 2 && status.message().to_ascii_lowercase().contains("transport");
-            if matches!(code, 1 | 4 | 10 | 14) || transport {
+            // A refused or broken connection reaches us as Unknown (2) or Internal (13) with the
+            // transport's words in the message: that is an outage, not a bad request.
+            let transport = matches!(code, 2 | 13) && super::looks_transient(status.message());
+            // 8 ResourceExhausted: the server sheds load; retry later.
+            if matches!(code, 1 | 4 | 8 | 10 | 14) || transport {
                 VectorError::Unavailable { backend: Backend::Qdrant, reason: format!("{:?}: {}", status.code(), status.message()) }
             } else if code == 3 {
                 VectorError::Invalid(status.message().to_owned())

@@ -389,3 +389,20 @@ async fn remote_store_end_to_end() {
         std::panic::resume_unwind(e.into_panic());
     }
 }
+
+#[test]
+fn transient_errors_are_retried_permanent_ones_not() {
+    let refused = VectorError::Backend {
+        backend: Backend::Qdrant,
+        message: "Internal: error trying to connect: tcp connect error: Connection refused (os error 111)".into(),
+    };
+    assert!(refused.is_retryable());
+    let full = VectorError::Io { path: "/x".into(), source: std::io::Error::from(std::io::ErrorKind::StorageFull) };
+    assert!(full.is_retryable());
+    let full_msg = VectorError::Backend { backend: Backend::Embedded, message: "failed to write segment: No space left on device (os error 28)".into() };
+    assert!(full_msg.is_retryable());
+    assert!(!VectorError::Invalid("wrong vector dimension".into()).is_retryable());
+    assert!(!VectorError::Backend { backend: Backend::Qdrant, message: "InvalidArgument: bad payload".into() }.is_retryable());
+    let denied = VectorError::Io { path: "/x".into(), source: std::io::Error::from(std::io::ErrorKind::PermissionDenied) };
+    assert!(!denied.is_retryable());
+}

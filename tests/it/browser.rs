@@ -56,4 +56,6 @@ async fn web_app_journey_in_chromium() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "browser journey failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- daemon\n{}", d.log());
     assert!(stdout.contains("journey: ok"), "{stdout}");
+    // The timings (README's table): shown with --nocapture.
+    println!("{stdout}");
 }

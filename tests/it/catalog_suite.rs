@@ -221,3 +221,45 @@ async fn concurrent_claims_body(db: Db) {
     assert_eq!(seen.len(), 40);
     c.close().await;
 }
+
+// A job whose worker dies every time (an image that kills the process): after `max_attempts`
+// claims whose leases expired, it ends failed with the reason; the reaper returns expired leases
+// without any restart; the session completes; a restart of failed jobs starts counting again.
+both_backends!(attempts_and_reaper, attempts_body);
+async fn attempts_body(db: Db) {
+    let (c, _d) = open(db).await;
+    let s = c.create_session(&new_session("crashy"), &[sub("/lib/c", true)]).await.unwrap();
+    let sd = c.subdirectories(s.id).await.unwrap()[0].id;
+    c.add_discovered(s.id, &[(sd, vec![file("/lib/c/killer.jpg", 1, 1), file("/lib/c/fine.jpg", 2, 2)])]).await.unwrap();
+    assert!(c.transition(s.id, SessionStatus::Pending, SessionStatus::Running, Stamps::default()).await.unwrap());
+    // Every claim's lease runs out (its worker died); the reaper, not a restart, takes it back.
+    let short = Duration::from_millis(1);
+    let first = c.claim_jobs_max("w", 10, short, 2).await.unwrap();
+    let fine = first.iter().find(|j| j.path.ends_with("fine.jpg")).unwrap().job_id;
+    assert_eq!(c.complete_jobs("w", &[fine]).await.unwrap(), 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(c.requeue_expired().await.unwrap(), 1, "the reaper returns the expired lease");
+    assert_eq!(c.claim_jobs_max("w2", 10, short, 2).await.unwrap().len(), 1, "attempt 2");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(c.requeue_expired().await.unwrap(), 1);
+    // A third claim gives up instead, with the reason; the session completes.
+    assert!(c.claim_jobs_max("w3", 10, short, 2).await.unwrap().is_empty());
+    let (failed, _) = c.jobs(s.id, Some(pixdex::model::JobStatus::Failed), 10, 0).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    let why = failed[0].error_message.clone().unwrap();
+    assert!(why.contains("gave up after 2 attempts"), "{why}");
+    let done = c.session(s.id).await.unwrap().unwrap();
+    assert_eq!((done.status, done.processed_images, done.failed_images), (SessionStatus::Completed, 1, 1));
+    // A file deleted, then the whole session restarted: its job has no asset left, so no
+    // claimer could ever take it; it ends skipped with the reason and the session completes.
+    let fine_asset = c.asset_by_path("/lib/c/fine.jpg").await.unwrap().unwrap().id;
+    c.apply_changes(&ChangeSet { deletes: vec![fine_asset], ..ChangeSet::default() }).await.unwrap();
+    c.reset_jobs(s.id, false).await.unwrap();
+    let (skipped, _) = c.jobs(s.id, Some(pixdex::model::JobStatus::Skipped), 10, 0).await.unwrap();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0].error_message.as_deref().unwrap_or("").contains("deleted"), "{skipped:?}");
+    // Restart failed only (none failed now: the full reset put the killer back to pending with
+    // its attempts counted afresh): it is claimed again.
+    assert!(c.transition(s.id, SessionStatus::Completed, SessionStatus::Running, Stamps::default()).await.unwrap());
+    assert_eq!(c.claim_jobs_max("w4", 10, Duration::from_secs(600), 2).await.unwrap().len(), 1);
+}

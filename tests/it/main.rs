@@ -8,6 +8,7 @@ mod browser;
 mod catalog_suite;
 mod config_sessions;
 mod embed_model;
+mod faults;
 mod pipeline;
 mod sessions_api;
 mod watcher;
