@@ -79,7 +79,13 @@ impl Library {
     }
 
     /// Resolve symlinks and `..`, and check that the directory lies inside a root.
+    /// A path lexically outside every root is refused before the filesystem is touched, so a
+    /// missing outside directory gets the same answer as an existing one.
     pub fn resolve_dir(&self, path: &Path) -> Result<PathBuf, LibraryError> {
+        let lexical = normalize_lexically(&crate::config::absolutize(path));
+        if !self.roots().iter().chain(self.cfg.roots.iter()).any(|r| lexical.starts_with(r)) {
+            return Err(LibraryError::OutsideRoots { path: path.to_path_buf(), roots: self.roots_list() });
+        }
         let canon = std::fs::canonicalize(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => LibraryError::NotFound { path: path.to_path_buf() },
             _ => LibraryError::Io { path: path.to_path_buf(), source: e },
@@ -406,6 +412,7 @@ mod tests {
         assert!(matches!(l.resolve_dir(&root.join("in/../../out")), Err(LibraryError::OutsideRoots { .. })));
         assert!(matches!(l.resolve_dir(&root.join("link")), Err(LibraryError::OutsideRoots { .. })));
         assert!(matches!(l.resolve_dir(&root.join("nope")), Err(LibraryError::NotFound { .. })));
+        assert!(matches!(l.resolve_dir(&d.path().join("missing-outside")), Err(LibraryError::OutsideRoots { .. })), "no probing");
     }
 
     #[test]

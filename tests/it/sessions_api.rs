@@ -189,6 +189,9 @@ async fn path_escapes_body(db: Db) {
     assert_eq!(r.status, 403, "{:?}", r.body);
     let r = d.post(S, Some(json!({"name": "esc", "rootPath": format!("{root}/missing")}))).await;
     assert_eq!(r.status, 404, "{:?}", r.body);
+    // Outside the roots, a missing folder gets the same 403 as an existing one (no probing).
+    let r = d.post("/api/v1/training/directories/scan", Some(json!({"rootPath": outside.join("no-such-dir")}))).await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
     let r = d.post(S, Some(json!({"name": "esc", "rootPath": root, "subdirectories": ["missing"]}))).await;
     assert_eq!(r.status, 400, "{:?}", r.body);
     assert_eq!(d.get(S).await.body["total"], 0, "nothing was created");
