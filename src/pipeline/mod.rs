@@ -71,7 +71,30 @@ pub struct Shared {
     pub recent: std::sync::Mutex<std::collections::VecDeque<(Instant, u64)>>,
 }
 
+impl Default for Shared {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Shared {
+    pub fn new() -> Shared {
+        Shared {
+            claim: Counters::default(),
+            decode: Counters::default(),
+            resize: Counters::default(),
+            embed: Counters::default(),
+            write: Counters::default(),
+            cancelled: RwLock::new(HashSet::new()),
+            stop: AtomicBool::new(false),
+            started: Instant::now(),
+            completed: AtomicU64::new(0),
+            unoptimized: AtomicU64::new(0),
+            last_write: RwLock::new(Instant::now()),
+            recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
+        }
+    }
+
     /// Record `n` completed jobs now.
     pub fn completed_now(&self, n: u64) {
         self.completed.fetch_add(n, Ordering::Relaxed);
@@ -150,20 +173,7 @@ impl Pipeline {
     }
 
     pub fn start(cfg: PipelineConfig, embedder: Embedder, store: VectorStore, catalog: Catalog, rt: tokio::runtime::Handle) -> Pipeline {
-        let shared = Arc::new(Shared {
-            claim: Counters::default(),
-            decode: Counters::default(),
-            resize: Counters::default(),
-            embed: Counters::default(),
-            write: Counters::default(),
-            cancelled: RwLock::new(HashSet::new()),
-            stop: AtomicBool::new(false),
-            started: Instant::now(),
-            completed: AtomicU64::new(0),
-            unoptimized: AtomicU64::new(0),
-            last_write: RwLock::new(Instant::now()),
-            recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
-        });
+        let shared = Arc::new(Shared::new());
         let device = embedder.device_name();
         let gpu = embedder.is_gpu();
         let batch_size = embedder.batch_size();

@@ -327,6 +327,14 @@ impl Writer {
                         tracing::error!(job = job.job_id, error = %e, "recording a failed job failed; its lease will expire and it will be retried");
                     }
                 }
+                Outcome::Embedded { job, embedding, .. } if !embedding.vector.iter().all(|x| x.is_finite()) => {
+                    // This image's fault, not its batch's: fail its job alone.
+                    self.shared.write.failures.fetch_add(1, Ordering::Relaxed);
+                    let reason = format!("{}: the model produced a non-finite embedding (NaN or infinity) for this image", job.path);
+                    if let Err(e) = self.rt.block_on(self.catalog.fail_job(&self.owner, job.job_id, &reason)) {
+                        tracing::error!(job = job.job_id, error = %e, "recording a failed job failed; its lease will expire and it will be retried");
+                    }
+                }
                 Outcome::Embedded { job, embedding, original } => {
                     if !self.shared.is_cancelled(job.session_id) {
                         embedded.push((job, embedding, original));
@@ -366,35 +374,30 @@ impl Writer {
                 },
             });
         }
-        // Retry a store that is down, with backoff; give up only at shutdown (the jobs stay
-        // leased and are requeued at the next start: nothing is lost, nothing completes early).
-        let mut backoff = Duration::from_millis(250);
-        loop {
-            // Stored means durable: flush before the catalog calls the jobs completed, so a
-            // kill -9 right after cannot leave a completed job without its vector.
-            let stored = self.rt.block_on(async {
-                self.store.upsert(points.clone()).await?;
-                self.store.flush().await
-            });
-            match stored {
-                Ok(()) => break,
-                Err(e) if e.is_retryable() => {
-                    if self.shared.stop.load(Ordering::SeqCst) {
-                        tracing::warn!(error = %e, "vector store down at shutdown; jobs stay leased and are redone after restart");
-                        return;
-                    }
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "vector store unavailable; retrying");
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "the vector store refused the points");
-                    for (job, _, _) in &embedded {
-                        let _ = self.rt.block_on(self.catalog.fail_job(&self.owner, job.job_id, &format!("the vector store refused the vector: {e}")));
-                    }
-                    return;
-                }
+        // Store the batch; a permanent refusal is narrowed down point by point, so one bad
+        // point fails its own job and the others are stored.
+        let embedded = match self.store_points(points.clone()) {
+            Stored::Yes => embedded,
+            Stored::Shutdown => return,
+            Stored::Refused(e) if embedded.len() == 1 => {
+                self.refuse(&embedded[0].0, &e);
+                return;
             }
+            Stored::Refused(e) => {
+                tracing::warn!(error = %e, points = points.len(), "the vector store refused a batch; storing its points one by one");
+                let mut kept = Vec::with_capacity(embedded.len());
+                for (item, point) in embedded.into_iter().zip(points) {
+                    match self.store_points(vec![point]) {
+                        Stored::Yes => kept.push(item),
+                        Stored::Shutdown => return,
+                        Stored::Refused(e) => self.refuse(&item.0, &e),
+                    }
+                }
+                kept
+            }
+        };
+        if embedded.is_empty() {
+            return;
         }
         let meta: Vec<(i64, u32, u32, String)> =
             embedded.iter().map(|(job, emb, o)| (job.asset_id, o.0, o.1, serde_json::to_string(&emb.labels).unwrap_or_default())).collect();
@@ -407,6 +410,49 @@ impl Writer {
             }
             Err(e) => tracing::error!(error = %e, "marking jobs completed failed; their leases expire and they are redone (idempotent)"),
         }
+    }
+}
+
+/// What became of a write to the vector store.
+enum Stored {
+    Yes,
+    /// The daemon stops while the store is down: the jobs stay leased and are redone.
+    Shutdown,
+    /// A permanent refusal (not an outage).
+    Refused(crate::vectors::VectorError),
+}
+
+impl Writer {
+    /// Upsert and flush, waiting out a store that is down (backoff up to 30 s): an outage
+    /// fails no job. Stored means durable: flushed before the catalog calls the jobs
+    /// completed, so a kill -9 right after cannot leave a completed job without its vector.
+    fn store_points(&self, points: Vec<Point>) -> Stored {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let stored = self.rt.block_on(async {
+                self.store.upsert(points.clone()).await?;
+                self.store.flush().await
+            });
+            match stored {
+                Ok(()) => return Stored::Yes,
+                Err(e) if e.is_retryable() => {
+                    if self.shared.stop.load(Ordering::SeqCst) {
+                        tracing::warn!(error = %e, "vector store down at shutdown; jobs stay leased and are redone after restart");
+                        return Stored::Shutdown;
+                    }
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "vector store unavailable; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => return Stored::Refused(e),
+            }
+        }
+    }
+
+    fn refuse(&self, job: &crate::catalog::ClaimedJob, e: &crate::vectors::VectorError) {
+        tracing::error!(job = job.job_id, error = %e, "the vector store refused the point");
+        self.shared.write.failures.fetch_add(1, Ordering::Relaxed);
+        let _ = self.rt.block_on(self.catalog.fail_job(&self.owner, job.job_id, &format!("the vector store refused the vector: {e}")));
     }
 }
 
@@ -435,5 +481,62 @@ impl Optimizer {
             }
         }
         let _ = self.rt.block_on(self.store.flush());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{NewSession, NewSubdir};
+    use crate::library::FileEntry;
+    use crate::model::SessionStatus;
+    use crate::vectors::VectorsConfig;
+
+    /// A batch holding a NaN embedding and a vector the store refuses (wrong dimension): only
+    /// those two jobs fail, each with its reason; the others are stored and completed. Real
+    /// SQLite catalog, real embedded store.
+    #[test]
+    fn a_bad_point_fails_only_its_own_job() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = rt.block_on(Catalog::connect(&format!("sqlite://{}", dir.path().join("c.db").display()), 2)).unwrap();
+        let store = rt.block_on(VectorStore::open(&VectorsConfig::embedded(dir.path()), "test", 4)).unwrap();
+        let new = NewSession {
+            name: "s".into(),
+            root_path: "/lib".into(),
+            category_id: None,
+            config: serde_json::json!({}),
+            source: "api".into(),
+            auto_start: false,
+            live: true,
+        };
+        let sub = NewSubdir { path: "/lib/a".into(), name: "a".into(), selected: true, is_root: false, image_count: 4 };
+        let s = rt.block_on(catalog.create_session(&new, &[sub])).unwrap();
+        let sd = rt.block_on(catalog.subdirectories(s.id)).unwrap()[0].id;
+        let files: Vec<FileEntry> = (0..4).map(|i| FileEntry { path: format!("/lib/a/{i}.jpg").into(), size: 1, modified_ms: 1 }).collect();
+        rt.block_on(catalog.add_discovered(s.id, &[(sd, files)])).unwrap();
+        assert!(rt.block_on(catalog.transition(s.id, SessionStatus::Pending, SessionStatus::Running, Default::default())).unwrap());
+        let mut jobs = rt.block_on(catalog.claim_jobs("w", 10, Duration::from_secs(600))).unwrap();
+        jobs.sort_by_key(|j| j.job_id);
+        assert_eq!(jobs.len(), 4);
+        let (_tx, rx) = bounded(1);
+        let w = Writer { input: rx, catalog: catalog.clone(), store, rt: rt.handle().clone(), shared: Arc::new(Shared::new()), owner: "w".into() };
+        let vectors = [vec![1.0, 0.0, 0.0, 0.0], vec![f32::NAN, 0.0, 0.0, 1.0], vec![0.0, 1.0, 0.0], vec![0.0, 0.0, 1.0, 0.0]];
+        let batch = jobs
+            .iter()
+            .cloned()
+            .zip(vectors)
+            .map(|(job, vector)| Outcome::Embedded { job, embedding: crate::embed::Embedding { vector, labels: vec![] }, original: (8, 8) })
+            .collect();
+        w.write(batch);
+        let (failed, _) = rt.block_on(catalog.jobs(s.id, Some(crate::model::JobStatus::Failed), 10, 0)).unwrap();
+        let mut reasons: Vec<String> = failed.iter().map(|j| j.error_message.clone().unwrap_or_default()).collect();
+        reasons.sort();
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(reasons[0].contains("1.jpg") && reasons[0].contains("non-finite"), "{reasons:?}");
+        assert!(reasons[1].contains("refused") && reasons[1].contains("dimension"), "{reasons:?}");
+        let sum = rt.block_on(catalog.jobs_summary(s.id)).unwrap();
+        assert_eq!((sum.completed, sum.failed), (2, 2));
+        assert_eq!(rt.block_on(w.store.count()).unwrap(), 2);
     }
 }
