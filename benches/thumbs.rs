@@ -4,19 +4,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use pixdex::decode::DecodeLimits;
 use pixdex::thumbs::{Thumbs, render};
 
-fn photo_like(w: u32, h: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(w, h, |x, y| {
-        let t = (x.wrapping_mul(2654435761) ^ y.wrapping_mul(40503)) >> 28;
-        image::Rgb([
-            ((x * 255 / w) as u8).wrapping_add(t as u8),
-            ((y * 255 / h) as u8).wrapping_add(t as u8),
-            (((x + y) * 255 / (w + h)) as u8).wrapping_sub(t as u8),
-        ])
-    });
-    let mut out = Vec::new();
-    img.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 88)).unwrap();
-    out
-}
+#[path = "common/photo.rs"]
+mod photo;
+use photo::photo_like;
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();

@@ -139,6 +139,17 @@ enum Format {
     Webp,
 }
 
+/// The MIME type of an image from its first bytes, by the same sniffing the decoder uses (never
+/// from the file name); `None` for anything that is not JPEG, PNG or WebP.
+pub fn content_type(head: &[u8]) -> Option<&'static str> {
+    match sniff(head) {
+        Ok(Format::Jpeg) => Some("image/jpeg"),
+        Ok(Format::Png) => Some("image/png"),
+        Ok(Format::Webp) => Some("image/webp"),
+        Err(_) => None,
+    }
+}
+
 /// Sniff the container from magic bytes. `Err` carries a description of what it is instead.
 fn sniff(bytes: &[u8]) -> Result<Format, String> {
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {

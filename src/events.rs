@@ -100,7 +100,7 @@ pub async fn snapshot(sessions: &Sessions, pipeline: &Pipeline, watcher: &Watche
     let (list, _) = cat.list_sessions(None, 100, (total - 100).max(0)).await?;
     let mut out = Vec::with_capacity(list.len());
     for s in list.into_iter().rev() {
-        let progress = sessions.progress(s.id).await?;
+        let progress = sessions.progress_of(&s).await?;
         out.push(SessionLive {
             id: s.id,
             name: s.name,

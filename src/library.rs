@@ -82,10 +82,7 @@ impl Library {
     /// A path lexically outside every root is refused before the filesystem is touched, so a
     /// missing outside directory gets the same answer as an existing one.
     pub fn resolve_dir(&self, path: &Path) -> Result<PathBuf, LibraryError> {
-        let lexical = normalize_lexically(&crate::config::absolutize(path));
-        if !self.roots().iter().chain(self.cfg.roots.iter()).any(|r| lexical.starts_with(r)) {
-            return Err(LibraryError::OutsideRoots { path: path.to_path_buf(), roots: self.roots_list() });
-        }
+        self.check_lexically(path)?;
         let canon = std::fs::canonicalize(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => LibraryError::NotFound { path: path.to_path_buf() },
             _ => LibraryError::Io { path: path.to_path_buf(), source: e },
@@ -104,11 +101,7 @@ impl Library {
     /// the path exists, so answers cannot be used to probe the disk.
     pub fn resolve_file(&self, path: &Path) -> Result<PathBuf, LibraryError> {
         let outside = || LibraryError::OutsideRoots { path: path.to_path_buf(), roots: self.roots_list() };
-        let lexical = normalize_lexically(&crate::config::absolutize(path));
-        let roots = self.roots();
-        if !roots.iter().chain(self.cfg.roots.iter()).any(|r| lexical.starts_with(r)) {
-            return Err(outside());
-        }
+        let lexical = self.check_lexically(path)?;
         let canon = std::fs::canonicalize(&lexical).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => LibraryError::NotFound { path: path.to_path_buf() },
             _ => LibraryError::Io { path: path.to_path_buf(), source: e },
@@ -120,6 +113,18 @@ impl Library {
             return Err(LibraryError::NotFound { path: path.to_path_buf() });
         }
         Ok(canon)
+    }
+
+    /// The path made absolute with `.`/`..` resolved, if that lies inside a root (as configured
+    /// or resolved); else `OutsideRoots` — decided without touching the filesystem, so the
+    /// answer for an outside path does not depend on whether it exists.
+    fn check_lexically(&self, path: &Path) -> Result<PathBuf, LibraryError> {
+        let lexical = normalize_lexically(&crate::config::absolutize(path));
+        if self.roots().iter().chain(self.cfg.roots.iter()).any(|r| lexical.starts_with(r)) {
+            Ok(lexical)
+        } else {
+            Err(LibraryError::OutsideRoots { path: path.to_path_buf(), roots: self.roots_list() })
+        }
     }
 
     /// Is this (canonical) path inside one of the roots?

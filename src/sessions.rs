@@ -602,6 +602,12 @@ impl Sessions {
 
     pub async fn progress(&self, id: i64) -> Result<Progress> {
         let s = self.get(id).await?;
+        self.progress_of(&s).await
+    }
+
+    /// Progress of a session already read (the live snapshot reads a page of sessions at once).
+    pub async fn progress_of(&self, s: &Session) -> Result<Progress> {
+        let id = s.id;
         let summary = self.catalog.jobs_summary(id).await?;
         let current = summary.completed + summary.failed + summary.skipped;
         let total = summary.total() - summary.cancelled;

@@ -81,3 +81,34 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
         axum::body::Bytes::from_request(req, state).await.map(RawBody).map_err(body_error)
     }
 }
+
+/// A validated page of a listing: `page` 1..=10^9 (so `page × page_size` cannot overflow or
+/// wrap around), `page_size` 1..=the route's maximum; and the paginated answer every listing
+/// gives, `{items, total, page, pageSize, hasMore}`.
+pub struct Page {
+    pub page: i64,
+    pub size: i64,
+}
+
+impl Page {
+    pub const MAX_PAGE: i64 = 1_000_000_000;
+
+    pub fn new(page: Option<i64>, size: Option<i64>, default_size: i64, max_size: i64) -> Result<Page, ApiError> {
+        let (page, size) = (page.unwrap_or(1), size.unwrap_or(default_size));
+        if !(1..=Self::MAX_PAGE).contains(&page) || !(1..=max_size).contains(&size) {
+            return Err(ApiError::BadRequest(format!(
+                "page must be between 1 and {} and page_size between 1 and {max_size} (got {page}, {size})",
+                Self::MAX_PAGE
+            )));
+        }
+        Ok(Page { page, size })
+    }
+
+    pub fn offset(&self) -> i64 {
+        (self.page - 1) * self.size
+    }
+
+    pub fn answer(&self, items: impl serde::Serialize, total: i64) -> super::ApiResult {
+        super::ok(serde_json::json!({"items": items, "total": total, "page": self.page, "pageSize": self.size, "hasMore": self.page * self.size < total}))
+    }
+}

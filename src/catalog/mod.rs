@@ -35,6 +35,11 @@ pub fn rows_ts(ms: i64) -> String {
 use crate::library::FileEntry;
 use crate::model::{JobStatus, SessionStatus, now_ms};
 
+/// Running jobs whose lease ran out (or that hold none) go back to pending: shared by the
+/// recovery at start and the periodic reaper.
+const REQUEUE_EXPIRED: &str = "UPDATE training_jobs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
+     WHERE status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < $1)";
+
 /// Claims of one job before it is given up (`pipeline.max_attempts`).
 pub const DEFAULT_MAX_ATTEMPTS: i64 = 3;
 
@@ -519,14 +524,7 @@ impl Catalog {
     /// daemon's reaper calls this periodically, so a dead peer's work returns without a restart.
     pub async fn requeue_expired(&self) -> Result<u64> {
         let now = now_ms();
-        let r = sqlx::query(
-            "UPDATE training_jobs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
-             WHERE status = 'running' AND lease_expires_at IS NOT NULL AND lease_expires_at < $1",
-        )
-        .bind(now)
-        .execute(&self.write)
-        .await?;
-        Ok(r.rows_affected())
+        Ok(sqlx::query(REQUEUE_EXPIRED).bind(now).execute(&self.write).await?.rows_affected())
     }
 
     /// Cancel every unfinished (pending or running) job of a session.
@@ -721,13 +719,7 @@ impl Catalog {
         let mut tx = self.begin_write().await?;
         let s =
             sqlx::query("UPDATE training_sessions SET status = 'pending', updated_at = $1 WHERE status = 'discovering'").bind(now).execute(&mut *tx).await?;
-        let j = sqlx::query(
-            "UPDATE training_jobs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
-             WHERE status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < $1)",
-        )
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        let j = sqlx::query(REQUEUE_EXPIRED).bind(now).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(Recovered { sessions_rediscover: s.rows_affected(), jobs_requeued: j.rows_affected() })
     }

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::super::extract::{Body, Id, Q};
+use super::super::extract::{Body, Id, Page, Q};
 use super::super::{ApiError, ApiResult, St, ok};
 use crate::catalog::CategoryPatch;
 use crate::sessions::SessionError;
@@ -21,13 +21,9 @@ pub(crate) struct PageParams {
 }
 
 pub(crate) async fn list(State(st): St, Q(p): Q<PageParams>) -> ApiResult {
-    let page = p.page.unwrap_or(1);
-    let page_size = p.page_size.unwrap_or(50);
-    if !(1..=1_000_000_000).contains(&page) || !(1..=100).contains(&page_size) {
-        return Err(ApiError::BadRequest(format!("page must be between 1 and 10^9 and page_size between 1 and 100 (got {page}, {page_size})")));
-    }
-    let (items, total) = st.sessions.catalog().list_categories(page_size, (page - 1) * page_size).await.map_err(SessionError::from)?;
-    ok(json!({"items": items, "total": total, "page": page, "pageSize": page_size, "hasMore": page * page_size < total}))
+    let page = Page::new(p.page, p.page_size, 50, 100)?;
+    let (items, total) = st.sessions.catalog().list_categories(page.size, page.offset()).await.map_err(SessionError::from)?;
+    page.answer(items, total)
 }
 
 fn check_name(name: &str) -> Result<String, ApiError> {

@@ -178,14 +178,13 @@ pub(crate) async fn ignore(st: St, Body(b): Body<IgnoreBody>) -> ApiResult {
 }
 
 pub(crate) async fn unignore(st: St, Body(b): Body<IgnoreBody>) -> ApiResult {
-    let dir = st.sessions.library().resolve_dir(Path::new(&b.path)).map(|d| d.to_string_lossy().into_owned()).unwrap_or(b.path.clone());
-    if !st.sessions.library().is_inside_roots(Path::new(&dir)) {
-        return Err(SessionError::from(LibraryError::OutsideRoots {
-            path: PathBuf::from(&b.path),
-            roots: st.sessions.library().roots().iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", "),
-        })
-        .into());
-    }
+    // The folder may be gone since it was ignored: inside the roots (checked lexically first),
+    // a missing one is named as given.
+    let dir = match st.sessions.library().resolve_dir(Path::new(&b.path)) {
+        Ok(d) => d.to_string_lossy().into_owned(),
+        Err(LibraryError::NotFound { .. }) => b.path.clone(),
+        Err(e) => return Err(SessionError::from(e).into()),
+    };
     if !st.sessions.catalog().unignore_dir(&dir).await.map_err(SessionError::from)? {
         return Err(ApiError::NotFound(format!("Directory not in ignore list: {dir} (GET /api/v1/training/directories/ignored lists them)")));
     }
@@ -219,7 +218,7 @@ pub(crate) async fn admission_preview(st: St, Body(b): Body<AdmissionBody>) -> A
 /// "running" so the UI keeps polling.
 pub(crate) async fn progress_unified(st: St, Id(id): Id) -> ApiResult {
     let s = st.sessions.get(id).await?;
-    let p = st.sessions.progress(id).await?;
+    let p = st.sessions.progress_of(&s).await?;
     let overall = match p.status {
         SessionStatus::Discovering | SessionStatus::Running => "running",
         other => other.as_str(),

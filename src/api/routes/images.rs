@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::super::compat;
-use super::super::extract::{Body, Id, Q};
+use super::super::extract::{Body, Id, Page, Q};
 use super::super::{ApiError, ApiResult, AppState, St, ok};
 use crate::catalog::AssetRow;
 use crate::library::LibraryError;
@@ -80,19 +80,6 @@ pub(crate) async fn thumbnail(State(st): St, Id(id): Id, headers: HeaderMap) -> 
     }
 }
 
-/// The content type from the file's first bytes (never from its name).
-fn sniff_type(head: &[u8]) -> &'static str {
-    if head.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        "image/jpeg"
-    } else if head.starts_with(b"\x89PNG\r\n\x1a\n") {
-        "image/png"
-    } else if head.len() >= 12 && &head[0..4] == b"RIFF" && &head[8..12] == b"WEBP" {
-        "image/webp"
-    } else {
-        "application/octet-stream"
-    }
-}
-
 /// `GET /api/v1/images/{id}/full`: the catalogued file's bytes.
 pub(crate) async fn full(State(st): St, Id(id): Id, headers: HeaderMap) -> ApiResult {
     let a = asset_or_404(&st, id).await?;
@@ -110,7 +97,7 @@ pub(crate) async fn full(State(st): St, Id(id): Id, headers: HeaderMap) -> ApiRe
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::NotFound(format!("Original image not readable: {} ({e})", a.asset.path)))?;
-    let ct = sniff_type(&bytes[..bytes.len().min(16)]);
+    let ct = crate::decode::content_type(&bytes).unwrap_or("application/octet-stream");
     Ok(([(header::CONTENT_TYPE, ct.to_string()), (header::ETAG, etag), (header::CACHE_CONTROL, "private, no-cache".to_string())], bytes).into_response())
 }
 
@@ -175,18 +162,14 @@ pub(crate) struct AssetParams {
 }
 
 pub(crate) async fn list_assets(State(st): St, Q(p): Q<AssetParams>) -> ApiResult {
-    let page = p.page.unwrap_or(1);
-    let page_size = p.page_size.unwrap_or(50);
-    if !(1..=1_000_000_000).contains(&page) || !(1..=1000).contains(&page_size) {
-        return Err(ApiError::BadRequest(format!("page must be between 1 and 10^9 and page_size between 1 and 1000 (got {page}, {page_size})")));
-    }
+    let page = Page::new(p.page, p.page_size, 50, 1000)?;
     let under = match p.path_prefix.as_deref().filter(|s| !s.trim().is_empty()) {
         Some(d) => Some(st.sessions.library().resolve_dir(Path::new(d)).map_err(SessionError::from)?.to_string_lossy().into_owned()),
         None => None,
     };
-    let (items, total) = st.sessions.catalog().list_assets(under.as_deref(), page_size, (page - 1) * page_size).await.map_err(SessionError::from)?;
+    let (items, total) = st.sessions.catalog().list_assets(under.as_deref(), page.size, page.offset()).await.map_err(SessionError::from)?;
     let items: Vec<Value> = items.iter().map(compat::asset).collect();
-    ok(json!({"items": items, "total": total, "page": page, "pageSize": page_size, "hasMore": page * page_size < total}))
+    page.answer(items, total)
 }
 
 pub(crate) async fn get_asset(State(st): St, Id(id): Id) -> ApiResult {

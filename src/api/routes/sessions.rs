@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::super::extract::{Body, Id, Q};
+use super::super::extract::{Body, Id, Page, Q};
 use super::super::{ApiError, ApiResult, St, ok, wire};
 use crate::catalog::SessionPatch;
 use crate::model::{JobStatus, SessionStatus};
@@ -26,14 +26,7 @@ pub(crate) struct ListParams {
 }
 
 pub(crate) async fn list_sessions(State(st): St, Q(p): Q<ListParams>) -> ApiResult {
-    let page = p.page.unwrap_or(1);
-    let page_size = p.page_size.unwrap_or(20);
-    if !(1..=1_000_000_000).contains(&page) {
-        return Err(ApiError::BadRequest(format!("page must be between 1 and 10^9, got {page}")));
-    }
-    if !(1..=100).contains(&page_size) {
-        return Err(ApiError::BadRequest(format!("page_size must be between 1 and 100, got {page_size}")));
-    }
+    let page = Page::new(p.page, p.page_size, 20, 100)?;
     let status = match p.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(SessionStatus::parse(s).ok_or_else(|| {
@@ -43,14 +36,8 @@ pub(crate) async fn list_sessions(State(st): St, Q(p): Q<ListParams>) -> ApiResu
             ))
         })?),
     };
-    let (items, total) = st.sessions.catalog().list_sessions(status, page_size, (page - 1) * page_size).await.map_err(crate::sessions::SessionError::from)?;
-    ok(json!({
-        "items": items,
-        "total": total,
-        "page": page,
-        "pageSize": page_size,
-        "hasMore": page * page_size < total,
-    }))
+    let (items, total) = st.sessions.catalog().list_sessions(status, page.size, page.offset()).await.map_err(crate::sessions::SessionError::from)?;
+    page.answer(items, total)
 }
 
 pub(crate) async fn create_session(State(st): St, Body(b): Body<wire::CreateSession>) -> ApiResult {
@@ -134,11 +121,7 @@ pub(crate) struct JobParams {
 }
 
 pub(crate) async fn jobs(State(st): St, Id(id): Id, Q(p): Q<JobParams>) -> ApiResult {
-    let page = p.page.unwrap_or(1);
-    let page_size = p.page_size.unwrap_or(50);
-    if !(1..=1_000_000_000).contains(&page) || !(1..=1000).contains(&page_size) {
-        return Err(ApiError::BadRequest(format!("page must be between 1 and 10^9 and page_size between 1 and 1000 (got {page}, {page_size})")));
-    }
+    let page = Page::new(p.page, p.page_size, 50, 1000)?;
     let status = match p.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
@@ -148,9 +131,9 @@ pub(crate) async fn jobs(State(st): St, Id(id): Id, Q(p): Q<JobParams>) -> ApiRe
             ))
         })?),
     };
-    let (items, total) = st.sessions.jobs(id, status, page_size, (page - 1) * page_size).await?;
+    let (items, total) = st.sessions.jobs(id, status, page.size, page.offset()).await?;
     let items: Vec<Value> = items.iter().map(super::super::compat::job).collect();
-    ok(json!({"items": items, "total": total, "page": page, "pageSize": page_size, "hasMore": page * page_size < total}))
+    page.answer(items, total)
 }
 
 // ---------------------------------------------------------------------------------------------
