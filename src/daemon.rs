@@ -43,6 +43,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     // Claim the control socket first: a second daemon on the same config stops here, before it
     // touches the catalog or the vector store.
+    // The TCP listener's token is read (or generated into data_dir) before anything answers:
+    // once the daemon is up, the token file exists, and a bad token_file stops it here.
+    let guard = match cfg.listen {
+        Some(_) => Some(Arc::new(api::guard::Guard::new(&cfg.web).context("cannot set up the TCP listener's token")?)),
+        None => None,
+    };
     let unix = bind_unix(&cfg.socket)?;
     tracing::info!(socket = %cfg.socket.display(), "control socket bound");
 
@@ -130,9 +136,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             }
         });
     }
-    if let Some(addr) = cfg.listen {
+    if let (Some(addr), Some(guard)) = (cfg.listen, guard) {
         // The TCP listener sits behind the guard: Host check, CORS, token.
-        let guard = Arc::new(api::guard::Guard::new(&cfg.web).context("cannot set up the TCP listener's token")?);
         let tcp = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on daemon.listen = {addr}"))?;
         let shown = if addr.ip().is_unspecified() { format!("localhost:{}", addr.port()) } else { addr.to_string() };
         match guard.token() {

@@ -374,6 +374,12 @@ impl TestDaemon {
         d.daemon_extra = format!("listen = \"{addr}\"\n{daemon_lines}");
         d.write_config(extra_toml);
         d.spawn().await;
+        // The socket answers first; wait until the TCP listener accepts too.
+        let t = Instant::now();
+        while tokio::net::TcpStream::connect(&addr).await.is_err() {
+            assert!(t.elapsed() < Duration::from_secs(10), "TCP listener {addr} not up:\n{}", d.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         (d, addr)
     }
 }
