@@ -1,4 +1,6 @@
-//! Decoding a 12 MP (4000x3000) JPEG: full-size decode vs the DCT-scaled decode the pipeline uses.
+//! Decoding a 12 MP (4000x3000) JPEG: full-size decode vs the DCT-scaled decode the pipeline uses
+//! (libjpeg-turbo when `libturbojpeg.so.0` loads, printed at start; `jpeg_decoder_dct_scaled`
+//! is the pure-Rust fallback at the same 1/8 scale).
 use std::io::Cursor;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -19,6 +21,14 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("image_full_size", |b| b.iter(|| image::load(Cursor::new(&bytes), image::ImageFormat::Jpeg).unwrap().into_rgb8()));
     g.bench_function("jpeg_decoder_full_size", |b| b.iter(|| jpeg_decoder::Decoder::new(Cursor::new(&bytes)).decode().unwrap()));
+    g.bench_function("jpeg_decoder_dct_scaled", |b| {
+        b.iter(|| {
+            let mut d = jpeg_decoder::Decoder::new(Cursor::new(&bytes));
+            d.scale(500, 375).unwrap();
+            d.decode().unwrap()
+        })
+    });
+    eprintln!("decode_for_embedding uses {}", pixdex::decode::jpeg_backend());
     g.bench_function("decode_for_embedding_dct_scaled", |b| b.iter(|| decode_for_embedding(&path, &limits).unwrap()));
     g.bench_function("decode_bytes_dct_scaled", |b| b.iter(|| decode_bytes(&bytes, "12mp.jpg", &limits).unwrap()));
     g.finish();

@@ -1,4 +1,4 @@
-//! Embedding throughput by batch size: CPU (burn flex) by default, `PIXDEX_BENCH_DEVICE=wgpu`
+//! Embedding throughput by batch size: CPU (pixdex kernels) by default, `PIXDEX_BENCH_DEVICE=flex` for Burn flex, `PIXDEX_BENCH_DEVICE=wgpu`
 //! (or `auto`) on a GPU machine. `cargo bench --bench embed`; weights from `PIXDEX_MODEL` or
 //! `models/efficientnet-lite0.pth`.
 

@@ -6,8 +6,9 @@
 //! - The format is sniffed from the magic bytes, never from the extension.
 //! - Dimensions are checked against `pipeline.max_megapixels` from the header *before* any
 //!   pixel is decoded (decompression bombs are refused instantly).
-//! - JPEGs are downscaled in the DCT domain (1/2, 1/4, 1/8) so that the shorter side stays
-//!   ≥ `target`: a 12 MP photo is never decoded at full size.
+//! - JPEGs are downscaled in the DCT domain so that the shorter side stays ≥ `target`: a 12 MP
+//!   photo is never decoded at full size. libjpeg-turbo (loaded at run time, [`turbo`]) scales
+//!   by M/8; `jpeg-decoder` (pure Rust) is the fallback and takes whatever TurboJPEG refuses.
 //! - PNG/WebP are decoded by the `image` crate under an allocation limit, then reduced by a
 //!   power-of-two box filter with the same rule, so every format hands over a small image.
 //! - EXIF orientation is applied to the small image.
@@ -16,6 +17,9 @@
 use std::io::{Cursor, ErrorKind, Read};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+
+mod turbo;
+pub use turbo::backend as jpeg_backend;
 
 /// Limits applied while decoding (`pipeline.*` in the configuration).
 #[derive(Debug, Clone, PartialEq)]
@@ -230,6 +234,22 @@ fn decode_jpeg(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<Decod
     let info = dec.info().ok_or_else(|| DecodeError::Corrupt { path: path.to_path_buf(), reason: "no frame header".into() })?;
     let (ow, oh) = (info.width as u32, info.height as u32);
     check_bomb(path, ow, oh, limits)?;
+
+    // libjpeg-turbo first (lossless JPEGs it cannot read; jpeg-decoder keeps them at full size).
+    if info.coding_process != jpeg_decoder::CodingProcess::Lossless {
+        match turbo::decode(bytes, limits.target) {
+            Ok(t) => {
+                // EXIF (APP1) precedes the frame header, so read_info has already seen it.
+                let orientation = dec.exif_data().and_then(exif_orientation).unwrap_or(1);
+                let image = apply_orientation(RgbImage { width: t.width, height: t.height, data: t.data }, orientation);
+                return Ok(Decoded { image, original_width: ow, original_height: oh, format: "jpeg" });
+            }
+            Err(turbo::Refused::Failed(reason)) => {
+                tracing::debug!(path = %path.display(), %reason, "libjpeg-turbo refused the file; decoding with jpeg-decoder");
+            }
+            Err(turbo::Refused::Unavailable | turbo::Refused::Cmyk) => {}
+        }
+    }
 
     // jpeg-decoder picks the strongest reduction for which *either* requested side is reached;
     // asking only for the shorter side keeps the shorter side ≥ target.
@@ -543,10 +563,38 @@ mod tests {
         let src = gradient(3000, 300);
         let d = decode_bytes(&encode_jpeg(&src, 80), "pano.jpg", &DecodeLimits::default()).unwrap();
         assert!(d.image.height >= 224, "{}x{}", d.image.width, d.image.height);
-        assert_eq!((d.image.width, d.image.height), (3000, 300));
+        // libjpeg-turbo scales by M/8 (6/8 here), jpeg-decoder only by powers of two (none fits).
+        let turbo = jpeg_backend() == "libjpeg-turbo";
+        assert_eq!((d.image.width, d.image.height), if turbo { (2250, 225) } else { (3000, 300) });
         let src = gradient(600, 2000);
         let d = decode_bytes(&encode_jpeg(&src, 80), "tall.jpg", &DecodeLimits::default()).unwrap();
-        assert_eq!((d.image.width, d.image.height), (300, 1000));
+        assert_eq!((d.image.width, d.image.height), if turbo { (225, 750) } else { (300, 1000) });
+    }
+
+    /// CI installs libturbojpeg0 and sets PIXDEX_REQUIRE_TURBOJPEG=1: the fast path must be the
+    /// one that runs there, and it must agree with the pure-Rust decoder at the same scale.
+    #[test]
+    fn libjpeg_turbo_matches_jpeg_decoder() {
+        if turbo::backend() != "libjpeg-turbo" {
+            assert!(std::env::var_os("PIXDEX_REQUIRE_TURBOJPEG").is_none(), "PIXDEX_REQUIRE_TURBOJPEG is set but libturbojpeg.so.0 did not load");
+            eprintln!("SKIPPED: libturbojpeg.so.0 not installed (apt install libturbojpeg0)");
+            return;
+        }
+        let src = image::RgbImage::from_fn(4000, 3000, |x, y| {
+            let v = ((x as f32 / 97.0).sin() * 60.0 + (y as f32 / 53.0).cos() * 60.0 + 128.0) as u8;
+            image::Rgb([v, (x / 16) as u8, (y / 12) as u8])
+        });
+        let bytes = encode_jpeg(&src, 90);
+        let t = turbo::decode(&bytes, 224).unwrap();
+        assert_eq!((t.width, t.height), (500, 375));
+        let mut dec = jpeg_decoder::Decoder::new(Cursor::new(&bytes));
+        dec.scale(500, 375).unwrap();
+        let reference = dec.decode().unwrap();
+        assert_eq!(reference.len(), t.data.len());
+        let mean = t.data.iter().zip(&reference).map(|(&a, &b)| (a as f64 - b as f64).abs()).sum::<f64>() / reference.len() as f64;
+        assert!(mean < 1.5, "mean abs difference {mean}");
+        // Damaged data is refused (any warning), so the fallback names the fault.
+        assert!(matches!(turbo::decode(&bytes[..bytes.len() / 2], 224), Err(turbo::Refused::Failed(_))));
     }
 
     #[test]

@@ -30,6 +30,42 @@ const STAGE_REPEATS: [usize; 7] = [1, 2, 2, 3, 3, 4, 1];
 pub(crate) const FEATURES: usize = 1280;
 pub(crate) const CLASSES: usize = 1000;
 
+/// One convolution of the network with its BatchNorm folded in, as host data: the single model
+/// definition that both executors (the Burn module below, `super::cpu`) are built from.
+#[derive(Debug, Clone)]
+pub(crate) struct ConvSpec {
+    /// `[out, in / groups, kernel, kernel]`, PyTorch layout.
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub out_ch: usize,
+    /// Input channels per group (1 for depthwise).
+    pub in_per_group: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub groups: usize,
+    pub relu6: bool,
+}
+
+/// One MBConv block as host data.
+#[derive(Debug, Clone)]
+pub(crate) struct BlockSpec {
+    pub expand: Option<ConvSpec>,
+    pub depthwise: ConvSpec,
+    pub project: ConvSpec,
+    pub residual: bool,
+}
+
+/// EfficientNet-Lite0 as loaded and folded from the checkpoint (host memory, no device).
+#[derive(Debug, Clone)]
+pub(crate) struct Architecture {
+    pub stem: ConvSpec,
+    pub blocks: Vec<BlockSpec>,
+    pub head: ConvSpec,
+    /// Classifier weight, transposed to `[FEATURES, CLASSES]`.
+    pub fc_weight_t: Vec<f32>,
+    pub fc_bias: Vec<f32>,
+}
+
 /// A convolution with its BatchNorm folded in, optionally followed by ReLU6.
 #[derive(Module, Debug)]
 pub(crate) struct ConvBn {
@@ -42,6 +78,18 @@ pub(crate) struct ConvBn {
 }
 
 impl ConvBn {
+    fn from_spec(spec: &ConvSpec, device: &Device) -> Self {
+        let shape = [spec.out_ch, spec.in_per_group, spec.kernel, spec.kernel];
+        ConvBn {
+            weight: Param::from_tensor(Tensor::from_data(TensorData::new(spec.weight.clone(), shape), device)),
+            bias: Param::from_tensor(Tensor::from_data(TensorData::new(spec.bias.clone(), [spec.out_ch]), device)),
+            kernel: spec.kernel,
+            stride: spec.stride,
+            groups: spec.groups,
+            relu6: spec.relu6,
+        }
+    }
+
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [_, _, h, w] = x.dims();
         let options = ConvOptions {
@@ -113,12 +161,35 @@ impl EfficientNetLite0 {
         Outputs { pooled, logits }
     }
 
+    /// The Burn module for `arch` on `device`.
+    pub(crate) fn from_arch(arch: &Architecture, device: &Device) -> Self {
+        let blocks = arch
+            .blocks
+            .iter()
+            .map(|b| Block {
+                expand: b.expand.as_ref().map(|e| ConvBn::from_spec(e, device)),
+                depthwise: ConvBn::from_spec(&b.depthwise, device),
+                project: ConvBn::from_spec(&b.project, device),
+                residual: b.residual,
+            })
+            .collect();
+        Self {
+            stem: ConvBn::from_spec(&arch.stem, device),
+            blocks,
+            head: ConvBn::from_spec(&arch.head, device),
+            fc_weight: Param::from_tensor(Tensor::from_data(TensorData::new(arch.fc_weight_t.clone(), [FEATURES, CLASSES]), device)),
+            fc_bias: Param::from_tensor(Tensor::from_data(TensorData::new(arch.fc_bias.clone(), [CLASSES]), device)),
+        }
+    }
+}
+
+impl Architecture {
     /// Load and fold the checkpoint. Errors are human-readable reasons.
-    pub(crate) fn load(path: &Path, device: &Device) -> Result<Self, String> {
+    pub(crate) fn load(path: &Path) -> Result<Self, String> {
         let reader = PytorchReader::new(path).map_err(|e| format!("not a readable PyTorch checkpoint: {e}"))?;
         let w = Weights { tensors: reader.into_tensors() };
 
-        let stem = w.conv_bn("_conv_stem", "_bn0", 2, 1, true, device)?;
+        let stem = w.conv_bn("_conv_stem", "_bn0", 2, 1, true)?;
         let mut blocks = Vec::new();
         let mut in_ch = stem_out(&w)?;
         let mut stage = 0usize;
@@ -141,14 +212,14 @@ impl EfficientNetLite0 {
             }
             let stride = if in_stage == 0 { STAGE_STRIDES[stage] } else { 1 };
             let expand = if w.has(&format!("{p}._expand_conv.weight")) {
-                Some(w.conv_bn(&format!("{p}._expand_conv"), &format!("{p}._bn0"), 1, 1, true, device)?)
+                Some(w.conv_bn(&format!("{p}._expand_conv"), &format!("{p}._bn0"), 1, 1, true)?)
             } else {
                 None
             };
             let dw_shape = w.shape(&format!("{p}._depthwise_conv.weight"))?;
-            let depthwise = w.conv_bn(&format!("{p}._depthwise_conv"), &format!("{p}._bn1"), stride, dw_shape[0], true, device)?;
-            let project = w.conv_bn(&format!("{p}._project_conv"), &format!("{p}._bn2"), 1, 1, false, device)?;
-            blocks.push(Block { expand, depthwise, project, residual: stride == 1 && in_ch == out_ch });
+            let depthwise = w.conv_bn(&format!("{p}._depthwise_conv"), &format!("{p}._bn1"), stride, dw_shape[0], true)?;
+            let project = w.conv_bn(&format!("{p}._project_conv"), &format!("{p}._bn2"), 1, 1, false)?;
+            blocks.push(BlockSpec { expand, depthwise, project, residual: stride == 1 && in_ch == out_ch });
             in_ch = out_ch;
             prev_out = Some(out_ch);
             in_stage += 1;
@@ -159,7 +230,7 @@ impl EfficientNetLite0 {
         if blocks.len() != STAGE_REPEATS.iter().sum::<usize>() || stage != STAGE_STRIDES.len() - 1 {
             return Err(format!("expected 16 blocks in 7 stages, found {} blocks in {} stages", blocks.len(), stage + 1));
         }
-        let head = w.conv_bn("_conv_head", "_bn1", 1, 1, true, device)?;
+        let head = w.conv_bn("_conv_head", "_bn1", 1, 1, true)?;
         let fc = w.f32s("_fc.weight", &[CLASSES, FEATURES])?;
         let mut fc_t = vec![0f32; FEATURES * CLASSES];
         for o in 0..CLASSES {
@@ -168,13 +239,7 @@ impl EfficientNetLite0 {
             }
         }
         let fc_bias = w.f32s("_fc.bias", &[CLASSES])?;
-        Ok(Self {
-            stem,
-            blocks,
-            head,
-            fc_weight: Param::from_tensor(Tensor::from_data(TensorData::new(fc_t, [FEATURES, CLASSES]), device)),
-            fc_bias: Param::from_tensor(Tensor::from_data(TensorData::new(fc_bias, [CLASSES]), device)),
-        })
+        Ok(Self { stem, blocks, head, fc_weight_t: fc_t, fc_bias })
     }
 }
 
@@ -209,7 +274,7 @@ impl Weights {
     }
 
     /// A conv (no bias in the checkpoint) with the following BatchNorm folded in.
-    fn conv_bn(&self, conv: &str, bn: &str, stride: usize, groups: usize, relu6: bool, device: &Device) -> Result<ConvBn, String> {
+    fn conv_bn(&self, conv: &str, bn: &str, stride: usize, groups: usize, relu6: bool) -> Result<ConvSpec, String> {
         let shape = self.shape(&format!("{conv}.weight"))?;
         if shape.len() != 4 || shape[2] != shape[3] {
             return Err(format!("`{conv}.weight` has shape {shape:?}, expected [O, I, k, k]"));
@@ -232,14 +297,7 @@ impl Weights {
             }
             bias[o] = (beta[o] as f64 - mean[o] as f64 * scale) as f32;
         }
-        Ok(ConvBn {
-            weight: Param::from_tensor(Tensor::from_data(TensorData::new(weight, shape.clone()), device)),
-            bias: Param::from_tensor(Tensor::from_data(TensorData::new(bias, [out_ch]), device)),
-            kernel,
-            stride,
-            groups,
-            relu6,
-        })
+        Ok(ConvSpec { weight, bias, out_ch, in_per_group: shape[1], kernel, stride, groups, relu6 })
     }
 }
 

@@ -1,5 +1,5 @@
-//! Image embedding: EfficientNet-Lite0 (ImageNet) run through Burn, on the CPU (`flex`) or on a
-//! GPU (`wgpu`). Produces a 1280-d L2-normalized feature vector and the top-5 ImageNet labels.
+//! Image embedding: EfficientNet-Lite0 (ImageNet) on the CPU (our fused channels-last kernels,
+//! `cpu/`), on a GPU through Burn `wgpu`, or through Burn `flex` (the reference CPU executor). Produces a 1280-d L2-normalized feature vector and the top-5 ImageNet labels.
 //!
 //! Invariant: no Burn type leaves this module (except `pub(crate)` hooks used by the device-side
 //! preprocessing in `preprocess.rs`). Callers pass host `f32` NCHW batches already resized to
@@ -8,6 +8,7 @@
 //! Weights are never downloaded here: `scripts/fetch-model` puts them at
 //! `models/efficientnet-lite0.pth`.
 
+mod cpu;
 mod efficientnet;
 
 use std::fmt;
@@ -19,7 +20,7 @@ use std::time::Instant;
 use burn::tensor::{Device, DeviceKind, Tensor, TensorData};
 use serde::Serialize;
 
-use efficientnet::{CLASSES, EfficientNetLite0, FEATURES};
+use efficientnet::{Architecture, CLASSES, EfficientNetLite0, FEATURES};
 
 pub const MODEL_NAME: &str = "efficientnet-lite0-imagenet";
 /// Embedding dimension.
@@ -35,16 +36,18 @@ pub const DEFAULT_WEIGHTS: &str = "models/efficientnet-lite0.pth";
 
 const _: () = assert!(DIM == FEATURES);
 
-/// Which device runs the model (config `embed.device`: `"auto" | "wgpu" | "cpu"`).
+/// Which device runs the model (config `model.device`: `"auto" | "wgpu" | "cpu" | "flex"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceChoice {
-    /// A hardware GPU through wgpu if one is found, else the CPU.
+    /// A hardware GPU through wgpu if one is found, else the CPU kernels.
     #[default]
     Auto,
     /// wgpu, even on a software adapter (llvmpipe / lavapipe).
     Wgpu,
-    /// Burn flex on the CPU.
+    /// pixdex's fused CPU kernels (`embed/cpu`).
     Cpu,
+    /// Burn flex on the CPU: the generic reference executor (about 4–8× slower than `cpu`).
+    Flex,
 }
 
 impl FromStr for DeviceChoice {
@@ -53,8 +56,9 @@ impl FromStr for DeviceChoice {
         match s.trim().to_ascii_lowercase().as_str() {
             "auto" => Ok(Self::Auto),
             "wgpu" | "gpu" => Ok(Self::Wgpu),
-            "cpu" | "flex" => Ok(Self::Cpu),
-            other => Err(EmbedError::Device(format!("embed device must be \"auto\", \"wgpu\" or \"cpu\", got {other:?}"))),
+            "cpu" => Ok(Self::Cpu),
+            "flex" => Ok(Self::Flex),
+            other => Err(EmbedError::Device(format!("model device must be \"auto\", \"wgpu\", \"cpu\" or \"flex\", got {other:?}"))),
         }
     }
 }
@@ -65,6 +69,7 @@ impl fmt::Display for DeviceChoice {
             Self::Auto => "auto",
             Self::Wgpu => "wgpu",
             Self::Cpu => "cpu",
+            Self::Flex => "flex",
         })
     }
 }
@@ -126,9 +131,18 @@ pub struct Runtime {
     pad: bool,
 }
 
+/// The model on pixdex's own CPU kernels.
+pub struct CpuRuntime {
+    net: cpu::CpuNet,
+    name: String,
+    batch_size: usize,
+}
+
 /// The embedding model on a backend (an enum over backends, meilisearch style).
 pub enum Embedder {
-    /// Burn flex on the CPU.
+    /// pixdex's fused channels-last CPU kernels (the default without a GPU).
+    Cpu(CpuRuntime),
+    /// Burn flex on the CPU (reference executor).
     Flex(Runtime),
     /// Burn wgpu on a GPU (or a software adapter when asked for explicitly).
     Wgpu(Runtime),
@@ -151,7 +165,11 @@ impl Embedder {
         }
         let embedder = match choice {
             DeviceChoice::Cpu => {
-                tracing::info!("embedding on the CPU (burn flex): configured `cpu`");
+                tracing::info!("embedding on the CPU: configured `cpu`");
+                Self::cpu(weights, batch_size)?
+            }
+            DeviceChoice::Flex => {
+                tracing::info!("embedding on the CPU (burn flex): configured `flex`");
                 Self::flex(weights, batch_size)?
             }
             DeviceChoice::Wgpu => {
@@ -171,19 +189,22 @@ impl Embedder {
                             return Err(err);
                         }
                         Err(err) => {
-                            tracing::warn!(error = %err, "wgpu failed, falling back to the CPU (burn flex)");
-                            Self::flex(weights, batch_size)?
+                            tracing::warn!(error = %err, "wgpu failed, falling back to the CPU kernels");
+                            Self::cpu(weights, batch_size)?
                         }
                     }
                 }
                 None => {
-                    tracing::info!("embedding on the CPU (burn flex): `auto` found no hardware GPU adapter (software adapters are skipped)");
-                    Self::flex(weights, batch_size)?
+                    tracing::info!("embedding on the CPU: `auto` found no hardware GPU adapter (software adapters are skipped)");
+                    Self::cpu(weights, batch_size)?
                 }
             },
         };
         let start = Instant::now();
-        let warm = embedder.runtime().warmup_batch();
+        let warm = match &embedder {
+            Embedder::Cpu(_) => 1,
+            Embedder::Flex(r) | Embedder::Wgpu(r) => r.warmup_batch(),
+        };
         embedder.forward_raw(&vec![0f32; warm * IMAGE_FLOATS], warm)?;
         tracing::info!(
             device = %embedder.device_name(),
@@ -192,6 +213,14 @@ impl Embedder {
             "embedding model {MODEL_NAME} ready"
         );
         Ok(embedder)
+    }
+
+    fn cpu(weights: &Path, batch_size: usize) -> Result<Embedder, EmbedError> {
+        let arch = load_architecture(weights)?;
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let net = cpu::CpuNet::new(&arch, threads).map_err(|reason| EmbedError::WeightsInvalid { path: weights.to_path_buf(), reason })?;
+        let name = format!("cpu (pixdex kernels, {})", net.describe());
+        Ok(Embedder::Cpu(CpuRuntime { net, name, batch_size }))
     }
 
     fn flex(weights: &Path, batch_size: usize) -> Result<Embedder, EmbedError> {
@@ -213,19 +242,28 @@ impl Embedder {
         Ok(Embedder::Wgpu(Runtime { model, device, name: format!("wgpu: {}", adapter.describe()), batch_size, pad: true }))
     }
 
-    fn runtime(&self) -> &Runtime {
+    /// The Burn runtime (flex or wgpu); `None` on the CPU kernels.
+    fn burn(&self) -> Option<&Runtime> {
         match self {
-            Embedder::Flex(r) | Embedder::Wgpu(r) => r,
+            Embedder::Flex(r) | Embedder::Wgpu(r) => Some(r),
+            Embedder::Cpu(_) => None,
         }
     }
 
-    /// Human-readable device, e.g. `cpu (burn flex, 2 threads)` or `wgpu: NVIDIA ... (Vulkan)`.
+    /// Human-readable device, e.g. `cpu (pixdex kernels, AVX-512, 2 threads)` or
+    /// `wgpu: NVIDIA ... (Vulkan)`.
     pub fn device_name(&self) -> String {
-        self.runtime().name.clone()
+        match self {
+            Embedder::Cpu(c) => c.name.clone(),
+            Embedder::Flex(r) | Embedder::Wgpu(r) => r.name.clone(),
+        }
     }
 
     pub fn batch_size(&self) -> usize {
-        self.runtime().batch_size
+        match self {
+            Embedder::Cpu(c) => c.batch_size,
+            Embedder::Flex(r) | Embedder::Wgpu(r) => r.batch_size,
+        }
     }
 
     /// Embed `n` (1..=batch_size) images given as NCHW f32, `n * 3 * 224 * 224` floats,
@@ -236,11 +274,14 @@ impl Embedder {
 
     /// Like [`Embedder::embed_normalized`] but returns the raw pooled features and logits.
     pub fn forward_raw(&self, nchw: &[f32], n: usize) -> Result<Vec<RawOutput>, EmbedError> {
-        let rt = self.runtime();
-        rt.check_n(n)?;
+        check_n(n, self.batch_size())?;
         if nchw.len() != n * IMAGE_FLOATS {
             return Err(EmbedError::Input(format!("expected {n} x 3 x {INPUT} x {INPUT} = {} floats, got {}", n * IMAGE_FLOATS, nchw.len())));
         }
+        let rt = match self {
+            Embedder::Cpu(c) => return Ok(c.net.forward(nchw, n)),
+            Embedder::Flex(r) | Embedder::Wgpu(r) => r,
+        };
         let rows = rt.rows(n);
         let mut data = Vec::with_capacity(rows * IMAGE_FLOATS);
         data.extend_from_slice(nchw);
@@ -251,20 +292,22 @@ impl Embedder {
 
     /// The device the model lives on, for device-side preprocessing.
     #[allow(dead_code)]
-    pub(crate) fn device(&self) -> &Device {
-        &self.runtime().device
+    pub(crate) fn device(&self) -> Option<&Device> {
+        self.burn().map(|r| &r.device)
     }
 
     /// Embed a batch already on [`Embedder::device`]: `[n, 3, 224, 224]` f32, normalized, with
     /// `n <= batch_size`. Pads to `batch_size` on wgpu like [`Embedder::embed_normalized`].
     #[allow(dead_code)]
     pub(crate) fn embed_device_tensor(&self, x: Tensor<4>) -> Result<Vec<Embedding>, EmbedError> {
-        let rt = self.runtime();
+        let Some(rt) = self.burn() else {
+            return Err(EmbedError::Input("the CPU kernels take host batches, not device tensors".into()));
+        };
         let [n, c, h, w] = x.dims();
         if (c, h, w) != (3, INPUT, INPUT) {
             return Err(EmbedError::Input(format!("expected [n, 3, {INPUT}, {INPUT}], got [{n}, {c}, {h}, {w}]")));
         }
-        rt.check_n(n)?;
+        check_n(n, rt.batch_size)?;
         if x.device() != rt.device {
             return Err(EmbedError::Input("input tensor is not on the model's device".into()));
         }
@@ -279,14 +322,14 @@ impl Embedder {
     }
 }
 
-impl Runtime {
-    fn check_n(&self, n: usize) -> Result<(), EmbedError> {
-        if n == 0 || n > self.batch_size {
-            return Err(EmbedError::Input(format!("batch of {n} images, expected 1..={}", self.batch_size)));
-        }
-        Ok(())
+fn check_n(n: usize, batch_size: usize) -> Result<(), EmbedError> {
+    if n == 0 || n > batch_size {
+        return Err(EmbedError::Input(format!("batch of {n} images, expected 1..={batch_size}")));
     }
+    Ok(())
+}
 
+impl Runtime {
     fn rows(&self, n: usize) -> usize {
         if self.pad { self.batch_size } else { n }
     }
@@ -306,11 +349,15 @@ impl Runtime {
     }
 }
 
-fn load_model(weights: &Path, device: &Device) -> Result<EfficientNetLite0, EmbedError> {
+fn load_architecture(weights: &Path) -> Result<Architecture, EmbedError> {
     let start = Instant::now();
-    let model = EfficientNetLite0::load(weights, device).map_err(|reason| EmbedError::WeightsInvalid { path: weights.to_path_buf(), reason })?;
+    let arch = Architecture::load(weights).map_err(|reason| EmbedError::WeightsInvalid { path: weights.to_path_buf(), reason })?;
     tracing::debug!(path = %weights.display(), ms = start.elapsed().as_millis() as u64, "loaded weights");
-    Ok(model)
+    Ok(arch)
+}
+
+fn load_model(weights: &Path, device: &Device) -> Result<EfficientNetLite0, EmbedError> {
+    Ok(EfficientNetLite0::from_arch(&load_architecture(weights)?, device))
 }
 
 /// L2-normalize the pooled features and take the softmax top-5.
@@ -415,6 +462,7 @@ mod tests {
         assert_eq!("auto".parse::<DeviceChoice>().unwrap(), DeviceChoice::Auto);
         assert_eq!(" WGPU ".parse::<DeviceChoice>().unwrap(), DeviceChoice::Wgpu);
         assert_eq!("cpu".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
+        assert_eq!("flex".parse::<DeviceChoice>().unwrap(), DeviceChoice::Flex);
         assert!("cuda".parse::<DeviceChoice>().is_err());
     }
 
@@ -468,14 +516,15 @@ impl Embedder {
         for chunk in images.chunks(self.batch_size().max(1)) {
             match self {
                 Embedder::Wgpu(_) => {
+                    let device = self.device().expect("wgpu has a device");
                     // Big images (panoramas, huge PNGs only box-reduced) can make a full batch
                     // exceed one upload; such a batch goes up in parts rather than failing.
                     for part in preprocess::upload_groups(chunk, preprocess::MAX_BATCH_BYTES) {
-                        let x = preprocess::gpu_resize_normalize(self.device(), &chunk[part]).map_err(EmbedError::Device)?;
+                        let x = preprocess::gpu_resize_normalize(device, &chunk[part]).map_err(EmbedError::Device)?;
                         out.extend(self.embed_device_tensor(x)?);
                     }
                 }
-                Embedder::Flex(_) => {
+                Embedder::Cpu(_) | Embedder::Flex(_) => {
                     let data = preprocess::cpu_resize_normalize_batch(chunk);
                     out.extend(self.embed_normalized(&data, chunk.len())?);
                 }

@@ -23,10 +23,16 @@ fn sample(name: &str) -> PathBuf {
     p
 }
 
-/// One flex embedder for the whole test binary (batch 8).
+/// One embedder on pixdex's CPU kernels for the whole test binary (batch 8).
+fn cpu() -> &'static Embedder {
+    static E: OnceLock<Embedder> = OnceLock::new();
+    E.get_or_init(|| Embedder::load(&weights(), DeviceChoice::Cpu, 8).expect("load cpu embedder"))
+}
+
+/// The same model on Burn flex (the reference executor), batch 8.
 fn flex() -> &'static Embedder {
     static E: OnceLock<Embedder> = OnceLock::new();
-    E.get_or_init(|| Embedder::load(&weights(), DeviceChoice::Cpu, 8).expect("load flex embedder"))
+    E.get_or_init(|| Embedder::load(&weights(), DeviceChoice::Flex, 8).expect("load flex embedder"))
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -57,9 +63,33 @@ fn close(what: &str, got: f64, want: f64, tol: f64) {
 }
 
 #[test]
+fn cpu_kernels_match_the_numpy_reference() {
+    matches_the_numpy_reference(cpu());
+}
+
+#[test]
 fn flex_matches_the_numpy_reference() {
+    matches_the_numpy_reference(flex());
+}
+
+/// The fused CPU kernels and Burn flex agree on real photos in one batch: cosine ≥ 0.9999 for
+/// every image, the same top-1 label.
+#[test]
+fn cpu_kernels_match_flex_on_photos() {
+    let images = [preprocess(&sample("chelsea.png")), preprocess(&sample("coffee.png")), reference_input()];
+    let batch = images.concat();
+    let a = cpu().embed_normalized(&batch, images.len()).unwrap();
+    let b = flex().embed_normalized(&batch, images.len()).unwrap();
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        let cosine: f64 = x.vector.iter().zip(&y.vector).map(|(p, q)| *p as f64 * *q as f64).sum();
+        assert!(cosine >= 0.9999, "image {i}: cpu kernels vs flex cosine {cosine}");
+        assert_eq!(x.labels[0].class_id, y.labels[0].class_id, "image {i}: top-1 differs");
+    }
+}
+
+fn matches_the_numpy_reference(embedder: &Embedder) {
     let reference: Value = serde_json::from_str(&std::fs::read_to_string(fixture("effnet-reference.json")).unwrap()).unwrap();
-    let raw = flex().forward_raw(&reference_input(), 1).unwrap().remove(0);
+    let raw = embedder.forward_raw(&reference_input(), 1).unwrap().remove(0);
     assert_eq!(raw.pooled.len(), DIM);
     for (i, want) in reference["pooled_first16"].as_array().unwrap().iter().enumerate() {
         close(&format!("pooled[{i}]"), raw.pooled[i] as f64, want.as_f64().unwrap(), 1e-4);
@@ -91,7 +121,7 @@ fn real_photos_get_the_right_labels() {
     let cat = preprocess(&sample("chelsea.png"));
     let coffee = preprocess(&sample("coffee.png"));
     let both = [cat.clone(), coffee.clone()].concat();
-    let out = flex().embed_normalized(&both, 2).unwrap();
+    let out = cpu().embed_normalized(&both, 2).unwrap();
     assert_eq!(out.len(), 2);
 
     // ImageNet domestic/wild cats: tabby 281, tiger cat 282, Persian 283, Siamese 284, Egyptian 285.
@@ -113,23 +143,23 @@ fn real_photos_get_the_right_labels() {
     assert!(cosine < 0.8, "a cat and a coffee cup embed too close: cosine {cosine}");
 
     // Batching does not change the result.
-    let alone = flex().embed_normalized(&coffee, 1).unwrap().remove(0);
+    let alone = cpu().embed_normalized(&coffee, 1).unwrap().remove(0);
     let diff = alone.vector.iter().zip(&out[1].vector).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(diff < 1e-5, "batch of 2 vs batch of 1 differ by {diff}");
 }
 
 #[test]
 fn bad_batches_are_refused() {
-    let e = flex();
+    let e = cpu();
     assert!(e.embed_normalized(&[], 0).is_err());
     assert!(e.embed_normalized(&vec![0.0; IMAGE_FLOATS], 2).is_err());
     assert!(e.embed_normalized(&vec![0.0; 9 * IMAGE_FLOATS], 9).is_err());
 }
 
-/// wgpu on whatever adapter it finds (llvmpipe here), batch 1: same as flex within 1e-3.
+/// wgpu on whatever adapter it finds (llvmpipe here), batch 1: same as the CPU kernels within 1e-3.
 /// Set `PIXDEX_SKIP_WGPU=1` on machines where wgpu finds no adapter at all.
 #[test]
-fn wgpu_matches_flex() {
+fn wgpu_matches_cpu() {
     if std::env::var_os("PIXDEX_SKIP_WGPU").is_some() {
         eprintln!("PIXDEX_SKIP_WGPU set: skipping the wgpu test");
         return;
@@ -142,13 +172,13 @@ fn wgpu_matches_flex() {
     let gpu = Embedder::load(&weights(), DeviceChoice::Wgpu, 1).expect("load wgpu embedder");
     eprintln!("wgpu device: {}", gpu.device_name());
     let g = gpu.forward_raw(&input, 1).unwrap().remove(0);
-    let c = flex().forward_raw(&input, 1).unwrap().remove(0);
+    let c = cpu().forward_raw(&input, 1).unwrap().remove(0);
     let max_pooled = g.pooled.iter().zip(&c.pooled).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     let max_logit = g.logits.iter().zip(&c.logits).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(max_pooled < 1e-3, "pooled features differ by {max_pooled}");
     assert!(max_logit < 1e-3, "logits differ by {max_logit}");
     let ge = gpu.embed_normalized(&input, 1).unwrap().remove(0);
-    let ce = flex().embed_normalized(&input, 1).unwrap().remove(0);
+    let ce = cpu().embed_normalized(&input, 1).unwrap().remove(0);
     let max_vec = ge.vector.iter().zip(&ce.vector).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(max_vec < 1e-3, "embeddings differ by {max_vec}");
     assert_eq!(ge.labels[0].class_id, ce.labels[0].class_id);

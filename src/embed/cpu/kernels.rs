@@ -1,0 +1,394 @@
+//! The CPU kernels, channels-last (`[h, w, c]` per image, row-major):
+//!
+//! * [`pointwise`]: a 1×1 convolution is a GEMM `[h·w, cin] × [cin, cout]`. It runs in row tiles
+//!   sized to stay in L2: each output tile is prefilled with the bias (and the residual input),
+//!   the GEMM accumulates into it (`gemm` crate, runtime-dispatched AVX-512 / AVX2 / SSE
+//!   micro-kernels), and ReLU6 clamps it while it is still in cache — bias, activation and the
+//!   residual add never take a pass over memory of their own.
+//! * [`depthwise`]: k×k depthwise convolution + bias + ReLU6 in one pass, vectorized across
+//!   channels (the contiguous axis), with TF "SAME" padding.
+//! * [`stem_im2col`]: the 3×3 stride-2 stem's patches, read straight from the NCHW input, so the
+//!   stem is a GEMM of depth 27 through [`pointwise`].
+//!
+//! Hot loops are written once, generic over whether fused multiply-add may be used, and compiled
+//! three times: with AVX-512F + FMA, with AVX2 + FMA, and for the baseline target. The widest one
+//! the running CPU supports is picked at run time (`is_x86_feature_detected!`), so the binary
+//! stays portable and needs no `-C target-cpu`.
+
+/// Prepacked 1×1 convolution: weight `[cin, cout]` (row-major), folded BatchNorm bias.
+#[derive(Debug, Clone)]
+pub(crate) struct Pointwise {
+    pub w: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub cin: usize,
+    pub cout: usize,
+    pub relu6: bool,
+}
+
+/// Prepacked depthwise convolution: weight `[k·k, c]`, folded bias, stride, ReLU6.
+#[derive(Debug, Clone)]
+pub(crate) struct Depthwise {
+    pub w: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub c: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub relu6: bool,
+}
+
+/// Bytes of L2 a pointwise tile (its input rows plus its output rows) may use.
+const TILE_BYTES: usize = 384 * 1024;
+
+/// Instruction sets the kernels are compiled for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isa {
+    Avx512,
+    Avx2,
+    Baseline,
+}
+
+impl Isa {
+    pub(crate) fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Baseline
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "AVX-512",
+            Isa::Avx2 => "AVX2",
+            Isa::Baseline => "baseline SIMD",
+        }
+    }
+}
+
+/// `out[m, cout] = relu6?(x[m, cin] · w + bias (+ residual))`.
+pub(crate) fn pointwise(isa: Isa, x: &[f32], m: usize, p: &Pointwise, residual: Option<&[f32]>, out: &mut [f32]) {
+    debug_assert_eq!(x.len(), m * p.cin);
+    debug_assert_eq!(out.len(), m * p.cout);
+    let rows = (TILE_BYTES / 4 / (p.cin + p.cout)).clamp(16, 1024);
+    let mut r0 = 0;
+    while r0 < m {
+        let r1 = (r0 + rows).min(m);
+        let tile = &mut out[r0 * p.cout..r1 * p.cout];
+        match residual {
+            Some(res) => prefill_residual(isa, tile, &p.bias, &res[r0 * p.cout..r1 * p.cout]),
+            None => {
+                for row in tile.chunks_exact_mut(p.cout) {
+                    row.copy_from_slice(&p.bias);
+                }
+            }
+        }
+        // SAFETY: `tile` is `(r1 - r0) × cout` row-major, `x`'s rows r0..r1 are `cin` wide and
+        // `w` is `cin × cout` row-major; the strides below describe exactly those buffers.
+        unsafe {
+            gemm::gemm(
+                r1 - r0,
+                p.cout,
+                p.cin,
+                tile.as_mut_ptr(),
+                1,
+                p.cout as isize,
+                true,
+                x[r0 * p.cin..].as_ptr(),
+                1,
+                p.cin as isize,
+                p.w.as_ptr(),
+                1,
+                p.cout as isize,
+                1.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        if p.relu6 {
+            relu6(isa, tile);
+        }
+        r0 = r1;
+    }
+}
+
+/// TF "SAME" padding `(begin, end)` for one dimension (same rule as the Burn model).
+fn same_padding(n: usize, k: usize, s: usize) -> usize {
+    super::super::efficientnet::same_padding(n, k, s).0
+}
+
+/// Depthwise k×k convolution over `[h, w, c]` → `[ho, wo, c]`, bias and ReLU6 fused.
+/// Returns `(ho, wo)`.
+pub(crate) fn depthwise(isa: Isa, x: &[f32], h: usize, w: usize, d: &Depthwise, out: &mut [f32]) -> (usize, usize) {
+    let (ho, wo) = (h.div_ceil(d.stride), w.div_ceil(d.stride));
+    debug_assert_eq!(x.len(), h * w * d.c);
+    let (pt, pl) = (same_padding(h, d.k, d.stride), same_padding(w, d.k, d.stride));
+    let out = &mut out[..ho * wo * d.c];
+    let geom = DwGeom { h, w, ho, wo, pt, pl };
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `detect` saw AVX-512F and FMA on this CPU.
+        Isa::Avx512 => unsafe { depthwise_avx512(x, d, geom, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `detect` saw AVX2 and FMA on this CPU.
+        Isa::Avx2 => unsafe { depthwise_avx2(x, d, geom, out) },
+        _ => depthwise_generic::<false>(x, d, geom, out),
+    }
+    (ho, wo)
+}
+
+#[derive(Clone, Copy)]
+struct DwGeom {
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+    pt: usize,
+    pl: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+fn depthwise_avx512(x: &[f32], d: &Depthwise, g: DwGeom, out: &mut [f32]) {
+    depthwise_generic::<true>(x, d, g, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn depthwise_avx2(x: &[f32], d: &Depthwise, g: DwGeom, out: &mut [f32]) {
+    depthwise_generic::<true>(x, d, g, out)
+}
+
+#[inline(always)]
+fn depthwise_generic<const FMA: bool>(x: &[f32], d: &Depthwise, g: DwGeom, out: &mut [f32]) {
+    let c = d.c;
+    for oy in 0..g.ho {
+        // Taps that fall inside the image for this output row.
+        let y0 = (oy * d.stride) as isize - g.pt as isize;
+        let ky_lo = (-y0).max(0) as usize;
+        let ky_hi = ((g.h as isize - y0).min(d.k as isize)).max(0) as usize;
+        for ox in 0..g.wo {
+            let x0 = (ox * d.stride) as isize - g.pl as isize;
+            let kx_lo = (-x0).max(0) as usize;
+            let kx_hi = ((g.w as isize - x0).min(d.k as isize)).max(0) as usize;
+            let o = &mut out[(oy * g.wo + ox) * c..][..c];
+            o.copy_from_slice(&d.bias);
+            for ky in ky_lo..ky_hi {
+                let iy = (y0 + ky as isize) as usize;
+                for kx in kx_lo..kx_hi {
+                    let ix = (x0 + kx as isize) as usize;
+                    let xi = &x[(iy * g.w + ix) * c..][..c];
+                    let wi = &d.w[(ky * d.k + kx) * c..][..c];
+                    for ((o, &a), &b) in o.iter_mut().zip(xi).zip(wi) {
+                        *o = if FMA { a.mul_add(b, *o) } else { a * b + *o };
+                    }
+                }
+            }
+            if d.relu6 {
+                for v in o.iter_mut() {
+                    *v = v.clamp(0.0, 6.0);
+                }
+            }
+        }
+    }
+}
+
+/// Clamp to [0, 6] in place.
+fn relu6(isa: Isa, v: &mut [f32]) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `detect` saw AVX-512F on this CPU.
+        Isa::Avx512 => unsafe { relu6_avx512(v) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `detect` saw AVX2 on this CPU.
+        Isa::Avx2 => unsafe { relu6_avx2(v) },
+        _ => relu6_generic(v),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn relu6_avx512(v: &mut [f32]) {
+    relu6_generic(v)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn relu6_avx2(v: &mut [f32]) {
+    relu6_generic(v)
+}
+
+#[inline(always)]
+fn relu6_generic(v: &mut [f32]) {
+    for x in v {
+        *x = x.clamp(0.0, 6.0);
+    }
+}
+
+/// `tile[r, :] = bias + res[r, :]`.
+fn prefill_residual(isa: Isa, tile: &mut [f32], bias: &[f32], res: &[f32]) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `detect` saw AVX-512F on this CPU.
+        Isa::Avx512 => unsafe { prefill_residual_avx512(tile, bias, res) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `detect` saw AVX2 on this CPU.
+        Isa::Avx2 => unsafe { prefill_residual_avx2(tile, bias, res) },
+        _ => prefill_residual_generic(tile, bias, res),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn prefill_residual_avx512(tile: &mut [f32], bias: &[f32], res: &[f32]) {
+    prefill_residual_generic(tile, bias, res)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn prefill_residual_avx2(tile: &mut [f32], bias: &[f32], res: &[f32]) {
+    prefill_residual_generic(tile, bias, res)
+}
+
+#[inline(always)]
+fn prefill_residual_generic(tile: &mut [f32], bias: &[f32], res: &[f32]) {
+    let c = bias.len();
+    for (row, r) in tile.chunks_exact_mut(c).zip(res.chunks_exact(c)) {
+        for ((o, &b), &x) in row.iter_mut().zip(bias).zip(r) {
+            *o = b + x;
+        }
+    }
+}
+
+/// Patches of a 3-channel NCHW image for a k×k stride-s convolution with TF "SAME" padding:
+/// `cols[(oy·wo + ox), (ky·k + kx)·3 + ci]`, zeros outside the image. Returns `(ho, wo)`.
+pub(crate) fn stem_im2col(x: &[f32], h: usize, w: usize, k: usize, s: usize, cols: &mut [f32]) -> (usize, usize) {
+    let (ho, wo) = (h.div_ceil(s), w.div_ceil(s));
+    let (pt, pl) = (same_padding(h, k, s), same_padding(w, k, s));
+    let depth = k * k * 3;
+    let plane = h * w;
+    for oy in 0..ho {
+        for ox in 0..wo {
+            let row = &mut cols[(oy * wo + ox) * depth..][..depth];
+            for ky in 0..k {
+                let iy = (oy * s + ky) as isize - pt as isize;
+                for kx in 0..k {
+                    let ix = (ox * s + kx) as isize - pl as isize;
+                    let inside = iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w;
+                    for ci in 0..3 {
+                        row[(ky * k + kx) * 3 + ci] = if inside { x[ci * plane + iy as usize * w + ix as usize] } else { 0.0 };
+                    }
+                }
+            }
+        }
+    }
+    (ho, wo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct (naive) depthwise conv over `[h, w, c]` with explicit padding, for reference.
+    fn naive_dw(x: &[f32], h: usize, w: usize, d: &Depthwise) -> Vec<f32> {
+        let (ho, wo) = (h.div_ceil(d.stride), w.div_ceil(d.stride));
+        let (pt, pl) = (same_padding(h, d.k, d.stride), same_padding(w, d.k, d.stride));
+        let mut out = vec![0f32; ho * wo * d.c];
+        for oy in 0..ho {
+            for ox in 0..wo {
+                for ch in 0..d.c {
+                    let mut acc = d.bias[ch] as f64;
+                    for ky in 0..d.k {
+                        for kx in 0..d.k {
+                            let iy = (oy * d.stride + ky) as isize - pt as isize;
+                            let ix = (ox * d.stride + kx) as isize - pl as isize;
+                            if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
+                                continue;
+                            }
+                            acc += x[(iy as usize * w + ix as usize) * d.c + ch] as f64 * d.w[(ky * d.k + kx) * d.c + ch] as f64;
+                        }
+                    }
+                    out[(oy * wo + ox) * d.c + ch] = if d.relu6 { acc.clamp(0.0, 6.0) as f32 } else { acc as f32 };
+                }
+            }
+        }
+        out
+    }
+
+    fn pseudo(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2000) as f32 / 500.0 - 2.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn depthwise_matches_naive_on_every_isa_shape_and_stride() {
+        let isas = [Isa::detect(), Isa::Baseline];
+        for &(h, w, c, k, stride) in &[(7, 9, 19, 3, 1), (8, 8, 32, 3, 2), (10, 6, 48, 5, 2), (5, 5, 16, 5, 1), (1, 1, 3, 3, 1)] {
+            let x = pseudo(h * w * c, (h * 31 + c) as u32);
+            let d = Depthwise { w: pseudo(k * k * c, 7), bias: pseudo(c, 9), c, k, stride, relu6: stride == 2 };
+            let want = naive_dw(&x, h, w, &d);
+            for isa in isas {
+                let mut out = vec![f32::NAN; want.len() + 5];
+                let (ho, wo) = depthwise(isa, &x, h, w, &d, &mut out);
+                assert_eq!(ho * wo * c, want.len());
+                for (i, (a, b)) in out.iter().zip(&want).enumerate() {
+                    assert!((a - b).abs() < 1e-4, "{isa:?} {h}x{w}x{c} k{k} s{stride} at {i}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pointwise_matches_naive_with_bias_relu6_and_residual() {
+        for isa in [Isa::detect(), Isa::Baseline] {
+            // m spans several tiles (cin + cout small → big tiles, so use a large m).
+            for &(m, cin, cout, relu6, res) in &[(3000, 16, 24, true, false), (50, 320, 1280, true, false), (777, 40, 40, false, true)] {
+                let x = pseudo(m * cin, 3);
+                let p = Pointwise { w: pseudo(cin * cout, 5), bias: pseudo(cout, 11), cin, cout, relu6 };
+                let r = pseudo(m * cout, 13);
+                let mut out = vec![0f32; m * cout];
+                pointwise(isa, &x, m, &p, res.then_some(&r[..]), &mut out);
+                for row in [0, m / 2, m - 1] {
+                    for o in 0..cout {
+                        let mut acc = p.bias[o] as f64 + if res { r[row * cout + o] as f64 } else { 0.0 };
+                        for i in 0..cin {
+                            acc += x[row * cin + i] as f64 * p.w[i * cout + o] as f64;
+                        }
+                        let want = if relu6 { acc.clamp(0.0, 6.0) } else { acc };
+                        let got = out[row * cout + o] as f64;
+                        assert!((got - want).abs() < 1e-3 * (1.0 + want.abs()), "{isa:?} m{m} {cin}->{cout} row {row} col {o}: {got} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stem_patches_pad_like_tensorflow() {
+        // 4x4 image, 3 channels, value = channel*100 + y*10 + x; k3 s2 pads (0, 1).
+        let (h, w) = (4, 4);
+        let x: Vec<f32> = (0..3).flat_map(|c| (0..h).flat_map(move |y| (0..w).map(move |xx| (c * 100 + y * 10 + xx) as f32))).collect();
+        let mut cols = vec![f32::NAN; 2 * 2 * 27];
+        assert_eq!(stem_im2col(&x, h, w, 3, 2, &mut cols), (2, 2));
+        // Output (0,0): taps start at (0,0), no top/left padding.
+        assert_eq!(&cols[0..3], &[0.0, 100.0, 200.0]);
+        // Output (1,1), tap (2,2) reads (4,4): outside → 0. Tap (0,0) reads (2,2).
+        let last = &cols[3 * 27..4 * 27];
+        assert_eq!(&last[0..3], &[22.0, 122.0, 222.0]);
+        assert_eq!(&last[24..27], &[0.0, 0.0, 0.0]);
+    }
+}
