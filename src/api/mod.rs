@@ -42,7 +42,7 @@ pub(crate) type St = State<Arc<AppState>>;
 pub(crate) type ApiResult = Result<Response, ApiError>;
 
 pub fn router(state: Arc<AppState>) -> Router {
-    use routes::{categories, directories, events, images, library, search, sessions, web};
+    use routes::{categories, directories, events, images, library, metrics, search, sessions, web};
     let upload = DefaultBodyLimit::max(state.max_upload_bytes);
     let training = Router::new()
         .route("/sessions", get(sessions::list_sessions).post(sessions::create_session))
@@ -89,6 +89,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/events", get(events::stream))
         .route("/api/v1/health", get(health))
         .route("/health", get(health))
+        .route("/metrics", get(metrics::metrics))
         .route("/", get(web::index))
         .route("/index.html", get(web::index))
         .route("/app/{file}", get(web::asset))

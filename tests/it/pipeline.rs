@@ -120,6 +120,23 @@ async fn indexes_and_searches_with(db: Db, vectors_toml: &str) {
     assert_eq!(p["points"], 10, "one point per embedded asset: {p:?}");
     assert_eq!(p["stages"][1]["failures"], 4);
 
+    // The same counters for a Prometheus scraper, in its text format.
+    let m = d.client.raw(hyper::Method::GET, "/metrics", &[], vec![]).await.expect("request");
+    assert_eq!(m.status, 200);
+    assert!(m.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"), "{:?}", m.headers);
+    let text = String::from_utf8(m.body.to_vec()).unwrap();
+    let sample = |series: &str| -> f64 {
+        let line = text.lines().find(|l| l.rsplit_once(' ').is_some_and(|(s, _)| s == series)).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        line.rsplit_once(' ').unwrap().1.parse().unwrap()
+    };
+    assert_eq!(sample("pixdex_stage_items_total{stage=\"embed\"}"), 10.0);
+    assert_eq!(sample("pixdex_stage_failures_total{stage=\"decode\"}"), 4.0);
+    assert_eq!(sample("pixdex_vector_points"), 10.0);
+    assert!(sample("pixdex_images_completed_total") >= 10.0);
+    assert!(sample("pixdex_stage_busy_seconds_total{stage=\"embed\"}") > 0.0);
+    assert!(sample("pixdex_stage_queue_capacity{stage=\"embed\"}") > 0.0);
+    assert!(sample("process_resident_memory_bytes") > 1e6);
+
     // Words: the cat photo first for "cat"; espresso for the coffee photos.
     let r = d.post("/api/v1/search", Some(json!({"query": "cat", "limit": 5}))).await.body;
     assert!(r["results"][0]["path"].as_str().unwrap().ends_with("chelsea.png"), "{r:?}");
