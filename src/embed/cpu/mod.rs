@@ -136,6 +136,7 @@ impl CpuNet {
         let threads = self.threads.min(n).max(1);
         let mut outs: Vec<Option<RawOutput>> = (0..n).map(|_| None).collect();
         if threads == 1 {
+            let _ftz = kernels::FlushDenormals::new();
             let mut s = self.take_scratch();
             for (i, o) in outs.iter_mut().enumerate() {
                 *o = Some(self.forward_one(&nchw[i * per..(i + 1) * per], &mut s));
@@ -150,6 +151,7 @@ impl CpuNet {
             std::thread::scope(|scope| {
                 for lane in lanes {
                     scope.spawn(move || {
+                        let _ftz = kernels::FlushDenormals::new();
                         let mut s = self.take_scratch();
                         for (i, o) in lane {
                             *o = Some(self.forward_one(&nchw[i * per..(i + 1) * per], &mut s));
