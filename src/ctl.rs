@@ -584,10 +584,11 @@ fn render_pipeline(v: &Value) -> String {
         })
         .collect();
     format!(
-        "device: {}   model: {}   batch: {}\nvectors: {}\n{:.2} images/s, {} completed\n{}",
+        "device: {}   model: {}   batch: {}   jpeg: {}\nvectors: {}\n{:.2} images/s, {} completed\n{}",
         s(&v["device"]),
         s(&v["model"]),
         s(&v["batchSize"]),
+        s(&v["jpegDecoder"]),
         s(&v["vectorStore"]),
         v["imagesPerSecond"].as_f64().unwrap_or(0.0),
         s(&v["completed"]),

@@ -162,6 +162,7 @@ async fn health(State(st): St) -> ApiResult {
         "assets": catalog_ok.ok(),
         "vectorStore": {"backend": p.vector_store, "points": points},
         "model": {"name": p.model, "device": p.device, "running": p.running, "reason": p.reason},
+        "jpegDecoder": p.jpeg_decoder,
         "watcher": {"roots": w.roots, "pendingPaths": w.pending_paths, "overflows": w.overflows},
         "queues": p.stages.iter().map(|s| json!({"stage": s.name, "depth": s.queue_depth, "capacity": s.queue_capacity})).collect::<Vec<_>>(),
         "problems": problems,

@@ -141,6 +141,8 @@ pub struct PipelineStatus {
     pub device: Option<String>,
     pub model: String,
     pub batch_size: usize,
+    /// Which library decodes JPEGs: "libjpeg-turbo", or "jpeg-decoder" when it is not installed.
+    pub jpeg_decoder: &'static str,
     pub vector_store: Option<String>,
     /// Over the last minute of work.
     pub images_per_second: f64,
@@ -181,7 +183,7 @@ impl Pipeline {
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let (queues, threads) = stages::spawn(&cfg, embedder, store.clone(), catalog, rt, shared.clone(), wake_rx);
         let workers = [1, cfg.decode_workers, if gpu { 1 } else { cfg.resize_workers }, 1, 1];
-        tracing::info!(%device, batch_size, decode_workers = cfg.decode_workers, resize_workers = workers[2], "pipeline started");
+        tracing::info!(%device, batch_size, jpeg = crate::decode::jpeg_backend(), decode_workers = cfg.decode_workers, resize_workers = workers[2], "pipeline started");
         Pipeline {
             inner: Some(Arc::new(Running { shared, device, batch_size, store, queues, workers, threads: std::sync::Mutex::new(threads) })),
             reason: None,
@@ -219,6 +221,7 @@ impl Pipeline {
                 device: None,
                 model: crate::embed::MODEL_NAME.into(),
                 batch_size: 0,
+                jpeg_decoder: crate::decode::jpeg_backend(),
                 vector_store: None,
                 images_per_second: 0.0,
                 completed: 0,
@@ -248,6 +251,7 @@ impl Pipeline {
             device: Some(r.device.clone()),
             model: crate::embed::MODEL_NAME.into(),
             batch_size: r.batch_size,
+            jpeg_decoder: crate::decode::jpeg_backend(),
             vector_store: Some(r.store.describe()),
             images_per_second: (s.recent_rate() * 100.0).round() / 100.0,
             completed,

@@ -136,6 +136,13 @@ async fn indexes_and_searches_with(db: Db, vectors_toml: &str) {
     assert!(sample("pixdex_stage_busy_seconds_total{stage=\"embed\"}") > 0.0);
     assert!(sample("pixdex_stage_queue_capacity{stage=\"embed\"}") > 0.0);
     assert!(sample("process_resident_memory_bytes") > 1e6);
+    // Which library decoded the JPEGs, in health (CI requires libjpeg-turbo).
+    let h = d.get("/health").await.body;
+    if std::env::var_os("PIXDEX_REQUIRE_TURBOJPEG").is_some() {
+        assert_eq!(h["jpegDecoder"], "libjpeg-turbo", "{h:?}");
+    } else {
+        assert!(matches!(h["jpegDecoder"].as_str(), Some("libjpeg-turbo" | "jpeg-decoder")), "{h:?}");
+    }
 
     // Words: the cat photo first for "cat"; espresso for the coffee photos.
     let r = d.post("/api/v1/search", Some(json!({"query": "cat", "limit": 5}))).await.body;

@@ -117,6 +117,7 @@ mod tests {
             device: Some("cpu".into()),
             model: "m".into(),
             batch_size: 16,
+            jpeg_decoder: "libjpeg-turbo",
             vector_store: None,
             images_per_second: 12.5,
             completed: 40,
