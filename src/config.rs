@@ -46,7 +46,8 @@ pub struct RawConfig {
 pub struct RawModel {
     /// EfficientNet-Lite0 ImageNet weights (legacy torch `.pth`); `scripts/fetch-model` puts them there.
     pub weights: PathBuf,
-    /// "auto" (a hardware GPU through wgpu if there is one, else the CPU), "wgpu" or "cpu".
+    /// "auto" (a hardware GPU through wgpu if there is one, else the CPU), "wgpu", "cpu" (pixdex's
+    /// kernels) or "flex" (Burn's CPU backend, the reference).
     pub device: String,
 }
 
@@ -266,7 +267,7 @@ pub enum TokenSource {
 #[derive(Debug, Clone)]
 pub struct ModelSettings {
     pub weights: PathBuf,
-    /// "auto" | "wgpu" | "cpu" (checked here; the embed module maps it to a device).
+    /// "auto" | "wgpu" | "cpu" | "flex" (checked here; the embed module maps it to a device).
     pub device: String,
 }
 
@@ -433,8 +434,8 @@ impl Config {
         }
 
         let device = raw.model.device.trim().to_ascii_lowercase();
-        if !["auto", "wgpu", "cpu"].contains(&device.as_str()) {
-            return Err(invalid("model.device", format!("{:?} is not one of \"auto\", \"wgpu\", \"cpu\"", raw.model.device)));
+        if !["auto", "wgpu", "cpu", "flex"].contains(&device.as_str()) {
+            return Err(invalid("model.device", format!("{:?} is not one of \"auto\", \"wgpu\", \"cpu\", \"flex\"", raw.model.device)));
         }
         let p = &raw.pipeline;
         for (key, v) in [("pipeline.decode_workers", p.decode_workers), ("pipeline.resize_workers", p.resize_workers), ("pipeline.batch_size", p.batch_size)] {
@@ -735,7 +736,9 @@ mod tests {
         assert!(e.contains("library.extensions"), "{e}");
         let f = write(d.path(), "[model]\ndevice = \"tpu\"\n");
         let e = Config::load(Some(&f)).unwrap_err().to_string();
-        assert!(e.contains("model.device"), "{e}");
+        assert!(e.contains("model.device") && e.contains("\"flex\""), "{e}");
+        let f = write(d.path(), "[model]\ndevice = \"flex\"\n");
+        assert_eq!(Config::load(Some(&f)).expect("flex is a device").model.device, "flex");
         let f = write(d.path(), "[vectors]\nbackend = \"qdrant\"\n");
         let e = Config::load(Some(&f)).unwrap_err().to_string();
         assert!(e.contains("vectors.url"), "{e}");
