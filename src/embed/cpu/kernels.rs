@@ -2,9 +2,11 @@
 //!
 //! * [`pointwise`]: a 1×1 convolution is a GEMM `[h·w, cin] × [cin, cout]`. It runs in row tiles
 //!   sized to stay in L2: each output tile is prefilled with the bias (and the residual input),
-//!   the GEMM accumulates into it (`gemm` crate, runtime-dispatched AVX-512 / AVX2 / SSE
-//!   micro-kernels), and ReLU6 clamps it while it is still in cache — bias, activation and the
-//!   residual add never take a pass over memory of their own.
+//!   the GEMM accumulates into it and ReLU6 clamps it while it is still in cache — bias,
+//!   activation and the residual add never take a pass over memory of their own. On AVX-512 the
+//!   GEMM is pixdex's own 8×32 micro-kernel over weights prepacked at load into 32-column panels
+//!   (the clamp happens in registers); elsewhere the `gemm` crate's AVX2 / SSE kernels, which
+//!   pack their operands on every call.
 //! * [`depthwise`]: k×k depthwise convolution + bias + ReLU6 in one pass, vectorized across
 //!   channels (the contiguous axis), with TF "SAME" padding.
 //! * [`stem_im2col`]: the 3×3 stride-2 stem's patches, read straight from the NCHW input, so the
@@ -19,10 +21,36 @@
 #[derive(Debug, Clone)]
 pub(crate) struct Pointwise {
     pub w: Vec<f32>,
+    /// The same weight in the AVX-512 micro-kernel's layout: panels of [`NR`] output columns,
+    /// each `[cin, NR]` contiguous, the last one zero-padded (no packing per call).
+    pub panels: Vec<f32>,
     pub bias: Vec<f32>,
     pub cin: usize,
     pub cout: usize,
     pub relu6: bool,
+}
+
+/// Output columns per AVX-512 micro-kernel panel (two 16-lane registers).
+const NR: usize = 32;
+/// Output rows per AVX-512 micro-kernel call: 8 × 2 accumulators = 16 registers, enough
+/// independent FMAs to hide their latency.
+const MR: usize = 8;
+
+impl Pointwise {
+    pub(crate) fn new(w: Vec<f32>, bias: Vec<f32>, cin: usize, cout: usize, relu6: bool) -> Pointwise {
+        assert_eq!(w.len(), cin * cout, "pointwise weight is cin × cout");
+        assert_eq!(bias.len(), cout, "pointwise bias is cout");
+        let n_panels = cout.div_ceil(NR);
+        let mut panels = vec![0f32; n_panels * cin * NR];
+        for j in 0..n_panels {
+            for k in 0..cin {
+                for c in 0..NR.min(cout - j * NR) {
+                    panels[(j * cin + k) * NR + c] = w[k * cout + j * NR + c];
+                }
+            }
+        }
+        Pointwise { w, panels, bias, cin, cout, relu6 }
+    }
 }
 
 /// Prepacked depthwise convolution: weight `[k·k, c]`, folded bias, stride, ReLU6.
@@ -70,7 +98,6 @@ impl Isa {
     }
 }
 
-/// `out[m, cout] = relu6?(x[m, cin] · w + bias (+ residual))`.
 /// Flush-to-zero and denormals-are-zero on this thread while alive (restored on drop).
 /// Activations of some inputs decay into denormals, which cost x86 FMA units a microcode assist
 /// each; the model's outputs do not depend on values below 1e-38.
@@ -114,6 +141,7 @@ fn set_mxcsr(v: u32) {
     unsafe { std::arch::asm!("ldmxcsr [{}]", in(reg) &v, options(nostack, readonly, preserves_flags)) };
 }
 
+/// `out[m, cout] = relu6?(x[m, cin] · w + bias (+ residual))`.
 pub(crate) fn pointwise(isa: Isa, x: &[f32], m: usize, p: &Pointwise, residual: Option<&[f32]>, out: &mut [f32]) {
     debug_assert_eq!(x.len(), m * p.cin);
     debug_assert_eq!(out.len(), m * p.cout);
@@ -130,35 +158,132 @@ pub(crate) fn pointwise(isa: Isa, x: &[f32], m: usize, p: &Pointwise, residual: 
                 }
             }
         }
-        // SAFETY: `tile` is `(r1 - r0) × cout` row-major, `x`'s rows r0..r1 are `cin` wide and
-        // `w` is `cin × cout` row-major; the strides below describe exactly those buffers.
-        unsafe {
-            gemm::gemm(
-                r1 - r0,
-                p.cout,
-                p.cin,
-                tile.as_mut_ptr(),
-                1,
-                p.cout as isize,
-                true,
-                x[r0 * p.cin..].as_ptr(),
-                1,
-                p.cin as isize,
-                p.w.as_ptr(),
-                1,
-                p.cout as isize,
-                1.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
+        let xs = &x[r0 * p.cin..r1 * p.cin];
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512 {
+            // SAFETY: `detect` saw AVX-512F on this CPU.
+            unsafe { pointwise_tile_avx512(xs, r1 - r0, p, tile) };
+            r0 = r1;
+            continue;
         }
+        gemm_tile(xs, r1 - r0, p, tile);
         if p.relu6 {
             relu6(isa, tile);
         }
         r0 = r1;
+    }
+}
+
+/// `tile += x · w` through the `gemm` crate (AVX2 / SSE micro-kernels; packs per call).
+fn gemm_tile(x: &[f32], m: usize, p: &Pointwise, tile: &mut [f32]) {
+    // SAFETY: `tile` is `(m) × cout` row-major, `x`'s rows r0..r1 are `cin` wide and
+    // `w` is `cin × cout` row-major; the strides below describe exactly those buffers.
+    unsafe {
+        gemm::gemm(
+            m,
+            p.cout,
+            p.cin,
+            tile.as_mut_ptr(),
+            1,
+            p.cout as isize,
+            true,
+            x.as_ptr(),
+            1,
+            p.cin as isize,
+            p.w.as_ptr(),
+            1,
+            p.cout as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// `tile = relu6?(tile + x · w)` for `m` rows: the tile arrives prefilled with bias (and
+/// residual), is loaded into registers once per 8×32 block, accumulated over all of `cin`, clamped
+/// and stored once. Weights come from the prepacked panels, so nothing is copied per call.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn pointwise_tile_avx512(x: &[f32], m: usize, p: &Pointwise, tile: &mut [f32]) {
+    assert!(x.len() >= m * p.cin && tile.len() >= m * p.cout && p.panels.len() >= p.cout.div_ceil(NR) * p.cin * NR);
+    for j in 0..p.cout.div_ceil(NR) {
+        let c0 = j * NR;
+        let valid = NR.min(p.cout - c0);
+        let mask0: u16 = if valid >= 16 { 0xffff } else { ((1u32 << valid) - 1) as u16 };
+        let mask1: u16 = if valid >= NR {
+            0xffff
+        } else if valid > 16 {
+            ((1u32 << (valid - 16)) - 1) as u16
+        } else {
+            0
+        };
+        let panel = &p.panels[j * p.cin * NR..(j + 1) * p.cin * NR];
+        let mut r = 0;
+        while r + MR <= m {
+            // SAFETY: rows r..r+MR exist in `x` and `tile` (asserted above); columns beyond
+            // `cout` are masked off.
+            unsafe { micro_avx512::<MR>(x, r, p, panel, tile, c0, mask0, mask1) };
+            r += MR;
+        }
+        macro_rules! tail {
+            ($($n:literal)*) => {
+                match m - r {
+                    0 => {}
+                    // SAFETY: as above, for the last `m - r` rows.
+                    $($n => unsafe { micro_avx512::<$n>(x, r, p, panel, tile, c0, mask0, mask1) },)*
+                    _ => unreachable!("fewer than MR rows remain"),
+                }
+            };
+        }
+        tail!(1 2 3 4 5 6 7);
+    }
+}
+
+/// One `R × 32` output block at rows `r..r+R`, columns `c0..c0+32` (masked).
+///
+/// # Safety
+/// AVX-512F must be available; rows `r..r+R` must exist in `x` (`cin` wide) and `tile` (`cout`
+/// wide); `panel` is `[cin, 32]`; the masks cover only columns below `cout`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro_avx512<const R: usize>(x: &[f32], r: usize, p: &Pointwise, panel: &[f32], tile: &mut [f32], c0: usize, mask0: u16, mask1: u16) {
+    use std::arch::x86_64::*;
+    let (cin, cout) = (p.cin, p.cout);
+    // SAFETY: the caller guarantees the rows and the feature (see `# Safety`).
+    unsafe {
+        let xp = x.as_ptr().add(r * cin);
+        let op = tile.as_mut_ptr().add(r * cout + c0);
+        let wp = panel.as_ptr();
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for (i, a) in acc.iter_mut().enumerate() {
+            a[0] = _mm512_maskz_loadu_ps(mask0, op.add(i * cout));
+            a[1] = _mm512_maskz_loadu_ps(mask1, op.add(i * cout + 16));
+        }
+        for k in 0..cin {
+            let w0 = _mm512_loadu_ps(wp.add(k * NR));
+            let w1 = _mm512_loadu_ps(wp.add(k * NR + 16));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let b = _mm512_set1_ps(*xp.add(i * cin + k));
+                a[0] = _mm512_fmadd_ps(b, w0, a[0]);
+                a[1] = _mm512_fmadd_ps(b, w1, a[1]);
+            }
+        }
+        if p.relu6 {
+            let (lo, hi) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
+            for a in acc.iter_mut() {
+                a[0] = _mm512_min_ps(_mm512_max_ps(a[0], lo), hi);
+                a[1] = _mm512_min_ps(_mm512_max_ps(a[1], lo), hi);
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            _mm512_mask_storeu_ps(op.add(i * cout), mask0, a[0]);
+            _mm512_mask_storeu_ps(op.add(i * cout + 16), mask1, a[1]);
+        }
     }
 }
 
@@ -221,26 +346,57 @@ fn depthwise_generic<const FMA: bool>(x: &[f32], d: &Depthwise, g: DwGeom, out: 
             let x0 = (ox * d.stride) as isize - g.pl as isize;
             let kx_lo = (-x0).max(0) as usize;
             let kx_hi = ((g.w as isize - x0).min(d.k as isize)).max(0) as usize;
+            let taps = Taps { y0, x0, ky: ky_lo..ky_hi, kx: kx_lo..kx_hi };
             let o = &mut out[(oy * g.wo + ox) * c..][..c];
-            o.copy_from_slice(&d.bias);
-            for ky in ky_lo..ky_hi {
-                let iy = (y0 + ky as isize) as usize;
-                for kx in kx_lo..kx_hi {
-                    let ix = (x0 + kx as isize) as usize;
-                    let xi = &x[(iy * g.w + ix) * c..][..c];
-                    let wi = &d.w[(ky * d.k + kx) * c..][..c];
-                    for ((o, &a), &b) in o.iter_mut().zip(xi).zip(wi) {
-                        *o = if FMA { a.mul_add(b, *o) } else { a * b + *o };
-                    }
-                }
+            // Channel blocks whose accumulators stay in registers across all taps: 64 wide, then
+            // 16 wide, then one by one (EfficientNet-Lite0's channel counts are multiples of 16).
+            let mut c0 = 0;
+            while c0 + 64 <= c {
+                dw_block::<FMA, 64>(x, d, &g, &taps, c0, o);
+                c0 += 64;
             }
-            if d.relu6 {
-                for v in o.iter_mut() {
-                    *v = v.clamp(0.0, 6.0);
-                }
+            while c0 + 16 <= c {
+                dw_block::<FMA, 16>(x, d, &g, &taps, c0, o);
+                c0 += 16;
+            }
+            while c0 < c {
+                dw_block::<FMA, 1>(x, d, &g, &taps, c0, o);
+                c0 += 1;
             }
         }
     }
+}
+
+/// The taps of one output pixel that fall inside the image.
+struct Taps {
+    y0: isize,
+    x0: isize,
+    ky: std::ops::Range<usize>,
+    kx: std::ops::Range<usize>,
+}
+
+/// Channels `c0..c0 + B` of one output pixel: bias, every in-image tap, ReLU6, one store.
+#[inline(always)]
+fn dw_block<const FMA: bool, const B: usize>(x: &[f32], d: &Depthwise, g: &DwGeom, t: &Taps, c0: usize, o: &mut [f32]) {
+    let c = d.c;
+    let mut acc: [f32; B] = d.bias[c0..c0 + B].try_into().expect("block inside the channels");
+    for ky in t.ky.clone() {
+        let iy = (t.y0 + ky as isize) as usize;
+        for kx in t.kx.clone() {
+            let ix = (t.x0 + kx as isize) as usize;
+            let xi: &[f32; B] = x[(iy * g.w + ix) * c + c0..][..B].try_into().expect("B channels");
+            let wi: &[f32; B] = d.w[(ky * d.k + kx) * c + c0..][..B].try_into().expect("B channels");
+            for j in 0..B {
+                acc[j] = if FMA { xi[j].mul_add(wi[j], acc[j]) } else { xi[j] * wi[j] + acc[j] };
+            }
+        }
+    }
+    if d.relu6 {
+        for v in acc.iter_mut() {
+            *v = v.clamp(0.0, 6.0);
+        }
+    }
+    o[c0..c0 + B].copy_from_slice(&acc);
 }
 
 /// Clamp to [0, 6] in place.
@@ -401,7 +557,7 @@ mod tests {
             // m spans several tiles (cin + cout small → big tiles, so use a large m).
             for &(m, cin, cout, relu6, res) in &[(3000, 16, 24, true, false), (50, 320, 1280, true, false), (777, 40, 40, false, true)] {
                 let x = pseudo(m * cin, 3);
-                let p = Pointwise { w: pseudo(cin * cout, 5), bias: pseudo(cout, 11), cin, cout, relu6 };
+                let p = Pointwise::new(pseudo(cin * cout, 5), pseudo(cout, 11), cin, cout, relu6);
                 let r = pseudo(m * cout, 13);
                 let mut out = vec![0f32; m * cout];
                 pointwise(isa, &x, m, &p, res.then_some(&r[..]), &mut out);

@@ -57,7 +57,7 @@ fn pack_pointwise(s: &ConvSpec) -> Pointwise {
             w[i * cout + o] = s.weight[o * cin + i];
         }
     }
-    Pointwise { w, bias: s.bias.clone(), cin, cout, relu6: s.relu6 }
+    Pointwise::new(w, s.bias.clone(), cin, cout, s.relu6)
 }
 
 fn pack_depthwise(s: &ConvSpec) -> Depthwise {
@@ -83,7 +83,7 @@ fn pack_stem(s: &ConvSpec) -> Pointwise {
             }
         }
     }
-    Pointwise { w, bias: s.bias.clone(), cin: depth, cout, relu6: s.relu6 }
+    Pointwise::new(w, s.bias.clone(), depth, cout, s.relu6)
 }
 
 impl CpuNet {
@@ -110,7 +110,7 @@ impl CpuNet {
         if head.cout != FEATURES {
             return Err(format!("the head has {} features, expected {FEATURES}", head.cout));
         }
-        let fc = Pointwise { w: arch.fc_weight_t.clone(), bias: arch.fc_bias.clone(), cin: FEATURES, cout: CLASSES, relu6: false };
+        let fc = Pointwise::new(arch.fc_weight_t.clone(), arch.fc_bias.clone(), FEATURES, CLASSES, false);
         Ok(CpuNet {
             stem: pack_stem(&arch.stem),
             stem_kernel: arch.stem.kernel,
