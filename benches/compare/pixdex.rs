@@ -16,17 +16,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use pixdex::catalog::Catalog;
-use pixdex::config::{LibraryConfig, WatchMode};
 use pixdex::decode::{DecodeLimits, decode_for_embedding};
 use pixdex::embed::preprocess::{IMAGE_LEN, cpu_resize_normalize};
 use pixdex::embed::{DeviceChoice, Embedder};
-use pixdex::library::Library;
-use pixdex::pipeline::{Pipeline, PipelineConfig};
-use pixdex::sessions::{CreateSession, Sessions};
-use pixdex::vectors::{VectorStore, VectorsConfig};
+
+#[path = "../common/indexing.rs"]
+mod indexing;
+use indexing::Rig;
 
 struct Args {
     corpus: PathBuf,
@@ -102,59 +100,18 @@ fn peak_rss_mb() -> f64 {
 
 fn end_to_end(files: &[PathBuf], corpus: &Path, weights: &Path, a: &Args) -> f64 {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let root = std::fs::canonicalize(corpus).unwrap();
-    let lib = Library::new(LibraryConfig {
-        watch: WatchMode::Off,
-        poll_interval: Duration::from_secs(1),
-        settle: Duration::from_millis(100),
-        rescan_interval: Duration::from_secs(3600),
-        roots: vec![root.clone()],
-        extensions: vec!["jpg".into(), "jpeg".into(), "png".into()],
-        ignored: vec![],
-    });
-    let url = format!("sqlite://{}", dir.path().join("catalog.db").display());
-    let catalog = rt.block_on(Catalog::connect(&url, 4)).unwrap();
-    let store = rt.block_on(VectorStore::open(&VectorsConfig::embedded(dir.path()), pixdex::embed::MODEL_NAME, pixdex::embed::DIM)).unwrap();
     let embedder = Embedder::load(weights, DeviceChoice::Cpu, a.batch).unwrap();
-    let sessions = Sessions::new(catalog.clone(), lib);
-    let s = rt
-        .block_on(sessions.create(CreateSession { name: "compare".into(), root_path: root.display().to_string(), live: true, ..Default::default() }, "api"))
-        .unwrap();
-    let cfg = PipelineConfig {
-        decode_workers: a.threads,
-        resize_workers: 1,
-        claim_batch: (2 * a.batch).max(16),
-        lease: Duration::from_secs(600),
-        limits: DecodeLimits::default(),
-        owner: "compare".into(),
-        max_attempts: pixdex::catalog::DEFAULT_MAX_ATTEMPTS,
-    };
-    let pipeline = Pipeline::start(cfg, embedder, store, catalog.clone(), rt.handle().clone());
-    let mut first = true;
+    let mut rig = Rig::new(rt, corpus, &["jpg", "jpeg", "png"], embedder, a.threads, a.batch);
     let rate = best_of("end-to-end", files.len(), a.repeat, || {
-        if first {
-            rt.block_on(sessions.start(s.id)).unwrap();
-            first = false;
-        } else {
-            rt.block_on(sessions.restart(s.id, false)).unwrap();
-        }
-        pipeline.wake();
-        loop {
-            let st = rt.block_on(catalog.session(s.id)).unwrap().unwrap();
-            if st.status == pixdex::model::SessionStatus::Completed {
-                assert_eq!(st.processed_images, files.len() as i64, "every file embedded");
-                assert_eq!(st.failed_images, 0, "no file failed");
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        let (processed, failed) = rig.index_once();
+        assert_eq!(processed, files.len() as i64, "every file embedded");
+        assert_eq!(failed, 0, "no file failed");
     });
-    let st = pipeline.status();
+    let st = rig.pipeline.status();
     for s in &st.stages {
         eprintln!("  {:<7} items {:>5}  busy {:>5.1}% of {} worker(s)", s.name, s.items, s.busy_share * 100.0, s.workers);
     }
-    pipeline.shutdown();
+    rig.pipeline.shutdown();
     rate
 }
 
