@@ -34,6 +34,27 @@ pub struct DirStats {
     pub images: Vec<FileEntry>,
     /// Regular, non-hidden files whose extension is not an image extension.
     pub unsupported: u64,
+    /// Directories (or entries) that exist but could not be read (EACCES, EIO, ESTALE…), with
+    /// the error: what they hold is unknown, not gone.
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+
+/// What a stat-only walk of a whole tree found.
+#[derive(Debug, Clone, Default)]
+pub struct TreeScan {
+    pub files: Vec<FileEntry>,
+    /// Directories visited.
+    pub dirs: u64,
+    /// Directories or entries that exist but could not be read, with the error.
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+
+/// An I/O error on something that exists: anything but "not found" (the entry vanished
+/// between listing and stat, which is a delete, not a fault).
+fn unreadable(path: &Path, e: &std::io::Error, out: &mut Vec<(PathBuf, String)>) {
+    if e.kind() != std::io::ErrorKind::NotFound {
+        out.push((path.to_path_buf(), e.to_string()));
+    }
 }
 
 /// A subdirectory of a root, as listed by a scan.
@@ -150,12 +171,18 @@ impl Library {
         let mut seen = HashSet::new();
         let mut stack = vec![dir.to_path_buf()];
         while let Some(d) = stack.pop() {
-            let Ok(meta) = std::fs::metadata(&d) else { continue };
+            let meta = match std::fs::metadata(&d) {
+                Ok(m) => m,
+                Err(e) => {
+                    unreadable(&d, &e, &mut stats.unreadable);
+                    continue;
+                }
+            };
             if !seen.insert((meta.dev(), meta.ino())) {
                 continue;
             }
             let mut subdirs = Vec::new();
-            self.read_one_dir(&d, exts, &mut stats.images, &mut subdirs, &mut stats.unsupported);
+            self.read_one_dir(&d, exts, &mut stats.images, &mut subdirs, &mut stats.unsupported, &mut stats.unreadable);
             if recursive {
                 stack.extend(subdirs);
             }
@@ -166,8 +193,9 @@ impl Library {
 
     /// Stat-only parallel walk of a whole tree (the reconcile scan): every image file below
     /// `dir`, and how many directories were visited. Threads share a stack of directories;
-    /// each directory is visited once (device, inode), so symlink loops end.
-    pub fn walk_parallel(&self, dir: &Path, threads: usize) -> (Vec<FileEntry>, u64) {
+    /// each directory is visited once (device, inode), so symlink loops end. A directory that
+    /// cannot be read is reported in `unreadable`, never taken as empty.
+    pub fn walk_parallel(&self, dir: &Path, threads: usize) -> TreeScan {
         use std::sync::{Condvar, Mutex};
         struct Shared {
             stack: Vec<PathBuf>,
@@ -177,12 +205,13 @@ impl Library {
         let shared = Mutex::new(Shared { stack: vec![dir.to_path_buf()], busy: 0, done: false });
         let cv = Condvar::new();
         let seen = Mutex::new(HashSet::new());
-        let results = Mutex::new((Vec::new(), 0u64));
+        let results = Mutex::new(TreeScan::default());
         std::thread::scope(|scope| {
             for _ in 0..threads.max(1) {
                 scope.spawn(|| {
                     let mut files = Vec::new();
                     let mut dirs = 0u64;
+                    let mut bad = Vec::new();
                     loop {
                         let next = {
                             let mut g = shared.lock().unwrap();
@@ -201,12 +230,14 @@ impl Library {
                         };
                         let Some(d) = next else { break };
                         let mut found_dirs = Vec::new();
-                        if let Ok(meta) = std::fs::metadata(&d)
-                            && seen.lock().unwrap().insert((meta.dev(), meta.ino()))
-                        {
-                            dirs += 1;
-                            let mut unsupported = 0;
-                            self.read_one_dir(&d, &self.cfg.extensions, &mut files, &mut found_dirs, &mut unsupported);
+                        match std::fs::metadata(&d) {
+                            Ok(meta) if seen.lock().unwrap().insert((meta.dev(), meta.ino())) => {
+                                dirs += 1;
+                                let mut unsupported = 0;
+                                self.read_one_dir(&d, &self.cfg.extensions, &mut files, &mut found_dirs, &mut unsupported, &mut bad);
+                            }
+                            Ok(_) => {}
+                            Err(e) => unreadable(&d, &e, &mut bad),
                         }
                         let mut g = shared.lock().unwrap();
                         g.stack.extend(found_dirs);
@@ -214,30 +245,67 @@ impl Library {
                         cv.notify_all();
                     }
                     let mut r = results.lock().unwrap();
-                    r.0.extend(files);
-                    r.1 += dirs;
+                    r.files.extend(files);
+                    r.dirs += dirs;
+                    r.unreadable.extend(bad);
                 });
             }
         });
-        let (mut files, dirs) = results.into_inner().unwrap();
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        (files, dirs)
+        let mut r = results.into_inner().unwrap();
+        r.files.sort_by(|a, b| a.path.cmp(&b.path));
+        r.unreadable.sort();
+        r
     }
 
     /// One directory's entries: image files into `files`, walkable subdirectories into `dirs`
     /// (symlinked ones only when they stay inside the roots), other regular files counted.
-    fn read_one_dir(&self, d: &Path, exts: &[String], files: &mut Vec<FileEntry>, dirs: &mut Vec<PathBuf>, unsupported: &mut u64) {
-        let Ok(rd) = std::fs::read_dir(d) else { return };
-        for entry in rd.flatten() {
+    /// A directory or entry that exists but cannot be read goes to `bad`.
+    fn read_one_dir(
+        &self,
+        d: &Path,
+        exts: &[String],
+        files: &mut Vec<FileEntry>,
+        dirs: &mut Vec<PathBuf>,
+        unsupported: &mut u64,
+        bad: &mut Vec<(PathBuf, String)>,
+    ) {
+        let rd = match std::fs::read_dir(d) {
+            Ok(rd) => rd,
+            Err(e) => return unreadable(d, &e, bad),
+        };
+        for entry in rd {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    // The listing broke off (EIO, ESTALE): the rest of the folder is unknown.
+                    unreadable(d, &e, bad);
+                    break;
+                }
+            };
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             if self.is_ignored_name(name) {
                 continue;
             }
             let path = entry.path();
-            let Ok(ft) = entry.file_type() else { continue };
+            let ft = match entry.file_type() {
+                Ok(ft) => ft,
+                Err(e) => {
+                    unreadable(&path, &e, bad);
+                    continue;
+                }
+            };
             let meta = if ft.is_symlink() {
-                let Ok(m) = std::fs::metadata(&path) else { continue };
+                // A dangling link is nothing; one that cannot be followed is unknown.
+                let m = match std::fs::metadata(&path) {
+                    Ok(m) => m,
+                    // ELOOP: a link cycle, a broken link rather than a fault.
+                    Err(e) if e.raw_os_error() == Some(40) => continue,
+                    Err(e) => {
+                        unreadable(&path, &e, bad);
+                        continue;
+                    }
+                };
                 if m.is_dir() {
                     if std::fs::canonicalize(&path).is_ok_and(|c| self.is_inside_roots(&c)) {
                         dirs.push(path);
@@ -249,8 +317,13 @@ impl Library {
                 dirs.push(path);
                 continue;
             } else {
-                let Ok(m) = entry.metadata() else { continue };
-                m
+                match entry.metadata() {
+                    Ok(m) => m,
+                    Err(e) => {
+                        unreadable(&path, &e, bad);
+                        continue;
+                    }
+                }
             };
             if !meta.is_file() {
                 continue;
@@ -395,7 +468,8 @@ mod tests {
         assert_eq!(subs.len(), 2);
         assert!(subs[0].is_root && subs[0].image_count == 1);
         assert_eq!((subs[1].name.as_str(), subs[1].image_count), ("a", 3));
-        let (all, dirs) = l.walk_parallel(&std::fs::canonicalize(r).unwrap(), 3);
+        let TreeScan { files: all, dirs, unreadable } = l.walk_parallel(&std::fs::canonicalize(r).unwrap(), 3);
+        assert!(unreadable.is_empty(), "{unreadable:?}");
         assert_eq!(all.len(), 4, "{all:?}");
         assert_eq!(dirs, 4, "root, a, a/b, a/b/c; the loop is visited once");
         let canon = std::fs::canonicalize(r).unwrap();

@@ -152,6 +152,12 @@ async fn health(State(st): St) -> ApiResult {
     if !p.running {
         problems.push(format!("pipeline: {}", p.reason.clone().unwrap_or_default()));
     }
+    for u in &w.unreadable {
+        problems.push(format!(
+            "watcher: {} cannot be read ({}) since {}; its assets and vectors are kept (fix its permissions or mount)",
+            u.path, u.error, u.since
+        ));
+    }
     let state = if problems.is_empty() { "healthy" } else { "degraded" };
     ok(json!({
         "status": "ok",
@@ -163,7 +169,7 @@ async fn health(State(st): St) -> ApiResult {
         "vectorStore": {"backend": p.vector_store, "points": points},
         "model": {"name": p.model, "device": p.device, "running": p.running, "reason": p.reason},
         "jpegDecoder": p.jpeg_decoder,
-        "watcher": {"roots": w.roots, "pendingPaths": w.pending_paths, "overflows": w.overflows},
+        "watcher": {"roots": w.roots, "pendingPaths": w.pending_paths, "overflows": w.overflows, "unreadable": w.unreadable},
         "queues": p.stages.iter().map(|s| json!({"stage": s.name, "depth": s.queue_depth, "capacity": s.queue_capacity})).collect::<Vec<_>>(),
         "problems": problems,
     }))

@@ -60,6 +60,17 @@ pub struct WatcherStatus {
     pub last_reconcile_ms: Option<u64>,
     pub assets_known: i64,
     pub settle_ms: u64,
+    /// Directories that exist but could not be read (EACCES, EIO, ESTALE…) at their last look:
+    /// their assets and vectors are kept, nothing is deleted or re-embedded for them.
+    pub unreadable: Vec<Unreadable>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unreadable {
+    pub path: String,
+    pub error: String,
+    pub since: String,
 }
 
 /// What an on-demand scan of one directory did.

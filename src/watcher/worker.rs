@@ -1,7 +1,7 @@
 //! The watcher's worker thread: settles events, reconciles, answers control messages.
 
-use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,6 +46,8 @@ pub(super) struct Worker {
     /// Renames the watcher paired (from, to), applied with the next batch that covers them.
     hints: Vec<(PathBuf, PathBuf)>,
     next_rescan: Instant,
+    /// Directories that exist but could not be read at their last look: error, since when (ms).
+    unreadable: BTreeMap<PathBuf, (String, i64)>,
 }
 
 impl Worker {
@@ -77,6 +79,7 @@ impl Worker {
             dirty: HashMap::new(),
             hints: Vec::new(),
             next_rescan: Instant::now(),
+            unreadable: BTreeMap::new(),
         }
     }
 
@@ -237,6 +240,32 @@ impl Worker {
             .collect();
     }
 
+    /// Record which directories under `scopes` could not be read this time: new ones are
+    /// logged, ones readable again are dropped, and the watcher status (and health) shows them.
+    fn note_unreadable(&mut self, scopes: &[PathBuf], found: &[(PathBuf, String)]) {
+        let (old, kept): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            std::mem::take(&mut self.unreadable).into_iter().partition(|(p, _)| scopes.iter().any(|s| p.starts_with(s)));
+        self.unreadable = kept;
+        for (p, e) in found {
+            let since = match old.get(p) {
+                Some((_, t)) => *t,
+                None => {
+                    tracing::warn!(path = %p.display(), error = %e, "directory unreadable; its assets and vectors are kept until it can be read again");
+                    now_ms()
+                }
+            };
+            self.unreadable.insert(p.clone(), (e.clone(), since));
+        }
+        for p in old.keys().filter(|p| !self.unreadable.contains_key(*p)) {
+            tracing::info!(path = %p.display(), "directory readable again");
+        }
+        self.status.lock().unwrap().unreadable = self
+            .unreadable
+            .iter()
+            .map(|(p, (e, t))| super::Unreadable { path: p.display().to_string(), error: e.clone(), since: crate::catalog::rows_ts(*t) })
+            .collect();
+    }
+
     fn scan(&mut self, dir: PathBuf, auto_train: bool) -> Result<ScanReport, String> {
         let mut o = self.process(vec![dir.clone()], vec![], if auto_train { JobsFor::Any } else { JobsFor::Nothing }, 2)?;
         o.report.directory = dir.display().to_string();
@@ -266,12 +295,17 @@ impl Worker {
 
         let mut disk = Vec::new();
         let mut fresh: HashSet<String> = HashSet::new();
+        // Directories (or entries) that exist but could not be read: what they hold is
+        // unknown, so their assets are kept as they are (an unreadable folder is not an empty
+        // one: deleting would drop its vectors and re-embed everything when it comes back).
+        let mut unreadable: Vec<(PathBuf, String)> = Vec::new();
         for s in &kept {
             match std::fs::metadata(s) {
                 Ok(m) if m.is_dir() => {
-                    let (files, dirs) = self.library.walk_parallel(s, threads);
-                    out.dirs += dirs;
-                    for f in files {
+                    let tree = self.library.walk_parallel(s, threads);
+                    out.dirs += tree.dirs;
+                    unreadable.extend(tree.unreadable);
+                    for f in tree.files {
                         if too_fresh(f.modified_ms) {
                             fresh.insert(f.path.to_string_lossy().into_owned());
                         } else {
@@ -287,9 +321,12 @@ impl Worker {
                         disk.push(f);
                     }
                 }
-                _ => {}
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => unreadable.push((s.clone(), e.to_string())),
             }
         }
+        self.note_unreadable(&kept, &unreadable);
         let mut known = Vec::new();
         for s in &kept {
             let under = self.rt.block_on(self.catalog.assets_under(&s.to_string_lossy())).map_err(|e| e.to_string())?;
@@ -297,6 +334,8 @@ impl Worker {
         }
         // Files still being written are left alone (neither read nor deleted) and looked at again.
         known.retain(|a| !fresh.contains(&a.path));
+        // Nor is anything under an unreadable directory deleted.
+        known.retain(|a| !unreadable.iter().any(|(u, _)| Path::new(&a.path).starts_with(u)));
         let t = Instant::now();
         for p in &fresh {
             self.dirty.insert(PathBuf::from(p), t);

@@ -317,3 +317,66 @@ async fn on_demand_scan() {
     assert_eq!(code, 0);
     assert!(out.contains("off") && out.contains("assets known: 8"), "{out}");
 }
+
+/// A folder that becomes unreadable (chmod 000, daemon not root) is not an emptied one: its
+/// assets and vectors stay, health says which folder and why, and when it is readable again
+/// nothing is re-created or re-embedded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_folder_is_not_an_empty_one() {
+    const NOBODY: u32 = 65534;
+    if euid() != 0 || Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("SKIPPED unreadable_folder_is_not_an_empty_one: needs root and setpriv to run the daemon as another user (root reads anything)");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mut d = TestDaemon::prepare(Db::Sqlite, &crate::harness::model_toml(4), "", |root| {
+        for (i, rel) in ["a/1.png", "a/2.png", "a/deep/3.png", "b/4.png"].iter().enumerate() {
+            std::fs::create_dir_all(root.join(rel).parent().unwrap()).unwrap();
+            crate::harness::noise_png(&root.join(rel), 64, 48, i as u32 + 1);
+        }
+    })
+    .await;
+    let chown = Command::new("chown").arg("-R").arg(format!("{NOBODY}:{NOBODY}")).arg(d.dir.path()).status().unwrap();
+    assert!(chown.success());
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d.run_as = Some(NOBODY);
+    d.respawn().await;
+    let all = ["a/1.png", "a/2.png", "a/deep/3.png", "b/4.png"];
+    until_paths(&d, &all).await;
+    // Not live: the file added later is catalogued but not embedded, so counts stay exact.
+    let sid = d.create(json!({"name": "s", "rootPath": d.root.display().to_string(), "live": false})).await;
+    assert_eq!(d.action(sid, "start").await.status, 200);
+    assert!(eventually(60, || async { d.session(sid).await["status"] == "completed" }).await, "{:?}\n{}", d.session(sid).await, d.log());
+    let before = assets(&d).await;
+    let points = || async { d.get("/api/v1/training/pipeline").await.body["points"].as_i64() };
+    assert_eq!(points().await, Some(4));
+
+    let a = d.root.join("a");
+    std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let unreadable = || async { d.get("/api/v1/health").await.body["watcher"]["unreadable"].as_array().cloned().unwrap_or_default() };
+    assert!(eventually(15, || async { !unreadable().await.is_empty() }).await, "{}", d.log());
+    let h = d.get("/api/v1/health").await.body;
+    assert_eq!(h["state"], "degraded", "{h:?}");
+    let u = &h["watcher"]["unreadable"][0];
+    assert_eq!(u["path"], a.display().to_string(), "{h:?}");
+    assert!(u["error"].as_str().unwrap().contains("ermission denied"), "{h:?}");
+    assert!(h["problems"].to_string().contains("cannot be read"), "{h:?}");
+    // A full reconcile (on demand) keeps them too; a new file elsewhere is still followed.
+    write(&d.root.join("b/5.png"), PNG);
+    std::thread::sleep(Duration::from_millis(400));
+    let r = d.post(&format!("/api/v1/training/scan/incremental?directory={}&auto_train=false", d.root.display()), None).await;
+    assert_eq!((r.status, r.body["removed"].as_i64()), (200, Some(0)), "{:?}", r.body);
+    let mut want: Vec<&str> = all.to_vec();
+    want.push("b/5.png");
+    until_paths(&d, &want).await;
+    assert_eq!(points().await, Some(4), "no vector deleted");
+
+    std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(eventually(15, || async { unreadable().await.is_empty() }).await, "{}", d.log());
+    assert_eq!(d.get("/api/v1/health").await.body["state"], "healthy");
+    let after: Vec<_> = assets(&d).await.into_iter().filter(|a| a.1 != "b/5.png").collect();
+    assert_eq!(after, before, "same assets, same ids");
+    let s = d.session(sid).await;
+    assert_eq!((s["status"].as_str(), s["processedImages"].as_i64()), (Some("completed"), Some(4)), "nothing re-embedded: {s:?}");
+    assert_eq!(points().await, Some(4));
+}
