@@ -53,15 +53,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(socket = %cfg.socket.display(), "control socket bound");
 
     let catalog = Catalog::connect(&cfg.catalog_url, cfg.catalog_max_connections).await?;
-    let recovered = catalog.recover().await?;
+    // Who this daemon is among the peers sharing the catalog: lease owner, start owner.
+    let owner = crate::pipeline::daemon_id(&cfg.data_dir).with_context(|| format!("cannot keep the daemon id under {}", cfg.data_dir.display()))?;
+    let started_at = crate::model::now_ms();
+    let beat = heartbeat_every(&cfg);
+    let recovered = catalog.recover(&owner, beat * STALE_BEATS).await?;
+    catalog.heartbeat(&owner, started_at, env!("CARGO_PKG_VERSION"), beat * STALE_BEATS).await?;
     tracing::info!(
         catalog = %crate::config::mask_url(&cfg.catalog_url),
+        %owner,
         sessions_rediscover = recovered.sessions_rediscover,
         jobs_requeued = recovered.jobs_requeued,
         "catalog open"
     );
 
-    let sessions = Sessions::new(catalog.clone(), Library::new(cfg.library.clone()));
+    let sessions = Sessions::new(catalog.clone(), Library::new(cfg.library.clone()), owner.clone());
     for r in sessions.reconcile(&cfg.sessions).await {
         tracing::info!(session = %r.name, id = ?r.session_id, outcome = %r.outcome, "config session reconciled");
     }
@@ -98,7 +104,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (shutdown, _) = broadcast::channel::<()>(1);
     // The pipeline needs the model; without its weights the daemon still catalogues and
     // watches, and says what to run.
-    let (pipeline, search_model) = start_pipeline(&cfg, &catalog, &store).await;
+    let (pipeline, search_model) = start_pipeline(&cfg, &catalog, &store, &owner).await;
     let search = Search::new(
         store.clone(),
         catalog.clone(),
@@ -159,12 +165,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         });
     }
     {
-        // The lease reaper: a peer that died (or stalled) holding leases gets its jobs taken
-        // back within a quarter lease, without any daemon restarting.
+        // The reaper: this daemon's heartbeat, then a peer that died (or stalled) holding
+        // leases gets its jobs taken back within a quarter lease, and its starts in progress
+        // within a few heartbeats, without any daemon restarting.
         let mut rx = shutdown.subscribe();
         let catalog = catalog.clone();
         let pipeline = pipeline.clone();
-        let every = (cfg.pipeline.lease / 4).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(60));
+        let every = (cfg.pipeline.lease / 4).clamp(std::time::Duration::from_secs(1), beat);
+        let owner = owner.clone();
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -172,15 +180,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 tokio::select! {
                     // Shutdown: stop reaping.
                     _ = rx.recv() => break,
-                    // Return expired leases to pending and wake the pipeline for them.
-                    _ = tick.tick() => match catalog.requeue_expired().await {
-                        Ok(0) => {}
-                        Ok(n) => {
-                            tracing::warn!(jobs = n, "expired leases returned to pending (a worker died or stalled)");
-                            pipeline.wake();
-                        }
-                        Err(e) => tracing::warn!(error = %e, "lease reaper: catalog unavailable; retrying next tick"),
-                    },
+                    // Heartbeat, return expired leases and orphaned starts, wake the pipeline.
+                    _ = tick.tick() => reap(&catalog, &pipeline, &owner, started_at, beat * STALE_BEATS).await,
                 }
             }
         });
@@ -228,6 +229,37 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     catalog.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A daemon whose heartbeat is this many beats old is taken for dead (its starts in progress
+/// are redone by the others).
+const STALE_BEATS: u32 = 4;
+
+/// How often the daemon beats: often enough that a dead peer's start is redone within
+/// seconds, rarely enough to cost nothing (one upsert).
+fn heartbeat_every(cfg: &Config) -> std::time::Duration {
+    (cfg.pipeline.lease / 4).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(5))
+}
+
+/// One reaper tick. A catalog that is unavailable is retried at the next tick.
+async fn reap(catalog: &Catalog, pipeline: &Pipeline, owner: &str, started_at: i64, stale: std::time::Duration) {
+    if let Err(e) = catalog.heartbeat(owner, started_at, env!("CARGO_PKG_VERSION"), stale).await {
+        tracing::warn!(error = %e, "heartbeat: catalog unavailable; retrying next tick");
+        return;
+    }
+    match catalog.requeue_expired().await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::warn!(jobs = n, "expired leases returned to pending (a worker died or stalled)");
+            pipeline.wake();
+        }
+        Err(e) => tracing::warn!(error = %e, "lease reaper: catalog unavailable; retrying next tick"),
+    }
+    match catalog.recover_orphaned_starts(stale).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(sessions = n, "starts left discovering by a daemon that stopped beating went back to pending"),
+        Err(e) => tracing::warn!(error = %e, "start recovery: catalog unavailable; retrying next tick"),
+    }
 }
 
 async fn reload(cfg: &Config, sessions: &Sessions) {
@@ -292,7 +324,12 @@ fn vectors_config(cfg: &Config) -> VectorsConfig {
 
 /// Load the model (twice: the pipeline's batched instance and a batch-1 one for search by
 /// image) and start the pipeline; or say why not.
-async fn start_pipeline(cfg: &Config, catalog: &Catalog, store: &VectorStore) -> (Pipeline, Result<Arc<std::sync::Mutex<crate::embed::Embedder>>, String>) {
+async fn start_pipeline(
+    cfg: &Config,
+    catalog: &Catalog,
+    store: &VectorStore,
+    owner: &str,
+) -> (Pipeline, Result<Arc<std::sync::Mutex<crate::embed::Embedder>>, String>) {
     let device: crate::embed::DeviceChoice = cfg.model.device.parse().unwrap_or_default();
     let weights = cfg.model.weights.clone();
     let bs = cfg.pipeline.batch_size;
@@ -315,13 +352,6 @@ async fn start_pipeline(cfg: &Config, catalog: &Catalog, store: &VectorStore) ->
             return (Pipeline::disabled(reason.clone()), Err(reason));
         }
     };
-    let owner = match crate::pipeline::daemon_id(&cfg.data_dir) {
-        Ok(o) => o,
-        Err(e) => {
-            let reason = format!("cannot keep the daemon id under {}: {e}", cfg.data_dir.display());
-            return (Pipeline::disabled(reason.clone()), Err(reason));
-        }
-    };
     let pcfg = PipelineConfig {
         decode_workers: cfg.pipeline.decode_workers,
         resize_workers: cfg.pipeline.resize_workers,
@@ -329,7 +359,7 @@ async fn start_pipeline(cfg: &Config, catalog: &Catalog, store: &VectorStore) ->
         lease: cfg.pipeline.lease,
         max_attempts: cfg.pipeline.max_attempts as i64,
         limits: crate::decode::DecodeLimits { max_megapixels: cfg.pipeline.max_megapixels, max_file_bytes: cfg.pipeline.max_file_bytes, target: 224 },
-        owner,
+        owner: owner.to_string(),
     };
     let p = Pipeline::start(pcfg, embedder, store.clone(), catalog.clone(), tokio::runtime::Handle::current());
     (p, Ok(Arc::new(std::sync::Mutex::new(search))))

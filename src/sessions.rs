@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use crate::catalog::{Catalog, CatalogError, JobsSummary, NewSession, NewSubdir, Session, SessionPatch, Stamp, Stamps, Subdirectory};
+use crate::catalog::{Catalog, CatalogError, JobsSummary, NewSession, NewSubdir, Session, SessionPatch, Stamp, Stamps, StartOutcome, Subdirectory};
 use crate::config::SessionSpec;
 use crate::library::{FileEntry, Library, LibraryError};
 use crate::model::{Action, JobStatus, SessionStatus, now_ms};
@@ -166,11 +166,14 @@ pub struct Sessions {
     /// cancel tells it to drop the session's work in flight. Transitions decide that here, so
     /// the API only translates HTTP.
     pipeline: Arc<std::sync::OnceLock<crate::pipeline::Pipeline>>,
+    /// This daemon's id among the peers sharing the catalog: a start in progress is recorded
+    /// under it, so only this daemon's restart (or its death) resets it.
+    owner: String,
 }
 
 impl Sessions {
-    pub fn new(catalog: Catalog, library: Library) -> Sessions {
-        Sessions { catalog, library: Arc::new(library), start_lock: Arc::new(Mutex::new(())), pipeline: Arc::new(std::sync::OnceLock::new()) }
+    pub fn new(catalog: Catalog, library: Library, owner: String) -> Sessions {
+        Sessions { catalog, library: Arc::new(library), start_lock: Arc::new(Mutex::new(())), pipeline: Arc::new(std::sync::OnceLock::new()), owner }
     }
 
     /// Connect the running pipeline (once, at daemon start).
@@ -463,51 +466,48 @@ impl Sessions {
         check(&s, Action::Start)?;
         match s.status {
             SessionStatus::Pending => self.start_pending(s).await,
-            SessionStatus::Paused | SessionStatus::Failed => {
-                self.cas(&s, SessionStatus::Running, Stamps { paused: Stamp::Clear, ..Default::default() }).await?;
-                let summary = self.catalog.jobs_summary(id).await?;
-                if self.catalog.finish_session_if_done(id).await? {
-                    return self.result(id, "resumed with no unfinished jobs left: session completed".into()).await;
+            SessionStatus::Paused | SessionStatus::Failed => match self.catalog.resume_session(id, s.status).await? {
+                None => Err(self.changed(id).await),
+                Some(true) => self.result(id, "resumed with no unfinished jobs left: session completed".into()).await,
+                Some(false) => {
+                    let summary = self.catalog.jobs_summary(id).await?;
+                    self.result(id, format!("session {id} resumed: {} unfinished jobs", summary.pending + summary.running)).await
                 }
-                self.result(id, format!("session {id} resumed: {} unfinished jobs", summary.pending + summary.running)).await
-            }
+            },
             _ => Err(conflict(&s, Action::Start)),
         }
     }
 
     async fn start_pending(&self, s: Session) -> Result<ActionResult> {
         let id = s.id;
-        self.cas(&s, SessionStatus::Discovering, Stamps::default()).await?;
-        match self.discover(&s).await {
-            Ok(Ok(created)) => {
-                let ok = self
-                    .catalog
-                    .transition(id, SessionStatus::Discovering, SessionStatus::Running, Stamps { started: true, paused: Stamp::Clear, completed: Stamp::Clear })
-                    .await?;
-                if !ok {
-                    // cancelled while discovering
-                    return self.result(id, format!("session {id} changed while discovering")).await;
-                }
-                self.catalog.set_pending_reason(id, None).await?;
-                self.catalog.set_last_error(id, None).await?;
-                self.result(id, format!("session {id} started: {created} jobs queued")).await
-            }
-            Ok(Err(adm)) => {
-                self.catalog.transition(id, SessionStatus::Discovering, SessionStatus::Pending, Stamps::default()).await?;
-                self.catalog.set_pending_reason(id, Some(&adm.detail)).await?;
+        if !self.catalog.begin_discovery(id, s.status, &self.owner).await? {
+            return Err(self.changed(id).await);
+        }
+        // Discovery reads the disk; its outcome is written in one transaction with the status.
+        let (counts, outcome) = match self.discover(&s).await {
+            Ok(adm) => (adm.counts.clone(), Ok(adm)),
+            Err(e) => (vec![], Err(e)),
+        };
+        match outcome {
+            Ok(adm) if adm.can_start => match self.catalog.finish_start(id, &counts, StartOutcome::Run { found: &adm.found }).await? {
+                Some(created) => self.result(id, format!("session {id} started: {created} jobs queued")).await,
+                None => self.result(id, format!("session {id} changed while discovering")).await,
+            },
+            Ok(adm) => {
+                self.catalog.finish_start(id, &counts, StartOutcome::Refused { reason: &adm.detail }).await?;
                 Err(SessionError::NotAdmissible(Box::new(adm)))
             }
             Err(e) => {
-                let _ = self.catalog.transition(id, SessionStatus::Discovering, SessionStatus::Pending, Stamps::default()).await;
-                let _ = self.catalog.set_last_error(id, Some(&e.to_string())).await;
+                let _ = self.catalog.finish_start(id, &counts, StartOutcome::Failed { error: &e.to_string() }).await;
                 Err(e)
             }
         }
     }
 
-    /// Discovery for a start: rediscover subdirectories when the session has none, run
-    /// admission, then catalogue the images and create their jobs.
-    async fn discover(&self, s: &Session) -> Result<std::result::Result<u64, Admission>> {
+    /// Discovery for a start or restart: rediscover subdirectories when the session has none,
+    /// then run admission (which walks the selected subdirectories). Writes nothing else: the
+    /// caller records the outcome in one transaction with the status change.
+    async fn discover(&self, s: &Session) -> Result<Admission> {
         if self.catalog.subdirectories(s.id).await?.is_empty() {
             let root = PathBuf::from(&s.root_path);
             if root.is_dir() {
@@ -515,12 +515,19 @@ impl Sessions {
                 self.catalog.upsert_subdirectories(s.id, &rows, true).await?;
             }
         }
-        let adm = self.admission(s).await?;
-        self.catalog.set_image_counts(&adm.counts).await?;
-        if !adm.can_start {
-            return Ok(Err(adm));
+        self.admission(s).await
+    }
+
+    /// The conflict answer when a compare-and-set found the session in another state.
+    async fn changed(&self, id: i64) -> SessionError {
+        match self.get(id).await {
+            Ok(now) => SessionError::Conflict {
+                detail: format!("session {id} changed to {} meanwhile; try again", now.status),
+                current: Some(now.status),
+                allowed: now.status.allowed_actions().to_vec(),
+            },
+            Err(e) => e,
         }
-        Ok(Ok(self.catalog.add_discovered(s.id, &adm.found).await?))
     }
 
     pub async fn pause(&self, id: i64) -> Result<ActionResult> {
@@ -533,11 +540,15 @@ impl Sessions {
     pub async fn cancel(&self, id: i64) -> Result<ActionResult> {
         let s = self.get(id).await?;
         check(&s, Action::Cancel)?;
-        self.cas(&s, SessionStatus::Cancelled, Stamps { completed: Stamp::Now, ..Default::default() }).await?;
         if let Some(p) = self.pipeline.get() {
             p.cancel_session(id);
         }
-        let n = self.catalog.cancel_unfinished_jobs(id).await?;
+        let Some(n) = self.catalog.cancel_session(id, s.status).await? else {
+            if let Some(p) = self.pipeline.get() {
+                p.resume_session(id);
+            }
+            return Err(self.changed(id).await);
+        };
         self.result(id, format!("session {id} cancelled: {n} unfinished jobs cancelled")).await
     }
 
@@ -562,20 +573,20 @@ impl Sessions {
                     allowed: s.status.allowed_actions().to_vec(),
                 });
             }
-            let n = self.catalog.reset_jobs(id, true).await?;
-            self.cas(&s, SessionStatus::Running, Stamps { started: true, paused: Stamp::Clear, completed: Stamp::Clear }).await?;
-            self.catalog.finish_session_if_done(id).await?;
+            let Some(n) = self.catalog.restart_session(id, s.status, true, &[]).await? else { return Err(self.changed(id).await) };
             return self.result(id, format!("session {id} restarted: {n} failed jobs queued again")).await;
         }
         // Everything again, including images added since the last start.
-        match self.discover(&s).await? {
-            Ok(_) => {}
-            Err(adm) if self.catalog.jobs_summary(id).await?.total() == 0 => return Err(SessionError::NotAdmissible(Box::new(adm))),
-            Err(_) => {}
-        }
-        let n = self.catalog.reset_jobs(id, false).await?;
-        self.cas(&s, SessionStatus::Running, Stamps { started: true, paused: Stamp::Clear, completed: Stamp::Clear }).await?;
-        self.catalog.finish_session_if_done(id).await?;
+        let adm = self.discover(&s).await?;
+        self.catalog.set_image_counts(&adm.counts).await?;
+        let found: &[(i64, Vec<FileEntry>)] = if adm.can_start {
+            &adm.found
+        } else if self.catalog.jobs_summary(id).await?.total() == 0 {
+            return Err(SessionError::NotAdmissible(Box::new(adm)));
+        } else {
+            &[]
+        };
+        let Some(n) = self.catalog.restart_session(id, s.status, false, found).await? else { return Err(self.changed(id).await) };
         self.result(id, format!("session {id} restarted: {n} jobs queued")).await
     }
 

@@ -13,6 +13,7 @@
 mod assets;
 mod pipeline;
 mod rows;
+mod transitions;
 mod web;
 
 use std::path::Path;
@@ -25,6 +26,7 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 
 pub use assets::{Applied, AssetFile, ChangeSet, JobTarget};
 pub use rows::{Asset, Job, JobsSummary, Session, Subdirectory};
+pub use transitions::StartOutcome;
 pub use web::{AssetRow, Category, CategoryPatch, DirTraining, IgnoredDir, LibraryVersion};
 
 /// A Unix-millisecond time as the API shows it (RFC 3339, UTC).
@@ -39,6 +41,11 @@ use crate::model::{JobStatus, SessionStatus, now_ms};
 /// recovery at start and the periodic reaper.
 const REQUEUE_EXPIRED: &str = "UPDATE training_jobs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
      WHERE status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < $1)";
+
+/// Sessions left discovering by this daemon ($3) or by a daemon whose heartbeat is older than
+/// $2 (or that never had one) go back to pending.
+const ORPHANED_STARTS: &str = "UPDATE training_sessions SET status = 'pending', owner = NULL, updated_at = $1 \
+     WHERE status = 'discovering' AND (owner IS NULL OR owner = $3 OR owner NOT IN (SELECT owner FROM daemons WHERE heartbeat_at >= $2))";
 
 /// Claims of one job before it is given up (`pipeline.max_attempts`).
 pub const DEFAULT_MAX_ATTEMPTS: i64 = 3;
@@ -58,6 +65,34 @@ pub enum CatalogError {
     NotFound(String),
     #[error("catalog query failed: {0}")]
     Db(#[from] sqlx::Error),
+}
+
+impl CatalogError {
+    /// The catalog is unavailable for now (connection refused or lost, pool exhausted, SQLite
+    /// busy or locked, PostgreSQL shutting down, out of resources, a serialization conflict):
+    /// waiting and retrying is the answer. Anything else is a bug or bad input.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CatalogError::Connect { .. } => true,
+            CatalogError::Db(e) => sqlx_transient(e),
+            CatalogError::Migrate(_) | CatalogError::Conflict(_) | CatalogError::NotFound(_) => false,
+        }
+    }
+}
+
+fn sqlx_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => {
+            let code = d.code().map(|c| c.into_owned()).unwrap_or_default();
+            // SQLite: BUSY (5), LOCKED (6), IOERR (10) and their extended codes; FULL (13).
+            // PostgreSQL: class 08 (connection), 53 (resources: disk full, out of memory,
+            // too many connections), 57P0x (shutting down), 40001/40P01 (retry the transaction).
+            let sqlite = code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13));
+            sqlite || code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || code == "40001" || code == "40P01"
+        }
+        _ => false,
+    }
 }
 
 pub type Result<T> = std::result::Result<T, CatalogError>;
@@ -149,6 +184,23 @@ pub struct ClaimedJob {
     pub session_id: i64,
     pub asset_id: i64,
     pub path: String,
+    /// The fencing token of this claim (see `Lease`).
+    pub token: i64,
+}
+
+impl ClaimedJob {
+    pub fn lease(&self) -> Lease {
+        Lease { job_id: self.job_id, token: self.token }
+    }
+}
+
+/// One claim of one job. Every claim bumps the job's token; completing, failing or renewing
+/// needs the token of the current claim, so a worker that stalled past its lease (and whose job
+/// was claimed again, by a peer or by its own daemon) cannot complete or fail it any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub job_id: i64,
+    pub token: i64,
 }
 
 macro_rules! session_cols {
@@ -343,22 +395,21 @@ impl Catalog {
 
     /// Compare-and-set status change: succeeds only while the session is still in `from`.
     pub async fn transition(&self, id: i64, from: SessionStatus, to: SessionStatus, stamps: Stamps) -> Result<bool> {
-        let r = sqlx::query(
-            "UPDATE training_sessions SET status = $1, updated_at = $2, \
-             started_at = CASE WHEN $3 = 1 THEN $2 ELSE started_at END, \
-             paused_at = CASE WHEN $4 = 1 THEN $2 WHEN $4 = 2 THEN NULL ELSE paused_at END, \
-             completed_at = CASE WHEN $5 = 1 THEN $2 WHEN $5 = 2 THEN NULL ELSE completed_at END \
-             WHERE id = $6 AND status = $7",
-        )
-        .bind(to.as_str())
-        .bind(now_ms())
-        .bind(b(stamps.started))
-        .bind(stamps.paused.code())
-        .bind(stamps.completed.code())
-        .bind(id)
-        .bind(from.as_str())
-        .execute(&self.write)
-        .await?;
+        let mut tx = self.begin_write().await?;
+        let ok = transition_tx(&mut tx, id, from, to, stamps).await?;
+        tx.commit().await?;
+        Ok(ok)
+    }
+
+    /// `transition` to discovering, recording which daemon runs the start (see `recover`).
+    pub async fn begin_discovery(&self, id: i64, from: SessionStatus, owner: &str) -> Result<bool> {
+        let r = sqlx::query("UPDATE training_sessions SET status = 'discovering', owner = $1, updated_at = $2 WHERE id = $3 AND status = $4")
+            .bind(owner)
+            .bind(now_ms())
+            .bind(id)
+            .bind(from.as_str())
+            .execute(&self.write)
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -423,16 +474,8 @@ impl Catalog {
     }
 
     pub async fn set_image_counts(&self, counts: &[(i64, i64)]) -> Result<()> {
-        let now = now_ms();
         let mut tx = self.begin_write().await?;
-        for &(id, count) in counts {
-            sqlx::query("UPDATE training_subdirectories SET image_count = $1, updated_at = $2 WHERE id = $3 AND image_count <> $1")
-                .bind(count)
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
+        set_image_counts_tx(&mut tx, counts).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -445,26 +488,8 @@ impl Catalog {
     /// per image it does not have a job for yet, all in one transaction. Returns the number of
     /// jobs created.
     pub async fn add_discovered(&self, session_id: i64, found: &[(i64, Vec<FileEntry>)]) -> Result<u64> {
-        let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let mut created = 0;
-        for (subdir_id, files) in found {
-            for f in files {
-                let asset_id = upsert_asset(&mut tx, f, now).await?;
-                let r = sqlx::query(
-                    "INSERT INTO training_jobs (session_id, asset_id, subdirectory_id, status, created_at, updated_at) \
-                     VALUES ($1, $2, $3, 'pending', $4, $4) ON CONFLICT (session_id, asset_id) DO NOTHING",
-                )
-                .bind(session_id)
-                .bind(asset_id)
-                .bind(*subdir_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                created += r.rows_affected();
-            }
-        }
-        refresh_counts(&mut tx, session_id, now).await?;
+        let created = add_discovered_tx(&mut tx, session_id, found).await?;
         tx.commit().await?;
         Ok(created)
     }
@@ -495,29 +520,10 @@ impl Catalog {
 
     /// Put jobs back to pending for a restart: every job, or only the failed ones.
     pub async fn reset_jobs(&self, session_id: i64, failed_only: bool) -> Result<u64> {
-        let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let q = if failed_only {
-            "UPDATE training_jobs SET status = 'pending', error_message = NULL, lease_owner = NULL, lease_expires_at = NULL, attempts = 0, \
-             started_at = NULL, completed_at = NULL, updated_at = $2 WHERE session_id = $1 AND status = 'failed'"
-        } else {
-            "UPDATE training_jobs SET status = 'pending', error_message = NULL, lease_owner = NULL, lease_expires_at = NULL, attempts = 0, \
-             started_at = NULL, completed_at = NULL, updated_at = $2 WHERE session_id = $1"
-        };
-        let r = sqlx::query(q).bind(session_id).bind(now).execute(&mut *tx).await?;
-        // A job whose file was deleted has no asset: no claimer would ever take it, so it ends
-        // here as skipped, with the reason (the session can then complete).
-        sqlx::query(
-            "UPDATE training_jobs SET status = 'skipped', error_message = 'the file was deleted before it could be indexed', \
-             completed_at = $2, updated_at = $2 WHERE session_id = $1 AND status = 'pending' AND asset_id IS NULL",
-        )
-        .bind(session_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        refresh_counts(&mut tx, session_id, now).await?;
+        let n = reset_jobs_tx(&mut tx, session_id, failed_only).await?;
         tx.commit().await?;
-        Ok(r.rows_affected())
+        Ok(n)
     }
 
     /// Running jobs whose lease expired go back to pending (their worker died or stalled): the
@@ -629,7 +635,7 @@ impl Catalog {
             // the other's rows and still fills its batch, and locks only what it takes.
             Backend::Postgres => {
                 "UPDATE training_jobs SET status = 'running', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, \
-                 started_at = $3, updated_at = $3 WHERE id IN ( \
+                 lease_token = lease_token + 1, started_at = $3, updated_at = $3 WHERE id IN ( \
                    SELECT j.id FROM training_jobs j JOIN ( \
                      SELECT c.id, ROW_NUMBER() OVER (PARTITION BY s.id ORDER BY c.id) AS rn \
                      FROM training_sessions s CROSS JOIN LATERAL ( \
@@ -644,7 +650,7 @@ impl Catalog {
             }
             Backend::Sqlite => {
                 "UPDATE training_jobs SET status = 'running', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, \
-                 started_at = $3, updated_at = $3 WHERE id IN ( \
+                 lease_token = lease_token + 1, started_at = $3, updated_at = $3 WHERE id IN ( \
                    SELECT id FROM (SELECT j.id, ROW_NUMBER() OVER (PARTITION BY j.session_id ORDER BY j.id) AS rn \
                      FROM training_jobs j JOIN training_sessions s ON s.id = j.session_id \
                      WHERE j.status = 'pending' AND s.status = 'running' AND j.asset_id IS NOT NULL) ranked \
@@ -662,11 +668,13 @@ impl Catalog {
         .await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let r = sqlx::query("SELECT j.id, j.session_id, j.asset_id, a.path FROM training_jobs j JOIN image_assets a ON a.id = j.asset_id WHERE j.id = $1")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
-            out.push(ClaimedJob { job_id: r.try_get(0)?, session_id: r.try_get(1)?, asset_id: r.try_get(2)?, path: r.try_get(3)? });
+            let r = sqlx::query(
+                "SELECT j.id, j.session_id, j.asset_id, a.path, j.lease_token FROM training_jobs j JOIN image_assets a ON a.id = j.asset_id WHERE j.id = $1",
+            )
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            out.push(ClaimedJob { job_id: r.try_get(0)?, session_id: r.try_get(1)?, asset_id: r.try_get(2)?, path: r.try_get(3)?, token: r.try_get(4)? });
         }
         tx.commit().await?;
         Ok(out)
@@ -674,23 +682,25 @@ impl Catalog {
 
     /// Mark leased jobs completed (their vectors are stored), stamp their assets, refresh the
     /// sessions' counts and complete sessions with nothing left to do. Jobs no longer running
-    /// under `owner` (cancelled meanwhile, lease taken over) are left as they are.
-    pub async fn complete_jobs(&self, owner: &str, job_ids: &[i64]) -> Result<u64> {
-        self.complete_embedded(owner, job_ids, &[]).await
+    /// under `owner` with that lease (cancelled meanwhile, lease taken over) are left as they are.
+    pub async fn complete_jobs(&self, owner: &str, leases: &[Lease]) -> Result<u64> {
+        self.complete_embedded(owner, leases, &[]).await
     }
 
-    /// Fail one leased job with a reason; the session goes on.
-    pub async fn fail_job(&self, owner: &str, job_id: i64, reason: &str) -> Result<()> {
+    /// Fail one leased job with a reason; the session goes on. A stale lease changes nothing.
+    pub async fn fail_job(&self, owner: &str, lease: Lease, reason: &str) -> Result<()> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "UPDATE training_jobs SET status = 'failed', error_message = $1, completed_at = $2, updated_at = $2, \
-             lease_owner = NULL, lease_expires_at = NULL WHERE id = $3 AND status = 'running' AND lease_owner = $4 RETURNING session_id",
+             lease_owner = NULL, lease_expires_at = NULL WHERE id = $3 AND status = 'running' AND lease_owner = $4 AND lease_token = $5 \
+             RETURNING session_id",
         )
         .bind(reason)
         .bind(now)
-        .bind(job_id)
+        .bind(lease.job_id)
         .bind(owner)
+        .bind(lease.token)
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = row {
@@ -712,17 +722,158 @@ impl Catalog {
         Ok(done)
     }
 
-    /// At daemon start: sessions interrupted while discovering go back to pending (their start
-    /// is redone), and jobs whose lease expired go back to pending.
-    pub async fn recover(&self) -> Result<Recovered> {
+    /// At daemon start (`owner` is the daemon starting): starts interrupted while discovering go
+    /// back to pending (their start is redone) — this daemon's own, and those of daemons whose
+    /// heartbeat is older than `stale`; a live peer's start in progress is left alone. Jobs
+    /// whose lease expired go back to pending.
+    pub async fn recover(&self, owner: &str, stale: Duration) -> Result<Recovered> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let s =
-            sqlx::query("UPDATE training_sessions SET status = 'pending', updated_at = $1 WHERE status = 'discovering'").bind(now).execute(&mut *tx).await?;
+        let s = sqlx::query(ORPHANED_STARTS).bind(now).bind(now - stale.as_millis() as i64).bind(owner).execute(&mut *tx).await?;
         let j = sqlx::query(REQUEUE_EXPIRED).bind(now).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(Recovered { sessions_rediscover: s.rows_affected(), jobs_requeued: j.rows_affected() })
     }
+
+    /// Periodically: starts left discovering by daemons whose heartbeat is older than `stale`
+    /// (killed mid-start) go back to pending, so a start is never stranded by a dead peer.
+    pub async fn recover_orphaned_starts(&self, stale: Duration) -> Result<u64> {
+        let now = now_ms();
+        let r = sqlx::query(
+            "UPDATE training_sessions SET status = 'pending', owner = NULL, updated_at = $1 \
+             WHERE status = 'discovering' AND owner IS NOT NULL AND owner NOT IN (SELECT owner FROM daemons WHERE heartbeat_at >= $2)",
+        )
+        .bind(now)
+        .bind(now - stale.as_millis() as i64)
+        .execute(&self.write)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// This daemon is alive: one row per daemon sharing the catalog, its heartbeat refreshed by
+    /// the reaper every tick. Returns the daemons whose heartbeat is within `fresh`.
+    pub async fn heartbeat(&self, owner: &str, started_at: i64, version: &str, fresh: Duration) -> Result<Vec<String>> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO daemons (owner, started_at, heartbeat_at, version) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (owner) DO UPDATE SET started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, version = excluded.version",
+        )
+        .bind(owner)
+        .bind(started_at)
+        .bind(now)
+        .bind(version)
+        .execute(&self.write)
+        .await?;
+        Ok(sqlx::query_scalar("SELECT owner FROM daemons WHERE heartbeat_at >= $1 ORDER BY owner")
+            .bind(now - fresh.as_millis() as i64)
+            .fetch_all(&self.read)
+            .await?)
+    }
+
+    /// Push the leases of jobs still in hand `lease` into the future. Returns the leases that
+    /// were not renewed: no longer this worker's (cancelled, completed, taken over).
+    pub async fn renew_leases(&self, owner: &str, leases: &[Lease], lease: Duration) -> Result<Vec<Lease>> {
+        let now = now_ms();
+        let mut lost = Vec::new();
+        let mut tx = self.begin_write().await?;
+        for l in leases {
+            let r =
+                sqlx::query("UPDATE training_jobs SET lease_expires_at = $1 WHERE id = $2 AND status = 'running' AND lease_owner = $3 AND lease_token = $4")
+                    .bind(now + lease.as_millis() as i64)
+                    .bind(l.job_id)
+                    .bind(owner)
+                    .bind(l.token)
+                    .execute(&mut *tx)
+                    .await?;
+            if r.rows_affected() == 0 {
+                lost.push(*l);
+            }
+        }
+        tx.commit().await?;
+        Ok(lost)
+    }
+}
+
+/// The compare-and-set status change inside a transaction.
+async fn transition_tx(tx: &mut Transaction<'static, Any>, id: i64, from: SessionStatus, to: SessionStatus, stamps: Stamps) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE training_sessions SET status = $1, updated_at = $2, \
+         started_at = CASE WHEN $3 = 1 THEN $2 ELSE started_at END, \
+         paused_at = CASE WHEN $4 = 1 THEN $2 WHEN $4 = 2 THEN NULL ELSE paused_at END, \
+         completed_at = CASE WHEN $5 = 1 THEN $2 WHEN $5 = 2 THEN NULL ELSE completed_at END \
+         WHERE id = $6 AND status = $7",
+    )
+    .bind(to.as_str())
+    .bind(now_ms())
+    .bind(b(stamps.started))
+    .bind(stamps.paused.code())
+    .bind(stamps.completed.code())
+    .bind(id)
+    .bind(from.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+async fn set_image_counts_tx(tx: &mut Transaction<'static, Any>, counts: &[(i64, i64)]) -> Result<()> {
+    let now = now_ms();
+    for &(id, count) in counts {
+        sqlx::query("UPDATE training_subdirectories SET image_count = $1, updated_at = $2 WHERE id = $3 AND image_count <> $1")
+            .bind(count)
+            .bind(now)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn reset_jobs_tx(tx: &mut Transaction<'static, Any>, session_id: i64, failed_only: bool) -> Result<u64> {
+    let now = now_ms();
+    let q = if failed_only {
+        "UPDATE training_jobs SET status = 'pending', error_message = NULL, lease_owner = NULL, lease_expires_at = NULL, attempts = 0, \
+             started_at = NULL, completed_at = NULL, updated_at = $2 WHERE session_id = $1 AND status = 'failed'"
+    } else {
+        "UPDATE training_jobs SET status = 'pending', error_message = NULL, lease_owner = NULL, lease_expires_at = NULL, attempts = 0, \
+             started_at = NULL, completed_at = NULL, updated_at = $2 WHERE session_id = $1"
+    };
+    let r = sqlx::query(q).bind(session_id).bind(now).execute(&mut **tx).await?;
+    // A job whose file was deleted has no asset: no claimer would ever take it, so it ends
+    // here as skipped, with the reason (the session can then complete).
+    sqlx::query(
+        "UPDATE training_jobs SET status = 'skipped', error_message = 'the file was deleted before it could be indexed', \
+             completed_at = $2, updated_at = $2 WHERE session_id = $1 AND status = 'pending' AND asset_id IS NULL",
+    )
+    .bind(session_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    refresh_counts(tx, session_id, now).await?;
+    Ok(r.rows_affected())
+}
+
+/// `add_discovered` inside a transaction.
+async fn add_discovered_tx(tx: &mut Transaction<'static, Any>, session_id: i64, found: &[(i64, Vec<FileEntry>)]) -> Result<u64> {
+    let now = now_ms();
+    let mut created = 0;
+    for (subdir_id, files) in found {
+        for f in files {
+            let asset_id = upsert_asset(tx, f, now).await?;
+            let r = sqlx::query(
+                "INSERT INTO training_jobs (session_id, asset_id, subdirectory_id, status, created_at, updated_at) \
+                         VALUES ($1, $2, $3, 'pending', $4, $4) ON CONFLICT (session_id, asset_id) DO NOTHING",
+            )
+            .bind(session_id)
+            .bind(asset_id)
+            .bind(*subdir_id)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            created += r.rows_affected();
+        }
+    }
+    refresh_counts(tx, session_id, now).await?;
+    Ok(created)
 }
 
 async fn upsert_subdirs(tx: &mut Transaction<'static, Any>, session_id: i64, subdirs: &[NewSubdir], set_selection: bool, now: i64) -> Result<()> {

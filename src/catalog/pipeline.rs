@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use sqlx::Row;
 
-use super::{Catalog, Result, finish_if_done, refresh_counts};
+use super::{Catalog, Lease, Result, finish_if_done, refresh_counts};
 use crate::model::now_ms;
 
 impl Catalog {
@@ -47,9 +47,9 @@ impl Catalog {
 
     /// Complete leased jobs (their vectors are stored), stamp their assets' `indexed_at` and
     /// record dimensions and labels from `meta`, refresh the sessions' counts and complete
-    /// sessions with nothing left — one transaction. Jobs no longer running under `owner`
-    /// (cancelled meanwhile, lease taken over) are left as they are.
-    pub async fn complete_embedded(&self, owner: &str, job_ids: &[i64], meta: &[(i64, u32, u32, String)]) -> Result<u64> {
+    /// sessions with nothing left — one transaction. Jobs no longer running under `owner` with
+    /// that lease token (cancelled meanwhile, lease taken over) are left as they are.
+    pub async fn complete_embedded(&self, owner: &str, leases: &[Lease], meta: &[(i64, u32, u32, String)]) -> Result<u64> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         // Width/height/labels only for jobs still leased to us: a job sent back to pending
@@ -57,15 +57,16 @@ impl Catalog {
         let meta: HashMap<i64, &(i64, u32, u32, String)> = meta.iter().map(|m| (m.0, m)).collect();
         let mut sessions = BTreeSet::new();
         let mut done = 0;
-        for &id in job_ids {
+        for l in leases {
             let row = sqlx::query(
                 "UPDATE training_jobs SET status = 'completed', completed_at = $1, updated_at = $1, lease_owner = NULL, \
                  lease_expires_at = NULL, error_message = NULL WHERE id = $2 AND status = 'running' AND lease_owner = $3 \
-                 RETURNING session_id, asset_id",
+                 AND lease_token = $4 RETURNING session_id, asset_id",
             )
             .bind(now)
-            .bind(id)
+            .bind(l.job_id)
             .bind(owner)
+            .bind(l.token)
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(row) = row {

@@ -61,6 +61,9 @@ pub struct Shared {
     pub embed: Counters,
     pub write: Counters,
     pub cancelled: RwLock<HashSet<i64>>,
+    /// Leases of the jobs this pipeline holds (claimed, not yet completed or failed): the
+    /// renewer keeps them alive while they wait in queues or in a long batch.
+    pub in_flight: std::sync::Mutex<HashSet<crate::catalog::Lease>>,
     pub stop: AtomicBool,
     pub started: Instant,
     pub completed: AtomicU64,
@@ -86,6 +89,7 @@ impl Shared {
             embed: Counters::default(),
             write: Counters::default(),
             cancelled: RwLock::new(HashSet::new()),
+            in_flight: std::sync::Mutex::new(HashSet::new()),
             stop: AtomicBool::new(false),
             started: Instant::now(),
             completed: AtomicU64::new(0),
@@ -116,6 +120,20 @@ impl Shared {
 
     pub fn is_cancelled(&self, session_id: i64) -> bool {
         self.cancelled.read().unwrap().contains(&session_id)
+    }
+
+    /// A job left this pipeline (completed, failed, dropped): its lease is no longer renewed.
+    pub fn release(&self, job: &crate::catalog::ClaimedJob) {
+        self.in_flight.lock().unwrap().remove(&job.lease());
+    }
+
+    /// Drop a job whose session was cancelled (the catalog has already cancelled it).
+    pub fn dropped(&self, job: &crate::catalog::ClaimedJob) -> bool {
+        if self.is_cancelled(job.session_id) {
+            self.release(job);
+            return true;
+        }
+        false
     }
 }
 

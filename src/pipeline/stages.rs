@@ -82,10 +82,12 @@ pub(super) fn spawn(
     let e = EmbedStage { input: embed_rx, out: write_tx.clone(), shared: shared.clone(), embedder };
     threads.push(named("pixdex-embed".into(), Box::new(move || e.run())));
     drop(write_tx);
-    let w = Writer { input: write_rx, catalog, store: store.clone(), rt: rt.clone(), shared: shared.clone(), owner: cfg.owner.clone() };
+    let w = Writer { input: write_rx, catalog: catalog.clone(), store: store.clone(), rt: rt.clone(), shared: shared.clone(), owner: cfg.owner.clone() };
     threads.push(named("pixdex-write".into(), Box::new(move || w.run())));
-    let o = Optimizer { store, rt, shared };
+    let o = Optimizer { store, rt: rt.clone(), shared: shared.clone() };
     threads.push(named("pixdex-optimize".into(), Box::new(move || o.run())));
+    let r = Renewer { catalog, rt, shared, owner: cfg.owner.clone(), lease: cfg.lease };
+    threads.push(named("pixdex-lease".into(), Box::new(move || r.run())));
     (queues, threads)
 }
 
@@ -125,8 +127,9 @@ impl Claimer {
                 let _ = self.wake.recv_timeout(Duration::from_millis(500));
                 continue;
             }
+            self.shared.in_flight.lock().unwrap().extend(jobs.iter().map(|j| j.lease()));
             for job in jobs {
-                if self.shared.is_cancelled(job.session_id) {
+                if self.shared.dropped(&job) {
                     continue;
                 }
                 if self.out.send(DecodeTask { job }).is_err() {
@@ -150,7 +153,7 @@ struct Decoder {
 impl Decoder {
     fn run(self) {
         while let Ok(DecodeTask { job }) = self.input.recv() {
-            if self.shared.is_cancelled(job.session_id) {
+            if self.shared.dropped(&job) {
                 continue;
             }
             let t = Instant::now();
@@ -188,7 +191,7 @@ struct Resizer {
 impl Resizer {
     fn run(self) {
         while let Ok(Decoded { job, image, original }) = self.input.recv() {
-            if self.shared.is_cancelled(job.session_id) {
+            if self.shared.dropped(&job) {
                 continue;
             }
             let msg = if self.gpu {
@@ -229,7 +232,7 @@ impl EmbedStage {
                 }
             }
             // Batch boundary: drop what a cancel made moot.
-            batch.retain(|p| !self.shared.is_cancelled(p.job().session_id));
+            batch.retain(|p| !self.shared.dropped(p.job()));
             if batch.is_empty() {
                 continue;
             }
@@ -323,20 +326,16 @@ impl Writer {
             match o {
                 Outcome::Failed { job, reason } => {
                     self.shared.write.failures.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = self.rt.block_on(self.catalog.fail_job(&self.owner, job.job_id, &reason)) {
-                        tracing::error!(job = job.job_id, error = %e, "recording a failed job failed; its lease will expire and it will be retried");
-                    }
+                    self.fail(&job, &reason);
                 }
                 Outcome::Embedded { job, embedding, .. } if !embedding.vector.iter().all(|x| x.is_finite()) => {
                     // This image's fault, not its batch's: fail its job alone.
                     self.shared.write.failures.fetch_add(1, Ordering::Relaxed);
                     let reason = format!("{}: the model produced a non-finite embedding (NaN or infinity) for this image", job.path);
-                    if let Err(e) = self.rt.block_on(self.catalog.fail_job(&self.owner, job.job_id, &reason)) {
-                        tracing::error!(job = job.job_id, error = %e, "recording a failed job failed; its lease will expire and it will be retried");
-                    }
+                    self.fail(&job, &reason);
                 }
                 Outcome::Embedded { job, embedding, original } => {
-                    if !self.shared.is_cancelled(job.session_id) {
+                    if !self.shared.dropped(&job) {
                         embedded.push((job, embedding, original));
                     }
                 }
@@ -346,12 +345,9 @@ impl Writer {
             return;
         }
         let asset_ids: Vec<i64> = embedded.iter().map(|e| e.0.asset_id).collect();
-        let (sessions, categories) = match self.rt.block_on(self.catalog.asset_sessions(&asset_ids)) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(error = %e, "reading sessions of assets failed; the jobs' leases will expire and they will be retried");
-                return;
-            }
+        let Some((sessions, categories)) = self.catalog_call("reading the sessions of assets", || self.catalog.asset_sessions(&asset_ids)) else {
+            // Shutting down: the leases are returned at the next start.
+            return;
         };
         let now = crate::model::now_ms();
         let mut points = Vec::with_capacity(embedded.len());
@@ -401,14 +397,46 @@ impl Writer {
         }
         let meta: Vec<(i64, u32, u32, String)> =
             embedded.iter().map(|(job, emb, o)| (job.asset_id, o.0, o.1, serde_json::to_string(&emb.labels).unwrap_or_default())).collect();
-        let ids: Vec<i64> = embedded.iter().map(|e| e.0.job_id).collect();
-        match self.rt.block_on(self.catalog.complete_embedded(&self.owner, &ids, &meta)) {
-            Ok(n) => {
-                self.shared.completed_now(n);
-                self.shared.unoptimized.fetch_add(n, Ordering::Relaxed);
-                *self.shared.last_write.write().unwrap() = Instant::now();
+        let leases: Vec<crate::catalog::Lease> = embedded.iter().map(|e| e.0.lease()).collect();
+        if let Some(n) = self.catalog_call("marking jobs completed", || self.catalog.complete_embedded(&self.owner, &leases, &meta)) {
+            self.shared.completed_now(n);
+            self.shared.unoptimized.fetch_add(n, Ordering::Relaxed);
+            *self.shared.last_write.write().unwrap() = Instant::now();
+        }
+        for (job, ..) in &embedded {
+            self.shared.release(job);
+        }
+    }
+
+    /// Fail one job (its own fault) in the catalog; a stale lease changes nothing.
+    fn fail(&self, job: &crate::catalog::ClaimedJob, reason: &str) {
+        self.catalog_call("recording a failed job", || self.catalog.fail_job(&self.owner, job.lease(), reason));
+        self.shared.release(job);
+    }
+
+    /// A catalog call that waits out a catalog that is unavailable (connection lost, database
+    /// locked: transient) with backoff, so no job fails for it. A permanent error is logged and
+    /// the jobs concerned are redone when their leases expire (completion is idempotent).
+    /// `None` when it did not happen (permanent error, or shutdown while waiting).
+    fn catalog_call<T, F, Fut>(&self, what: &str, f: F) -> Option<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = crate::catalog::Result<T>>,
+    {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.rt.block_on(f()) {
+                Ok(v) => return Some(v),
+                Err(e) if e.is_transient() && !self.shared.stop.load(Ordering::SeqCst) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "{what}: catalog unavailable; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "{what} failed; the jobs' leases expire and they are redone");
+                    return None;
+                }
             }
-            Err(e) => tracing::error!(error = %e, "marking jobs completed failed; their leases expire and they are redone (idempotent)"),
         }
     }
 }
@@ -452,7 +480,52 @@ impl Writer {
     fn refuse(&self, job: &crate::catalog::ClaimedJob, e: &crate::vectors::VectorError) {
         tracing::error!(job = job.job_id, error = %e, "the vector store refused the point");
         self.shared.write.failures.fetch_add(1, Ordering::Relaxed);
-        let _ = self.rt.block_on(self.catalog.fail_job(&self.owner, job.job_id, &format!("the vector store refused the vector: {e}")));
+        self.fail(job, &format!("the vector store refused the vector: {e}"));
+    }
+}
+
+/// Keeps the leases of the jobs in hand alive: every third of a lease, the leases of every
+/// job between claim and completion are pushed a lease into the future, so a long batch or a
+/// deep queue never loses its jobs to the reaper, while a daemon that dies (or stalls: this
+/// thread stalls with it) loses them within one lease. A lease found lost (the job was
+/// cancelled, or claimed again after a stall) is dropped; its completion will be ignored.
+struct Renewer {
+    catalog: Catalog,
+    rt: tokio::runtime::Handle,
+    shared: Arc<Shared>,
+    owner: String,
+    lease: Duration,
+}
+
+impl Renewer {
+    fn run(self) {
+        let every = (self.lease / 3).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        let mut next = Instant::now() + every;
+        while !self.shared.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100).min(every));
+            if Instant::now() < next {
+                continue;
+            }
+            next = Instant::now() + every;
+            let held: Vec<crate::catalog::Lease> = self.shared.in_flight.lock().unwrap().iter().copied().collect();
+            if held.is_empty() {
+                continue;
+            }
+            match self.rt.block_on(self.catalog.renew_leases(&self.owner, &held, self.lease)) {
+                Ok(lost) if lost.is_empty() => tracing::trace!(leases = held.len(), "leases renewed"),
+                Ok(lost) => {
+                    // Those completed meanwhile left the set already: only the others were lost.
+                    let gone = {
+                        let mut f = self.shared.in_flight.lock().unwrap();
+                        lost.iter().filter(|l| f.remove(l)).count()
+                    };
+                    if gone > 0 {
+                        tracing::warn!(lost = gone, "leases lost (job cancelled, or claimed again after a stall); their results will be ignored");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, leases = held.len(), "renewing leases failed; retrying"),
+            }
+        }
     }
 }
 

@@ -118,12 +118,12 @@ async fn jobs_body(db: Db) {
     assert_eq!(ids.len(), 5, "disjoint claims");
 
     // Completion only by the lease owner; the session completes when nothing is left.
-    assert_eq!(c.complete_jobs("intruder", &[x[0].job_id]).await.unwrap(), 0);
-    assert_eq!(c.complete_jobs("w1", &x.iter().map(|j| j.job_id).collect::<Vec<_>>()).await.unwrap(), x.len() as u64);
+    assert_eq!(c.complete_jobs("intruder", &[x[0].lease()]).await.unwrap(), 0);
+    assert_eq!(c.complete_jobs("w1", &x.iter().map(|j| j.lease()).collect::<Vec<_>>()).await.unwrap(), x.len() as u64);
     assert!(c.asset_by_path(&x[0].path).await.unwrap().unwrap().indexed_at.is_some());
-    c.fail_job("w2", y[0].job_id, "unreadable").await.unwrap();
+    c.fail_job("w2", y[0].lease(), "unreadable").await.unwrap();
     assert_eq!(c.session(s.id).await.unwrap().unwrap().status, SessionStatus::Running);
-    c.complete_jobs("w2", &y[1..].iter().map(|j| j.job_id).collect::<Vec<_>>()).await.unwrap();
+    c.complete_jobs("w2", &y[1..].iter().map(|j| j.lease()).collect::<Vec<_>>()).await.unwrap();
     let done = c.session(s.id).await.unwrap().unwrap();
     assert_eq!(done.status, SessionStatus::Completed);
     assert_eq!((done.processed_images, done.failed_images), (4, 1));
@@ -158,9 +158,9 @@ async fn jobs_body(db: Db) {
     // Recovery: expired leases go back to pending; live leases stay.
     c.reset_jobs(s.id, false).await.unwrap();
     c.claim_jobs("dead", 2, Duration::from_millis(1)).await.unwrap();
-    c.claim_jobs("alive", 2, Duration::from_secs(600)).await.unwrap();
+    let alive = c.claim_jobs("alive", 2, Duration::from_secs(600)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let r = c.recover().await.unwrap();
+    let r = c.recover("me", Duration::from_secs(10)).await.unwrap();
     assert_eq!(r.jobs_requeued, 2);
     let sum = c.jobs_summary(s.id).await.unwrap();
     assert_eq!((sum.pending, sum.running), (3, 2));
@@ -175,7 +175,8 @@ async fn jobs_body(db: Db) {
     let changed = ChangeSet { changes: vec![(asset, file(&path, 4242, 9999))], ..ChangeSet::default() };
     let applied = c.apply_changes(&changed).await.unwrap();
     assert_eq!((applied.updated, applied.jobs_requeued), (1, 1));
-    assert_eq!(c.complete_embedded("alive", &[inflight], &[(asset, 7, 7, "[]".into())]).await.unwrap(), 0);
+    let lease = alive.iter().find(|j| j.job_id == inflight).unwrap().lease();
+    assert_eq!(c.complete_embedded("alive", &[lease], &[(asset, 7, 7, "[]".into())]).await.unwrap(), 0);
     let a = c.asset_by_path(&path).await.unwrap().unwrap();
     assert!(a.indexed_at.is_none() && a.width.is_none(), "nothing from the old bytes is kept: {a:?}");
     let sum = c.jobs_summary(s.id).await.unwrap();
@@ -235,7 +236,7 @@ async fn attempts_body(db: Db) {
     // Every claim's lease runs out (its worker died); the reaper, not a restart, takes it back.
     let short = Duration::from_millis(1);
     let first = c.claim_jobs_max("w", 10, short, 2).await.unwrap();
-    let fine = first.iter().find(|j| j.path.ends_with("fine.jpg")).unwrap().job_id;
+    let fine = first.iter().find(|j| j.path.ends_with("fine.jpg")).unwrap().lease();
     assert_eq!(c.complete_jobs("w", &[fine]).await.unwrap(), 1);
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(c.requeue_expired().await.unwrap(), 1, "the reaper returns the expired lease");
@@ -262,4 +263,67 @@ async fn attempts_body(db: Db) {
     // its attempts counted afresh): it is claimed again.
     assert!(c.transition(s.id, SessionStatus::Completed, SessionStatus::Running, Stamps::default()).await.unwrap());
     assert_eq!(c.claim_jobs_max("w4", 10, Duration::from_secs(600), 2).await.unwrap().len(), 1);
+}
+
+both_backends!(fencing_renewal_and_heartbeats, fencing_body);
+async fn fencing_body(db: Db) {
+    let (c, _d) = open(db).await;
+    let s = c.create_session(&new_session("fenced"), &[sub("/lib/f", true)]).await.unwrap();
+    let sd = c.subdirectories(s.id).await.unwrap()[0].id;
+    c.add_discovered(s.id, &[(sd, vec![file("/lib/f/a.jpg", 1, 1), file("/lib/f/b.jpg", 2, 2)])]).await.unwrap();
+    assert!(c.transition(s.id, SessionStatus::Pending, SessionStatus::Running, Stamps::default()).await.unwrap());
+
+    // A worker stalls past its lease; the reaper takes the job back and the same daemon claims
+    // it again. The stalled claim's completion (same owner, old token) changes nothing.
+    let short = Duration::from_millis(200);
+    let mut first = c.claim_jobs("d1", 1, short).await.unwrap();
+    let stale = first.pop().unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(c.requeue_expired().await.unwrap(), 1);
+    let again = c.claim_jobs("d1", 1, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(again[0].job_id, stale.job_id);
+    assert!(again[0].token > stale.token, "each claim has a new fencing token");
+    assert_eq!(c.complete_jobs("d1", &[stale.lease()]).await.unwrap(), 0, "a stale claim cannot complete");
+    c.fail_job("d1", stale.lease(), "stale").await.unwrap();
+    assert_eq!(c.jobs_summary(s.id).await.unwrap().running, 1, "nor fail");
+    assert_eq!(c.renew_leases("d1", &[stale.lease()], Duration::from_secs(60)).await.unwrap(), vec![stale.lease()], "nor renew");
+
+    // Renewal keeps a lease alive past its first expiry.
+    let b = c.claim_jobs("d1", 1, short).await.unwrap().pop().unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(c.renew_leases("d1", &[b.lease(), again[0].lease()], short).await.unwrap().is_empty());
+        assert_eq!(c.requeue_expired().await.unwrap(), 0, "renewed leases are not reaped");
+    }
+    assert_eq!(c.complete_jobs("d1", &[b.lease(), again[0].lease()]).await.unwrap(), 2);
+    assert_eq!(c.session(s.id).await.unwrap().unwrap().status, SessionStatus::Completed);
+
+    // Starts in progress: a live peer's is left alone by recovery; a dead peer's (no heartbeat
+    // for longer than `stale`) goes back to pending, periodically or at a restart.
+    let stale_after = Duration::from_millis(300);
+    let live = c.create_session(&new_session("live-peer"), &[]).await.unwrap();
+    let dead = c.create_session(&new_session("dead-peer"), &[]).await.unwrap();
+    let mine = c.create_session(&new_session("mine"), &[]).await.unwrap();
+    let t0 = pixdex::model::now_ms();
+    c.heartbeat("dead", t0, "test", stale_after).await.unwrap();
+    assert!(c.begin_discovery(live.id, SessionStatus::Pending, "live").await.unwrap());
+    assert!(c.begin_discovery(dead.id, SessionStatus::Pending, "dead").await.unwrap());
+    assert!(c.begin_discovery(mine.id, SessionStatus::Pending, "me").await.unwrap());
+    assert!(!c.begin_discovery(mine.id, SessionStatus::Pending, "me").await.unwrap(), "compare-and-set");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let alive = c.heartbeat("live", t0, "test", stale_after).await.unwrap();
+    c.heartbeat("me", t0, "test", stale_after).await.unwrap();
+    assert_eq!(alive, vec!["live".to_string()], "dead stopped beating");
+    assert_eq!(c.recover_orphaned_starts(stale_after).await.unwrap(), 1);
+    let status = |id| {
+        let c = c.clone();
+        async move { c.session(id).await.unwrap().unwrap().status }
+    };
+    assert_eq!(status(dead.id).await, SessionStatus::Pending);
+    assert_eq!(status(live.id).await, SessionStatus::Discovering);
+    assert_eq!(status(mine.id).await, SessionStatus::Discovering, "my own start is mine while I beat");
+    // This daemon restarts: its own interrupted start is redone; the live peer's is not.
+    assert_eq!(c.recover("me", stale_after).await.unwrap().sessions_rediscover, 1);
+    assert_eq!(status(mine.id).await, SessionStatus::Pending);
+    assert_eq!(status(live.id).await, SessionStatus::Discovering);
 }

@@ -260,8 +260,8 @@ async fn transitions_body(db: Db) {
     assert!(cat.claim_jobs("other", 10, std::time::Duration::from_secs(60)).await.unwrap().is_empty(), "no job is claimed twice");
     let p = d.get(&format!("{S}/{id}/progress")).await.body;
     assert_eq!(p["jobsSummary"]["running"], 3);
-    cat.fail_job("test-worker", claimed[0].job_id, "truncated JPEG").await.unwrap();
-    cat.complete_jobs("test-worker", &[claimed[1].job_id, claimed[2].job_id]).await.unwrap();
+    cat.fail_job("test-worker", claimed[0].lease(), "truncated JPEG").await.unwrap();
+    cat.complete_jobs("test-worker", &[claimed[1].lease(), claimed[2].lease()]).await.unwrap();
     let s = d.session(id).await;
     assert_eq!(s["status"], "completed", "{s:?}");
     assert_eq!((s["processedImages"].as_i64(), s["failedImages"].as_i64()), (Some(2), Some(1)));
@@ -287,7 +287,7 @@ async fn transitions_body(db: Db) {
 
     // failed_only with nothing failed is refused
     let claimed = cat.claim_jobs("w", 10, std::time::Duration::from_secs(60)).await.unwrap();
-    cat.complete_jobs("w", &[claimed[0].job_id]).await.unwrap();
+    cat.complete_jobs("w", &[claimed[0].lease()]).await.unwrap();
     assert_eq!(d.session(id).await["status"], "completed");
     let r = d.post(&format!("{S}/{id}/restart?failed_only=true"), None).await;
     assert_eq!(r.status, 409, "{:?}", r.body);

@@ -62,7 +62,7 @@ async fn follows_every_change_body(db: Db) {
     assert_eq!(d.action(sid, "start").await.status, 200);
     let cat = d.catalog().await;
     let claimed = cat.claim_jobs("w", 10, Duration::from_secs(60)).await.unwrap();
-    cat.complete_jobs("w", &claimed.iter().map(|c| c.job_id).collect::<Vec<_>>()).await.unwrap();
+    cat.complete_jobs("w", &claimed.iter().map(|c| c.lease()).collect::<Vec<_>>()).await.unwrap();
     assert_eq!(d.session(sid).await["status"], "completed");
 
     // create
