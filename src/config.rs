@@ -71,10 +71,21 @@ pub struct RawVectors {
     pub backend: String,
     /// Embedded: where the shard lives (default `<data_dir>/vectors`).
     pub path: Option<PathBuf>,
-    /// Qdrant server URL (gRPC), e.g. "http://localhost:6334".
+    /// Qdrant server URL (gRPC), e.g. "http://localhost:6334"; for a cluster, several nodes
+    /// separated by commas (requests fail over to the next node when one is unreachable).
     pub url: Option<String>,
     pub api_key: Option<String>,
     pub collection_prefix: String,
+    /// Qdrant cluster: copies of each shard, set when pixdex creates the collection (default 1).
+    #[serde(default = "one")]
+    pub replication_factor: u32,
+    /// Qdrant cluster: shards of the collection when pixdex creates it (default: the server's).
+    #[serde(default)]
+    pub shard_number: Option<u32>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -201,7 +212,15 @@ impl Default for RawConfig {
                 lease_secs: 600,
                 max_attempts: 3,
             },
-            vectors: RawVectors { backend: "embedded".into(), path: None, url: None, api_key: None, collection_prefix: "pixdex".into() },
+            vectors: RawVectors {
+                backend: "embedded".into(),
+                path: None,
+                url: None,
+                api_key: None,
+                collection_prefix: "pixdex".into(),
+                replication_factor: 1,
+                shard_number: None,
+            },
             sessions: vec![],
         }
     }
@@ -290,6 +309,8 @@ pub struct VectorSettings {
     pub url: Option<String>,
     pub api_key: Option<String>,
     pub collection_prefix: String,
+    pub replication_factor: u32,
+    pub shard_number: Option<u32>,
 }
 
 /// What the scanner needs to know: which trees, which files, which names to skip.
@@ -459,13 +480,17 @@ impl Config {
         let embedded = match v.backend.as_str() {
             "embedded" => true,
             "qdrant" => {
-                if v.url.as_deref().unwrap_or("").trim().is_empty() {
+                if v.url.as_deref().unwrap_or("").split(',').all(|u| u.trim().is_empty()) {
                     return Err(invalid("vectors.url", "is required with backend = \"qdrant\" (e.g. \"http://localhost:6334\")".into()));
                 }
                 false
             }
             other => return Err(invalid("vectors.backend", format!("{other:?} is neither \"embedded\" nor \"qdrant\""))),
         };
+        if v.replication_factor == 0 || v.shard_number == Some(0) {
+            let key = if v.replication_factor == 0 { "vectors.replication_factor" } else { "vectors.shard_number" };
+            return Err(invalid(key, "must be at least 1".into()));
+        }
         if v.collection_prefix.trim().is_empty() {
             return Err(invalid("vectors.collection_prefix", "must not be empty".into()));
         }
@@ -535,6 +560,8 @@ impl Config {
                 url: v.url.clone(),
                 api_key: v.api_key.clone(),
                 collection_prefix: v.collection_prefix.clone(),
+                replication_factor: v.replication_factor,
+                shard_number: v.shard_number,
             },
             sessions,
         })

@@ -318,6 +318,8 @@ fn vectors_config(cfg: &Config) -> VectorsConfig {
         v.backend = crate::vectors::Backend::Qdrant;
         v.url = cfg.vectors.url.clone();
         v.api_key = cfg.vectors.api_key.clone();
+        v.replication_factor = Some(cfg.vectors.replication_factor);
+        v.shard_number = cfg.vectors.shard_number;
     }
     v
 }

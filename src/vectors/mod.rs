@@ -80,6 +80,11 @@ pub struct VectorsConfig {
     pub api_key: Option<String>,
     #[serde(default = "default_prefix")]
     pub collection_prefix: String,
+    /// Remote, at collection creation: copies of each shard (a Qdrant cluster), and shards.
+    #[serde(default)]
+    pub replication_factor: Option<u32>,
+    #[serde(default)]
+    pub shard_number: Option<u32>,
 }
 
 fn default_prefix() -> String {
@@ -89,7 +94,15 @@ fn default_prefix() -> String {
 impl VectorsConfig {
     /// Embedded store under `<data_dir>/vectors`.
     pub fn embedded(data_dir: &Path) -> Self {
-        Self { backend: Backend::Embedded, path: data_dir.join("vectors"), url: None, api_key: None, collection_prefix: default_prefix() }
+        Self {
+            backend: Backend::Embedded,
+            path: data_dir.join("vectors"),
+            url: None,
+            api_key: None,
+            collection_prefix: default_prefix(),
+            replication_factor: None,
+            shard_number: None,
+        }
     }
 }
 

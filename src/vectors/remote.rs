@@ -20,11 +20,16 @@ use super::{
 const UPSERT_CHUNK: usize = 256;
 
 pub(super) struct RemoteStore {
-    client: Qdrant,
+    /// One client per configured node (a single server, or the nodes of a cluster); requests
+    /// go to `current`, and move to the next node when it is unreachable.
+    nodes: Vec<(Qdrant, String)>,
+    current: std::sync::atomic::AtomicUsize,
     url: String,
     collection: String,
     dim: usize,
     has_key: bool,
+    replication_factor: Option<u32>,
+    shard_number: Option<u32>,
 }
 
 fn qerr(e: QdrantError) -> VectorError {
@@ -106,32 +111,75 @@ pub(super) fn redact_url(url: &str) -> String {
 
 impl RemoteStore {
     pub(super) async fn open(cfg: &VectorsConfig, model: &str, dim: usize) -> Result<Self, VectorError> {
-        let url = cfg
-            .url
-            .as_deref()
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .ok_or_else(|| VectorError::Config("vectors.backend = \"qdrant\" needs vectors.url".into()))?;
+        let urls: Vec<&str> = cfg.url.as_deref().unwrap_or("").split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+        if urls.is_empty() {
+            return Err(VectorError::Config("vectors.backend = \"qdrant\" needs vectors.url".into()));
+        }
         let api_key = cfg.api_key.clone().filter(|k| !k.is_empty());
         let has_key = api_key.is_some();
-        let client = Qdrant::from_url(url)
-            .api_key(api_key)
-            .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(5))
-            // pixdex checks compatibility through its own calls; don't probe at build time.
-            .skip_compatibility_check()
-            .build()
-            .map_err(qerr)?;
+        let mut nodes = Vec::with_capacity(urls.len());
+        for url in &urls {
+            let client = Qdrant::from_url(url)
+                .api_key(api_key.clone())
+                .timeout(Duration::from_secs(30))
+                .connect_timeout(Duration::from_secs(5))
+                // pixdex checks compatibility through its own calls; don't probe at build time.
+                .skip_compatibility_check()
+                .build()
+                .map_err(qerr)?;
+            nodes.push((client, redact_url(url)));
+        }
         let collection = format!("{}_{}_{}", sanitize_name(&cfg.collection_prefix), sanitize_name(model), dim);
-        let store = Self { client, url: redact_url(url), collection, dim, has_key };
+        let url = nodes.iter().map(|n| n.1.as_str()).collect::<Vec<_>>().join(", ");
+        let store = Self {
+            nodes,
+            current: std::sync::atomic::AtomicUsize::new(0),
+            url,
+            collection,
+            dim,
+            has_key,
+            replication_factor: cfg.replication_factor,
+            shard_number: cfg.shard_number,
+        };
         store.ensure_collection().await?;
         Ok(store)
     }
 
+    /// Run one request on the current node; when the node is unreachable, try the others in
+    /// turn (a cluster keeps serving while a node is down) and stay on the one that answered.
+    /// Every node unreachable: the last `Unavailable` error, which callers wait out and retry.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, VectorError>
+    where
+        F: Fn(Qdrant) -> Fut,
+        Fut: std::future::Future<Output = Result<T, QdrantError>>,
+    {
+        use std::sync::atomic::Ordering;
+        let n = self.nodes.len();
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            match f(self.nodes[i].0.clone()).await.map_err(qerr) {
+                Err(e @ VectorError::Unavailable { .. }) if n > 1 => {
+                    tracing::warn!(node = %self.nodes[i].1, error = %e, "qdrant node unreachable; trying the next one");
+                    last = Some(e);
+                }
+                r => {
+                    if k > 0 {
+                        self.current.store(i, Ordering::Relaxed);
+                        tracing::info!(node = %self.nodes[i].1, "qdrant requests now go to this node");
+                    }
+                    return r;
+                }
+            }
+        }
+        Err(last.expect("at least one node"))
+    }
+
     async fn ensure_collection(&self) -> Result<(), VectorError> {
         let c = &self.collection;
-        if self.client.collection_exists(c).await.map_err(qerr)? {
-            let info = self.client.collection_info(c).await.map_err(qerr)?;
+        if self.call(|q| async move { q.collection_exists(c).await }).await? {
+            let info = self.call(|q| async move { q.collection_info(c).await }).await?;
             let size = info.result.and_then(|r| r.config).and_then(|c| c.params).and_then(|p| p.vectors_config).and_then(|v| v.config).and_then(|c| match c {
                 qdrant_client::qdrant::vectors_config::Config::Params(p) => Some((p.size, p.distance)),
                 _ => None,
@@ -145,14 +193,19 @@ impl RemoteStore {
                 ))),
             }
         } else {
-            let created = self
-                .client
-                .create_collection(CreateCollectionBuilder::new(c).vectors_config(VectorParamsBuilder::new(self.dim as u64, Distance::Cosine)))
-                .await;
+            let mut create = CreateCollectionBuilder::new(c).vectors_config(VectorParamsBuilder::new(self.dim as u64, Distance::Cosine));
+            if let Some(r) = self.replication_factor.filter(|&r| r > 1) {
+                create = create.replication_factor(r);
+            }
+            if let Some(n) = self.shard_number {
+                create = create.shard_number(n);
+            }
+            let create = &create;
+            let created = self.call(|q| async move { q.create_collection(create.clone()).await }).await;
             if let Err(e) = created {
                 // Lost a creation race with another pixdex? Fine if it exists now.
-                if !self.client.collection_exists(c).await.unwrap_or(false) {
-                    return Err(qerr(e));
+                if !self.call(|q| async move { q.collection_exists(c).await }).await.unwrap_or(false) {
+                    return Err(e);
                 }
             }
             for (field, ty) in [
@@ -162,7 +215,8 @@ impl RemoteStore {
                 (F_INDEXED_AT, FieldType::Integer),
                 (F_LABEL_IDS, FieldType::Integer),
             ] {
-                if let Err(e) = self.client.create_field_index(CreateFieldIndexCollectionBuilder::new(c, field, ty).wait(true)).await {
+                if let Err(e) = self.call(|q| async move { q.create_field_index(CreateFieldIndexCollectionBuilder::new(c, field, ty).wait(true)).await }).await
+                {
                     tracing::warn!(collection = %c, field, error = %e, "cannot create payload index");
                 }
             }
@@ -181,21 +235,23 @@ impl RemoteStore {
 
     #[cfg(test)]
     pub(super) async fn drop_collection(&self) -> Result<(), VectorError> {
-        self.client.delete_collection(&self.collection).await.map_err(qerr)?;
+        self.call(|q| async move { q.delete_collection(&self.collection).await }).await?;
         Ok(())
     }
 
     pub(super) async fn upsert(&self, points: Vec<Point>) -> Result<(), VectorError> {
         let points: Vec<PointStruct> = points.into_iter().map(|p| PointStruct::new(p.id, p.vector, to_qpayload(payload_to_json(&p.payload)))).collect();
         for chunk in points.chunks(UPSERT_CHUNK) {
-            self.client.upsert_points(UpsertPointsBuilder::new(&self.collection, chunk.to_vec()).wait(true)).await.map_err(qerr)?;
+            self.call(|q| async move { q.upsert_points(UpsertPointsBuilder::new(&self.collection, chunk.to_vec()).wait(true)).await }).await?;
         }
         Ok(())
     }
 
     pub(super) async fn delete(&self, ids: &[u64]) -> Result<(), VectorError> {
         let ids: Vec<PointId> = ids.iter().map(|&i| i.into()).collect();
-        self.client.delete_points(DeletePointsBuilder::new(&self.collection).points(PointsIdsList { ids }).wait(true)).await.map_err(qerr)?;
+        let ids = &ids;
+        self.call(|q| async move { q.delete_points(DeletePointsBuilder::new(&self.collection).points(PointsIdsList { ids: ids.clone() }).wait(true)).await })
+            .await?;
         Ok(())
     }
 
@@ -205,32 +261,31 @@ impl RemoteStore {
             tracing::debug!(id, "set_path on a point that is not in the store");
             return Ok(());
         }
-        self.client
-            .set_payload(
+        self.call(|q| async move {
+            q.set_payload(
                 SetPayloadPointsBuilder::new(&self.collection, to_qpayload(path_fields(path)))
                     .points_selector(PointsIdsList { ids: vec![id.into()] })
                     .wait(true),
             )
             .await
-            .map_err(qerr)?;
+        })
+        .await?;
         Ok(())
     }
 
     async fn get_payload(&self, id: u64) -> Result<Option<Payload>, VectorError> {
         let res = self
-            .client
-            .get_points(GetPointsBuilder::new(&self.collection, vec![PointId::from(id)]).with_payload(true).with_vectors(false))
-            .await
-            .map_err(qerr)?;
+            .call(
+                |q| async move { q.get_points(GetPointsBuilder::new(&self.collection, vec![PointId::from(id)]).with_payload(true).with_vectors(false)).await },
+            )
+            .await?;
         res.result.into_iter().next().map(|p| from_qpayload(id, p.payload)).transpose()
     }
 
     pub(super) async fn get(&self, id: u64) -> Result<Option<(Vec<f32>, Payload)>, VectorError> {
         let res = self
-            .client
-            .get_points(GetPointsBuilder::new(&self.collection, vec![PointId::from(id)]).with_payload(true).with_vectors(true))
-            .await
-            .map_err(qerr)?;
+            .call(|q| async move { q.get_points(GetPointsBuilder::new(&self.collection, vec![PointId::from(id)]).with_payload(true).with_vectors(true)).await })
+            .await?;
         let Some(p) = res.result.into_iter().next() else {
             return Ok(None);
         };
@@ -248,7 +303,8 @@ impl RemoteStore {
         if let Some(f) = to_qfilter(filter) {
             q = q.filter(f);
         }
-        let res = self.client.query(q).await.map_err(qerr)?;
+        let q = &q;
+        let res = self.call(|c| async move { c.query(q.clone()).await }).await?;
         res.result
             .into_iter()
             .map(|p| {
@@ -270,7 +326,8 @@ impl RemoteStore {
             if let Some(o) = offset.take() {
                 req = req.offset(o);
             }
-            let res = self.client.scroll(req).await.map_err(qerr)?;
+            let req = &req;
+            let res = self.call(|q| async move { q.scroll(req.clone()).await }).await?;
             for p in res.result {
                 let id = num_id(p.id)?;
                 out.push(Record { id, payload: from_qpayload(id, p.payload)? });
@@ -285,7 +342,7 @@ impl RemoteStore {
     }
 
     pub(super) async fn count(&self) -> Result<u64, VectorError> {
-        let res = self.client.count(CountPointsBuilder::new(&self.collection).exact(true)).await.map_err(qerr)?;
+        let res = self.call(|q| async move { q.count(CountPointsBuilder::new(&self.collection).exact(true)).await }).await?;
         Ok(res.result.map(|r| r.count).unwrap_or(0))
     }
 }

@@ -367,6 +367,8 @@ async fn remote_store_end_to_end() {
         url: Some(url),
         api_key: std::env::var("QDRANT_API_KEY").ok(),
         collection_prefix: format!("pixdextest{}x{nonce}", std::process::id()),
+        replication_factor: None,
+        shard_number: None,
     };
     let store = VectorStore::open(&cfg, "efficientnet-lite0", DIM).await.unwrap();
     println!("remote tests against {}", store.describe());

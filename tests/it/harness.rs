@@ -156,6 +156,35 @@ impl TestDaemon {
         d
     }
 
+    /// A second daemon on the same library root and the same catalog (many daemons, one
+    /// PostgreSQL), with its own data directory and socket; started.
+    pub async fn peer(&self, extra_toml: &str) -> TestDaemon {
+        let dir = tempfile::Builder::new().prefix("pxd").tempdir_in("/tmp").unwrap();
+        let socket = dir.path().join("ctl.sock");
+        let config_path = dir.path().join("pixdex.toml");
+        let mut d = TestDaemon {
+            client: Client::new(Endpoint::Unix(socket.clone())),
+            root: self.root.clone(),
+            socket,
+            config_path,
+            catalog_url: self.catalog_url.clone(),
+            extra: String::new(),
+            daemon_extra: self.daemon_extra.clone(),
+            library_extra: self.library_extra.clone(),
+            run_as: None,
+            dir,
+            child: None,
+        };
+        d.write_config(extra_toml);
+        d.spawn().await;
+        d
+    }
+
+    /// This daemon's lease owner id (`<data_dir>/daemon-id`).
+    pub fn owner(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("data/daemon-id")).unwrap_or_default().trim().to_string()
+    }
+
     pub fn write_config(&mut self, extra_toml: &str) {
         self.extra = extra_toml.to_string();
         let body = format!(
