@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod decode;
 pub mod embed;
 pub mod events;
+pub mod failpoint;
 pub mod library;
 pub mod model;
 pub mod pipeline;

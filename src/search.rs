@@ -32,6 +32,20 @@ pub enum SearchError {
     Internal(String),
 }
 
+/// A vector store error by cause: unavailable (retry shortly: 503) or a bug (500).
+fn store_err(e: crate::vectors::VectorError) -> SearchError {
+    if e.is_retryable() {
+        SearchError::Unavailable(format!("the vector store is unavailable ({e}); retry shortly"))
+    } else {
+        SearchError::Internal(e.to_string())
+    }
+}
+
+/// A catalog error by cause: unavailable (503) or a bug (500).
+fn catalog_err(e: crate::catalog::CatalogError) -> SearchError {
+    if e.is_transient() { SearchError::Unavailable(format!("the catalog is unavailable ({e}); retry shortly")) } else { SearchError::Internal(e.to_string()) }
+}
+
 /// Filters as clients send them (a wire type too: `pixdex ctl` serializes it).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -151,7 +165,7 @@ impl Search {
     /// Replace payload paths by the catalog's current ones; drop assets that are gone.
     async fn finish(&self, hits: Vec<(i64, f32, crate::vectors::Payload)>, total: usize, matched: Vec<String>) -> Result<SearchResults, SearchError> {
         let ids: Vec<i64> = hits.iter().map(|h| h.0).collect();
-        let paths = self.catalog.asset_paths(&ids).await.map_err(|e| SearchError::Internal(e.to_string()))?;
+        let paths = self.catalog.asset_paths(&ids).await.map_err(catalog_err)?;
         let results: Vec<SearchHit> = hits
             .into_iter()
             .filter_map(|(id, score, p)| {
@@ -200,21 +214,23 @@ impl Search {
                 ImageQuery::Bytes(b)
             }
         };
-        let embedder = self.embedder.clone().map_err(SearchError::Unavailable)?;
+        let embedder = self.embedder.clone();
         let limits = self.limits.clone();
         let vector = tokio::task::spawn_blocking(move || -> Result<Vec<f32>, SearchError> {
+            // The input first: a bad image is the client's to fix whatever else is wrong.
             let decoded = match q {
                 ImageQuery::Path(p) => crate::decode::decode_for_embedding(Path::new(&p), &limits),
                 ImageQuery::Bytes(b) => crate::decode::decode_bytes(&b, "uploaded image", &limits),
             }
             .map_err(|e| SearchError::BadRequest(e.to_string()))?;
+            let embedder = embedder.map_err(SearchError::Unavailable)?;
             let e = embedder.lock().unwrap();
             let out = e.embed_images(&[&decoded.image]).map_err(|e| SearchError::Internal(e.to_string()))?;
             Ok(out.into_iter().next().map(|e| e.vector).unwrap_or_default())
         })
         .await
         .map_err(|e| SearchError::Internal(e.to_string()))??;
-        let hits = self.store.search(&vector, limit, offset, &filter).await.map_err(|e| SearchError::Internal(e.to_string()))?;
+        let hits = self.store.search(&vector, limit, offset, &filter).await.map_err(store_err)?;
         let n = hits.len();
         self.finish(hits.into_iter().map(|h| (h.id as i64, h.score, h.payload)).collect(), n, vec![]).await
     }
@@ -226,10 +242,10 @@ impl Search {
             .store
             .get(asset_id as u64)
             .await
-            .map_err(|e| SearchError::Internal(e.to_string()))?
+            .map_err(store_err)?
             .ok_or_else(|| SearchError::NotFound(format!("asset {asset_id} has no vector (it does not exist, or no session has indexed it yet)")))?;
         let extra = usize::from(exclude_self);
-        let hits = self.store.search(&vector, limit + extra, offset, &filter).await.map_err(|e| SearchError::Internal(e.to_string()))?;
+        let hits = self.store.search(&vector, limit + extra, offset, &filter).await.map_err(store_err)?;
         let mut hits: Vec<_> = hits.into_iter().filter(|h| !(exclude_self && h.id as i64 == asset_id)).collect();
         hits.truncate(limit);
         let n = hits.len();
@@ -256,7 +272,7 @@ impl Search {
         }
         let ids: Vec<u32> = classes.iter().map(|c| c.0).collect();
         let matched: Vec<String> = classes.iter().map(|c| c.1.clone()).collect();
-        let records = self.store.scroll_by_labels(&ids, &filter, 10_000).await.map_err(|e| SearchError::Internal(e.to_string()))?;
+        let records = self.store.scroll_by_labels(&ids, &filter, 10_000).await.map_err(store_err)?;
         let mut scored: Vec<(i64, f32, crate::vectors::Payload)> = records
             .into_iter()
             .map(|r| {

@@ -102,6 +102,10 @@ pub struct Progress {
     pub status: SessionStatus,
     pub progress: ProgressNumbers,
     pub jobs_summary: JobsSummary,
+    /// What the pipeline is waiting for, when it waits (e.g. "vector store unavailable…"):
+    /// nothing fails meanwhile, the work resumes by itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -210,9 +214,7 @@ impl Sessions {
 
     pub async fn create(&self, req: CreateSession, source: &str) -> Result<Session> {
         let name = req.name.trim().to_string();
-        if name.is_empty() {
-            return Err(SessionError::BadRequest("name must not be empty".into()));
-        }
+        check_name(&name)?;
         if req.root_path.trim().is_empty() {
             return Err(SessionError::BadRequest("rootPath must not be empty".into()));
         }
@@ -312,10 +314,8 @@ impl Sessions {
         if let Some(Some(c)) = patch.category_id {
             self.category_or_default(Some(c)).await?;
         }
-        if let Some(n) = &patch.name
-            && n.trim().is_empty()
-        {
-            return Err(SessionError::BadRequest("name must not be empty".into()));
+        if let Some(n) = &patch.name {
+            check_name(n.trim())?;
         }
         if let Some(c) = &patch.config
             && !c.is_object()
@@ -640,6 +640,7 @@ impl Sessions {
             status: s.status,
             progress: ProgressNumbers { current, total, percentage, eta_seconds, images_per_minute },
             jobs_summary: summary,
+            waiting_for: if s.status == SessionStatus::Running { self.pipeline.get().and_then(|p| p.status().waiting_for) } else { None },
         })
     }
 
@@ -792,6 +793,20 @@ impl Sessions {
 
 fn rel_name(root: &Path, dir: &Path) -> String {
     dir.strip_prefix(root).map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| dir.to_string_lossy().into_owned())
+}
+
+/// Longest session name accepted (characters): a name is a label in lists, not a document.
+pub const MAX_NAME_CHARS: usize = 200;
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(SessionError::BadRequest("name must not be empty".into()));
+    }
+    let n = name.chars().count();
+    if n > MAX_NAME_CHARS {
+        return Err(SessionError::BadRequest(format!("name is {n} characters long; at most {MAX_NAME_CHARS} are allowed")));
+    }
+    Ok(())
 }
 
 fn not_found(id: i64) -> SessionError {

@@ -143,7 +143,7 @@ async fn health(State(st): St) -> ApiResult {
     };
     let catalog_ok = st.sessions.catalog().count_assets().await;
     let p = st.pipeline.status();
-    let points = st.pipeline.points().await;
+    let store = st.pipeline.store_points().await;
     let w = st.watcher.status().await;
     let mut problems = Vec::new();
     if let Err(e) = &catalog_ok {
@@ -152,6 +152,13 @@ async fn health(State(st): St) -> ApiResult {
     if !p.running {
         problems.push(format!("pipeline: {}", p.reason.clone().unwrap_or_default()));
     }
+    if let Some(Err(e)) = &store {
+        problems.push(format!("vector store: {e}; waiting for it (indexing pauses, nothing fails; search answers 503 until it is back)"));
+    }
+    if let Some(w) = &p.waiting_for {
+        problems.push(format!("pipeline waiting: {w}"));
+    }
+    let points = store.and_then(|r| r.ok());
     for u in &w.unreadable {
         problems.push(format!(
             "watcher: {} cannot be read ({}) since {}; its assets and vectors are kept (fix its permissions or mount)",

@@ -770,6 +770,29 @@ impl Catalog {
             .await?)
     }
 
+    /// A daemon stopping hands back jobs it claimed but did not finish: pending again at once
+    /// (for peers, without waiting out the lease), the claim not counted as an attempt.
+    pub async fn return_leases(&self, owner: &str, leases: &[Lease]) -> Result<u64> {
+        let now = now_ms();
+        let mut n = 0;
+        let mut tx = self.begin_write().await?;
+        for l in leases {
+            let r = sqlx::query(
+                "UPDATE training_jobs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, attempts = attempts - 1, updated_at = $1 \
+                 WHERE id = $2 AND status = 'running' AND lease_owner = $3 AND lease_token = $4",
+            )
+            .bind(now)
+            .bind(l.job_id)
+            .bind(owner)
+            .bind(l.token)
+            .execute(&mut *tx)
+            .await?;
+            n += r.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
     /// Push the leases of jobs still in hand `lease` into the future. Returns the leases that
     /// were not renewed: no longer this worker's (cancelled, completed, taken over).
     pub async fn renew_leases(&self, owner: &str, leases: &[Lease], lease: Duration) -> Result<Vec<Lease>> {

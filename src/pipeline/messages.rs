@@ -31,7 +31,16 @@ impl Prepared {
     }
 }
 
+impl Outcome {
+    pub fn job(&self) -> &ClaimedJob {
+        match self {
+            Outcome::Embedded { job, .. } | Outcome::Failed { job, .. } => job,
+        }
+    }
+}
+
 /// → write: what became of a job.
+#[derive(Clone)]
 pub enum Outcome {
     Embedded {
         job: ClaimedJob,

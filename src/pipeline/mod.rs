@@ -70,6 +70,8 @@ pub struct Shared {
     /// Points written since the last optimize of the vector store.
     pub unoptimized: AtomicU64,
     pub last_write: RwLock<Instant>,
+    /// Set while the writer waits out an unavailable vector store or catalog: what and why.
+    pub waiting_for: std::sync::Mutex<Option<String>>,
     /// Completions of the last minute, for a current images/s.
     pub recent: std::sync::Mutex<std::collections::VecDeque<(Instant, u64)>>,
 }
@@ -95,6 +97,7 @@ impl Shared {
             completed: AtomicU64::new(0),
             unoptimized: AtomicU64::new(0),
             last_write: RwLock::new(Instant::now()),
+            waiting_for: std::sync::Mutex::new(None),
             recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
         }
     }
@@ -164,6 +167,9 @@ pub struct PipelineStatus {
     pub vector_store: Option<String>,
     /// Over the last minute of work.
     pub images_per_second: f64,
+    /// Set while writing waits for the vector store or the catalog to come back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
     pub completed: u64,
     pub stages: Vec<StageStatus>,
 }
@@ -184,6 +190,10 @@ struct Running {
     queues: stages::Queues,
     workers: [usize; 5],
     threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// To hand back, at shutdown, the leases of jobs that were claimed but not finished.
+    catalog: Catalog,
+    rt: tokio::runtime::Handle,
+    owner: String,
 }
 
 impl Pipeline {
@@ -199,11 +209,22 @@ impl Pipeline {
         let batch_size = embedder.batch_size();
         // Wake-ups (a session started): one pending is enough, more would say nothing new.
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
-        let (queues, threads) = stages::spawn(&cfg, embedder, store.clone(), catalog, rt, shared.clone(), wake_rx);
+        let (queues, threads) = stages::spawn(&cfg, embedder, store.clone(), catalog.clone(), rt.clone(), shared.clone(), wake_rx);
         let workers = [1, cfg.decode_workers, if gpu { 1 } else { cfg.resize_workers }, 1, 1];
         tracing::info!(%device, batch_size, jpeg = crate::decode::jpeg_backend(), decode_workers = cfg.decode_workers, resize_workers = workers[2], "pipeline started");
         Pipeline {
-            inner: Some(Arc::new(Running { shared, device, batch_size, store, queues, workers, threads: std::sync::Mutex::new(threads) })),
+            inner: Some(Arc::new(Running {
+                shared,
+                device,
+                batch_size,
+                store,
+                queues,
+                workers,
+                threads: std::sync::Mutex::new(threads),
+                catalog,
+                rt,
+                owner: cfg.owner.clone(),
+            })),
             reason: None,
             wake: Some(wake_tx),
         }
@@ -242,6 +263,7 @@ impl Pipeline {
                 jpeg_decoder: crate::decode::jpeg_backend(),
                 vector_store: None,
                 images_per_second: 0.0,
+                waiting_for: None,
                 completed: 0,
                 stages: vec![],
             };
@@ -272,6 +294,7 @@ impl Pipeline {
             jpeg_decoder: crate::decode::jpeg_backend(),
             vector_store: Some(r.store.describe()),
             images_per_second: (s.recent_rate() * 100.0).round() / 100.0,
+            waiting_for: s.waiting_for.lock().unwrap().clone(),
             completed,
             stages: vec![
                 stage("claim", &s.claim, 0),
@@ -285,14 +308,22 @@ impl Pipeline {
 
     /// Points in the vector store (None when the pipeline does not run).
     pub async fn points(&self) -> Option<u64> {
+        self.store_points().await.and_then(|r| r.ok())
+    }
+
+    /// Points in the vector store, or why it cannot be reached (None when the pipeline does
+    /// not run).
+    pub async fn store_points(&self) -> Option<Result<u64, crate::vectors::VectorError>> {
         match &self.inner {
-            Some(r) => r.store.count().await.ok(),
+            Some(r) => Some(r.store.count().await),
             None => None,
         }
     }
 
-    /// Stop claiming, let every stage drain what it holds, join the threads. Jobs still leased
-    /// are requeued at the next start.
+    /// Stop claiming, let every stage drain what it holds, join the threads, then hand back
+    /// the leases of jobs claimed but not finished (to pending, the claim not counted as an
+    /// attempt), so peers take them at once instead of after the lease. Call from a blocking
+    /// context.
     pub fn shutdown(&self) {
         if let Some(r) = &self.inner {
             r.shared.stop.store(true, Ordering::SeqCst);
@@ -300,6 +331,13 @@ impl Pipeline {
             let threads: Vec<_> = r.threads.lock().unwrap().drain(..).collect();
             for t in threads {
                 let _ = t.join();
+            }
+            let left: Vec<crate::catalog::Lease> = r.shared.in_flight.lock().unwrap().drain().collect();
+            if !left.is_empty() {
+                match r.rt.block_on(r.catalog.return_leases(&r.owner, &left)) {
+                    Ok(n) => tracing::info!(jobs = n, "unfinished jobs handed back to pending"),
+                    Err(e) => tracing::warn!(error = %e, jobs = left.len(), "handing back unfinished jobs failed; they return when their leases expire"),
+                }
             }
         }
     }

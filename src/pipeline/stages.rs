@@ -7,6 +7,8 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
 use super::messages::{DecodeTask, Decoded, Outcome, Prepared};
@@ -75,7 +77,7 @@ pub(super) fn spawn(
     drop(resize_tx);
     let resizers = if gpu { 1 } else { cfg.resize_workers.max(1) };
     for i in 0..resizers {
-        let r = Resizer { input: resize_rx.clone(), out: embed_tx.clone(), shared: shared.clone(), gpu };
+        let r = Resizer { input: resize_rx.clone(), out: embed_tx.clone(), fail: write_tx.clone(), shared: shared.clone(), gpu };
         threads.push(named(format!("pixdex-resize-{i}"), Box::new(move || r.run())));
     }
     drop(embed_tx);
@@ -110,6 +112,19 @@ impl Claimer {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "requeueing this daemon's old leases failed; they return when they expire"),
         }
+        // A panic (a bug) restarts the loop after a pause instead of stopping all claiming.
+        while !self.shared.stop.load(Ordering::SeqCst) {
+            match catch_unwind(AssertUnwindSafe(|| self.claim_loop())) {
+                Ok(()) => return,
+                Err(p) => {
+                    tracing::error!(panic = %crate::failpoint::panic_message(p.as_ref()), "the claim stage panicked; restarting it");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    fn claim_loop(&self) {
         while !self.shared.stop.load(Ordering::SeqCst) {
             let t = Instant::now();
             let jobs = match self.rt.block_on(self.catalog.claim_jobs_max(&self.cfg.owner, self.cfg.claim_batch as i64, self.cfg.lease, self.cfg.max_attempts))
@@ -138,6 +153,13 @@ impl Claimer {
             }
         }
     }
+}
+
+/// A stage crashed on this job: the reason a user reads.
+fn crashed(stage: &str, job: &crate::catalog::ClaimedJob, p: &(dyn std::any::Any + Send)) -> String {
+    let msg = crate::failpoint::panic_message(p);
+    tracing::error!(stage, job = job.job_id, path = %job.path, panic = %msg, "a pipeline stage panicked on this job; it fails, the stage goes on");
+    format!("{}: the {stage} stage crashed on this image (a pixdex bug; please report it): {msg}", job.path)
 }
 
 /// Reads files: DCT-scaled JPEG, PNG, WebP, EXIF orientation, bomb and size limits. A bad file
@@ -184,6 +206,8 @@ impl Decoder {
 struct Resizer {
     input: Receiver<Decoded>,
     out: Sender<Prepared>,
+    /// A panic while resizing fails that job alone (a pixdex bug, reported as such).
+    fail: Sender<Outcome>,
     shared: Arc<Shared>,
     gpu: bool,
 }
@@ -198,10 +222,24 @@ impl Resizer {
                 Prepared::Gpu { job, image, original }
             } else {
                 let t = Instant::now();
-                let mut nchw = vec![0f32; IMAGE_FLOATS];
-                crate::embed::preprocess::cpu_resize_normalize(&image, &mut nchw);
+                let resized = catch_unwind(AssertUnwindSafe(|| {
+                    crate::failpoint::check("resize", &job.path);
+                    let mut nchw = vec![0f32; IMAGE_FLOATS];
+                    crate::embed::preprocess::cpu_resize_normalize(&image, &mut nchw);
+                    nchw
+                }));
                 self.shared.resize.busy(t, 1);
-                Prepared::Cpu { job, nchw, original }
+                match resized {
+                    Ok(nchw) => Prepared::Cpu { job, nchw, original },
+                    Err(p) => {
+                        self.shared.resize.failures.fetch_add(1, Ordering::Relaxed);
+                        let reason = crashed("resize", &job, p.as_ref());
+                        if self.fail.send(Outcome::Failed { job, reason }).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                }
             };
             if self.out.send(msg).is_err() {
                 return;
@@ -237,7 +275,22 @@ impl EmbedStage {
                 continue;
             }
             let t = Instant::now();
-            let result = self.embed(&batch);
+            let result = match catch_unwind(AssertUnwindSafe(|| self.embed(&batch))) {
+                Ok(r) => r,
+                Err(p) => {
+                    // The model crashed on this batch: find the image(s) responsible by
+                    // embedding each alone; only those fail, the others go on.
+                    tracing::error!(panic = %crate::failpoint::panic_message(p.as_ref()), images = batch.len(), "the embed stage panicked; retrying the batch image by image");
+                    let outcomes = self.embed_one_by_one(batch);
+                    self.shared.embed.busy(t, outcomes.len() as u64);
+                    for o in outcomes {
+                        if self.out.send(o).is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+            };
             self.shared.embed.busy(t, batch.len() as u64);
             let outcomes: Vec<Outcome> = match result {
                 Ok(embs) => batch
@@ -269,7 +322,33 @@ impl EmbedStage {
         }
     }
 
+    /// After a panic: each image alone, so a crash fails only its own job.
+    fn embed_one_by_one(&self, batch: Vec<Prepared>) -> Vec<Outcome> {
+        batch
+            .into_iter()
+            .map(|p| {
+                let r = catch_unwind(AssertUnwindSafe(|| self.embed(std::slice::from_ref(&p))));
+                let (job, original) = match &p {
+                    Prepared::Cpu { job, original, .. } | Prepared::Gpu { job, original, .. } => (job.clone(), *original),
+                };
+                match r {
+                    Ok(Ok(mut e)) if e.len() == 1 => Outcome::Embedded { job, embedding: e.remove(0), original },
+                    Ok(Ok(_)) => Outcome::Failed { job, reason: "the model returned no embedding for this image (a pixdex bug; please report it)".into() },
+                    Ok(Err(e)) => Outcome::Failed { job, reason: format!("the model failed on this image (runtime error, not the file's): {e}") },
+                    Err(panic) => {
+                        self.shared.embed.failures.fetch_add(1, Ordering::Relaxed);
+                        let reason = crashed("embed", &job, panic.as_ref());
+                        Outcome::Failed { job, reason }
+                    }
+                }
+            })
+            .collect()
+    }
+
     fn embed(&self, batch: &[Prepared]) -> Result<Vec<crate::embed::Embedding>, crate::embed::EmbedError> {
+        for p in batch {
+            crate::failpoint::check("embed", &p.job().path);
+        }
         if batch.iter().all(|p| matches!(p, Prepared::Cpu { .. })) {
             let mut data = Vec::with_capacity(batch.len() * IMAGE_FLOATS);
             for p in batch {
@@ -315,7 +394,22 @@ impl Writer {
             }
             let t = Instant::now();
             let n = batch.len() as u64;
-            self.write(batch);
+            // Kept to find the culprit should the write crash (vectors are 5 KB: cheap next to
+            // the model that made them).
+            let copy = batch.clone();
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| self.write(batch))) {
+                // A bug while writing: write the batch's items one by one; the one that crashes
+                // again fails alone (fencing makes a second completion or failure a no-op).
+                tracing::error!(panic = %crate::failpoint::panic_message(p.as_ref()), jobs = copy.len(), "the write stage panicked; writing the batch item by item");
+                for o in copy {
+                    let job = o.job().clone();
+                    if let Err(p) = catch_unwind(AssertUnwindSafe(|| self.write(vec![o]))) {
+                        self.shared.write.failures.fetch_add(1, Ordering::Relaxed);
+                        let reason = crashed("write", &job, p.as_ref());
+                        self.fail(&job, &reason);
+                    }
+                }
+            }
             self.shared.write.busy(t, n);
         }
     }
@@ -323,6 +417,9 @@ impl Writer {
     fn write(&self, batch: Vec<Outcome>) {
         let mut embedded = Vec::new();
         for o in batch {
+            if let Outcome::Embedded { job, .. } = &o {
+                crate::failpoint::check("write", &job.path);
+            }
             match o {
                 Outcome::Failed { job, reason } => {
                     self.shared.write.failures.fetch_add(1, Ordering::Relaxed);
@@ -426,8 +523,13 @@ impl Writer {
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.rt.block_on(f()) {
-                Ok(v) => return Some(v),
+                Ok(v) => {
+                    *self.shared.waiting_for.lock().unwrap() = None;
+                    return Some(v);
+                }
                 Err(e) if e.is_transient() && !self.shared.stop.load(Ordering::SeqCst) => {
+                    *self.shared.waiting_for.lock().unwrap() =
+                        Some(format!("catalog unavailable ({e}); indexing resumes when it is back, nothing fails meanwhile"));
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "{what}: catalog unavailable; retrying");
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -462,8 +564,13 @@ impl Writer {
                 self.store.flush().await
             });
             match stored {
-                Ok(()) => return Stored::Yes,
+                Ok(()) => {
+                    *self.shared.waiting_for.lock().unwrap() = None;
+                    return Stored::Yes;
+                }
                 Err(e) if e.is_retryable() => {
+                    *self.shared.waiting_for.lock().unwrap() =
+                        Some(format!("vector store unavailable ({e}); indexing resumes when it is back, nothing fails meanwhile"));
                     if self.shared.stop.load(Ordering::SeqCst) {
                         tracing::warn!(error = %e, "vector store down at shutdown; jobs stay leased and are redone after restart");
                         return Stored::Shutdown;

@@ -30,6 +30,10 @@ pub(super) struct RemoteStore {
     has_key: bool,
     replication_factor: Option<u32>,
     shard_number: Option<u32>,
+    /// Set once the collection is known to exist with the right shape. A server down when
+    /// the daemon starts leaves it unset: every request checks first (and fails Unavailable,
+    /// which callers wait out), so the daemon starts and waits instead of exiting.
+    ready: tokio::sync::OnceCell<()>,
 }
 
 fn qerr(e: QdrantError) -> VectorError {
@@ -140,8 +144,15 @@ impl RemoteStore {
             has_key,
             replication_factor: cfg.replication_factor,
             shard_number: cfg.shard_number,
+            ready: tokio::sync::OnceCell::new(),
         };
-        store.ensure_collection().await?;
+        match store.ready().await {
+            Ok(()) => {}
+            Err(e @ VectorError::Unavailable { .. }) => {
+                tracing::warn!(url = %store.url, error = %e, "the Qdrant server is unavailable; starting anyway and waiting for it (indexing pauses, search answers 503)")
+            }
+            Err(e) => return Err(e),
+        }
         Ok(store)
     }
 
@@ -174,6 +185,11 @@ impl RemoteStore {
             }
         }
         Err(last.expect("at least one node"))
+    }
+
+    /// The collection exists with the right shape (checked, or created, once).
+    async fn ready(&self) -> Result<(), VectorError> {
+        self.ready.get_or_try_init(|| self.ensure_collection()).await.map(|_| ())
     }
 
     async fn ensure_collection(&self) -> Result<(), VectorError> {
@@ -240,6 +256,7 @@ impl RemoteStore {
     }
 
     pub(super) async fn upsert(&self, points: Vec<Point>) -> Result<(), VectorError> {
+        self.ready().await?;
         let points: Vec<PointStruct> = points.into_iter().map(|p| PointStruct::new(p.id, p.vector, to_qpayload(payload_to_json(&p.payload)))).collect();
         for chunk in points.chunks(UPSERT_CHUNK) {
             self.call(|q| async move { q.upsert_points(UpsertPointsBuilder::new(&self.collection, chunk.to_vec()).wait(true)).await }).await?;
@@ -248,6 +265,7 @@ impl RemoteStore {
     }
 
     pub(super) async fn delete(&self, ids: &[u64]) -> Result<(), VectorError> {
+        self.ready().await?;
         let ids: Vec<PointId> = ids.iter().map(|&i| i.into()).collect();
         let ids = &ids;
         self.call(|q| async move { q.delete_points(DeletePointsBuilder::new(&self.collection).points(PointsIdsList { ids: ids.clone() }).wait(true)).await })
@@ -256,6 +274,7 @@ impl RemoteStore {
     }
 
     pub(super) async fn set_path(&self, id: u64, path: &str) -> Result<(), VectorError> {
+        self.ready().await?;
         // Qdrant rejects set_payload on a missing id; keep the embedded semantics (no-op).
         if self.get_payload(id).await?.is_none() {
             tracing::debug!(id, "set_path on a point that is not in the store");
@@ -274,6 +293,7 @@ impl RemoteStore {
     }
 
     async fn get_payload(&self, id: u64) -> Result<Option<Payload>, VectorError> {
+        self.ready().await?;
         let res = self
             .call(
                 |q| async move { q.get_points(GetPointsBuilder::new(&self.collection, vec![PointId::from(id)]).with_payload(true).with_vectors(false)).await },
@@ -283,6 +303,7 @@ impl RemoteStore {
     }
 
     pub(super) async fn get(&self, id: u64) -> Result<Option<(Vec<f32>, Payload)>, VectorError> {
+        self.ready().await?;
         let res = self
             .call(|q| async move { q.get_points(GetPointsBuilder::new(&self.collection, vec![PointId::from(id)]).with_payload(true).with_vectors(true)).await })
             .await?;
@@ -299,6 +320,7 @@ impl RemoteStore {
     }
 
     pub(super) async fn search(&self, vector: &[f32], limit: usize, offset: usize, filter: &Filter) -> Result<Vec<Hit>, VectorError> {
+        self.ready().await?;
         let mut q = QueryPointsBuilder::new(&self.collection).query(vector.to_vec()).limit(limit as u64).offset(offset as u64).with_payload(true);
         if let Some(f) = to_qfilter(filter) {
             q = q.filter(f);
@@ -315,6 +337,7 @@ impl RemoteStore {
     }
 
     pub(super) async fn scroll(&self, filter: &Filter, limit: usize) -> Result<Vec<Record>, VectorError> {
+        self.ready().await?;
         let mut out = Vec::new();
         let mut offset: Option<PointId> = None;
         while out.len() < limit {
@@ -342,6 +365,7 @@ impl RemoteStore {
     }
 
     pub(super) async fn count(&self) -> Result<u64, VectorError> {
+        self.ready().await?;
         let res = self.call(|q| async move { q.count(CountPointsBuilder::new(&self.collection).exact(true)).await }).await?;
         Ok(res.result.map(|r| r.count).unwrap_or(0))
     }

@@ -239,3 +239,48 @@ async fn qdrant_cluster_node_lost_mid_session() {
         n.kill();
     }
 }
+
+/// The Qdrant server is down when the daemon starts: the daemon starts anyway and says so
+/// (health degraded, naming the store; a session's progress says what it waits for; search
+/// answers 503), nothing fails meanwhile, and when the server comes up the session completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vector_store_down_at_start_waits() {
+    if !qdrant_available() {
+        return;
+    }
+    let (http, grpc) = (crate::harness::free_port().to_string(), crate::harness::free_port().to_string());
+    let toml = format!("{}\n[vectors]\nbackend = \"qdrant\"\nurl = \"http://127.0.0.1:{grpc}\"\n", model_toml(4));
+    const N: usize = 8;
+    let d = TestDaemon::start(Db::Sqlite, &toml, |root| {
+        for i in 0..N {
+            noise_png(&root.join(format!("w/n{i:02}.png")), 96, 72, i as u32 + 40);
+        }
+    })
+    .await;
+    let h = d.get("/api/v1/health").await.body;
+    assert_eq!(h["state"], "degraded", "{h}");
+    assert!(h["problems"].to_string().contains("vector store"), "{h}");
+    let id = d.create(json!({"name": "waits", "rootPath": d.root.display().to_string()})).await;
+    assert_eq!(d.action(id, "start").await.status, 200);
+    let progress = || async { d.get(&format!("/api/v1/training/sessions/{id}/progress")).await.body };
+    assert!(
+        eventually(30, || async { progress().await["waitingFor"].as_str().is_some_and(|w| w.contains("vector store")) }).await,
+        "{}\n{}",
+        progress().await,
+        d.log()
+    );
+    let r = d.get("/api/v1/search/similar/1").await;
+    assert_eq!(r.status, 503, "{:?}", r.body);
+    let s = d.session(id).await;
+    assert_eq!((s["status"].as_str(), s["failedImages"].as_i64()), (Some("running"), Some(0)), "{s}");
+    // The server comes up on the configured port: the waiting writes go through.
+    let q = Qdrant::start(tempfile::tempdir().unwrap(), Some((&http, &grpc)));
+    let done = eventually(120, || async { d.session(id).await["status"] == "completed" }).await;
+    let s = d.session(id).await;
+    assert!(done, "{s}\n{}", d.log());
+    assert_eq!((s["processedImages"].as_i64(), s["failedImages"].as_i64()), (Some(N as i64), Some(0)), "{s}");
+    assert_eq!(d.get("/api/v1/training/pipeline").await.body["points"], N);
+    assert_eq!(d.get("/api/v1/health").await.body["state"], "healthy");
+    assert!(progress().await.get("waitingFor").is_none());
+    q.kill();
+}

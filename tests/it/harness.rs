@@ -113,6 +113,8 @@ pub struct TestDaemon {
     pub library_extra: String,
     /// Run the daemon as this uid/gid (through `setpriv`), not as the test's user.
     pub run_as: Option<u32>,
+    /// Extra environment for the daemon process (e.g. `PIXDEX_FAILPOINT`).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -148,6 +150,7 @@ impl TestDaemon {
             daemon_extra: String::new(),
             library_extra: String::new(),
             run_as: None,
+            env: vec![],
             dir,
             child: None,
         };
@@ -172,6 +175,7 @@ impl TestDaemon {
             daemon_extra: self.daemon_extra.clone(),
             library_extra: self.library_extra.clone(),
             run_as: None,
+            env: vec![],
             dir,
             child: None,
         };
@@ -218,6 +222,7 @@ impl TestDaemon {
             .args(["daemon", "--config"])
             .arg(&self.config_path)
             .env_remove("RUST_LOG")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()

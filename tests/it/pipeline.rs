@@ -313,3 +313,57 @@ fn embed_command_prints_labels_and_vectors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// A panic in a stage (injected with the `PIXDEX_FAILPOINT` test hook on one file) fails that
+/// image alone, with a reason that says so; the stage keeps running, so every other image —
+/// including those in the same batch — is embedded. Resize, embed and write stages in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_stage_fails_only_its_item() {
+    let mut d = TestDaemon::start(Db::Sqlite, &model_toml(4), |r| {
+        for i in 0..12u32 {
+            let name = if i == 5 { "n05-boom.png".to_string() } else { format!("n{i:02}.png") };
+            noise_png(&r.join("p").join(name), 96, 72, i + 3);
+        }
+    })
+    .await;
+    let id = d.create(json!({"name": "panics", "rootPath": d.root.display().to_string()})).await;
+    for (round, stage) in ["resize", "embed", "write"].iter().enumerate() {
+        d.stop();
+        d.env = vec![("PIXDEX_FAILPOINT".into(), format!("{stage}:boom"))];
+        d.respawn().await;
+        let action = if round == 0 { "start" } else { "restart" };
+        let r = d.action(id, action).await;
+        assert_eq!(r.status, 200, "{stage}: {:?}", r.body);
+        let s = wait_status(&d, id, "completed", 120).await;
+        assert_eq!((s["processedImages"].as_i64(), s["failedImages"].as_i64()), (Some(11), Some(1)), "{stage}: {s}\n{}", d.log());
+        let jobs = d.get(&format!("{S}/{id}/jobs?status=failed")).await.body;
+        let why = jobs["items"][0]["errorMessage"].as_str().unwrap_or_default().to_string();
+        assert!(why.contains("n05-boom.png") && why.contains(&format!("the {stage} stage crashed")), "{stage}: {jobs}");
+        let p = d.get("/api/v1/training/pipeline").await.body;
+        assert_eq!(p["points"], 11, "{stage}: {p}");
+        assert_eq!(d.get("/api/v1/health").await.body["state"], "healthy", "{stage}: the pipeline still runs");
+    }
+}
+
+/// SIGTERM while indexing: the daemon finishes or hands back what it holds and exits 0 within
+/// 10 s; nothing is left leased, and the next start completes the session without duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_exits_promptly() {
+    let mut d = TestDaemon::start(Db::Sqlite, &model_toml(4), |r| many(r, 200)).await;
+    let id = d.create(json!({"name": "term", "rootPath": d.root.display().to_string()})).await;
+    assert_eq!(d.action(id, "start").await.status, 200);
+    assert!(eventually(60, || async { d.session(id).await["processedImages"].as_i64().unwrap() >= 10 }).await);
+    let t = std::time::Instant::now();
+    d.stop(); // asserts exit status 0
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(10), "SIGTERM took {took:?}\n{}", d.log());
+    let cat = d.catalog().await;
+    let sum = cat.jobs_summary(id).await.unwrap();
+    assert_eq!(sum.running, 0, "nothing left leased: {sum:?}\n{}", d.log());
+    assert!(sum.pending > 0 && sum.completed + sum.pending == 200, "stopped mid-run: {sum:?}");
+    cat.close().await;
+    d.respawn().await;
+    let s = wait_status(&d, id, "completed", 180).await;
+    assert_eq!((s["processedImages"].as_i64(), s["failedImages"].as_i64()), (Some(200), Some(0)), "{s}");
+    assert_eq!(d.get("/api/v1/training/pipeline").await.body["points"], 200);
+}

@@ -410,3 +410,105 @@ async fn socket_and_tcp_body(db: Db) {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["id"], id);
 }
+
+/// Malformed requests of every kind, as a fuzzer or a confused client sends them: every answer
+/// is a 4xx with a JSON body naming what was wrong — never a 5xx, never a hang — and the daemon
+/// is healthy afterwards, with nothing created or changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_4xx_json() {
+    let d = TestDaemon::start(Db::Sqlite, "", library).await;
+    let root = d.root.display().to_string();
+    let id = d.create(json!({"name": "keep", "rootPath": root})).await;
+    let before = d.get(&format!("/api/v1/training/sessions/{id}")).await.body;
+    // (This daemon runs without the model, so health is "degraded" for that one reason.)
+    let health_before = d.get("/api/v1/health").await.body;
+    let huge = "9".repeat(400);
+    let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
+    let long_name = "n".repeat(100_000);
+    let cases: Vec<(&str, String, Option<Vec<u8>>)> = vec![
+        // bodies that are not JSON, or not the JSON expected
+        ("POST", "/api/v1/training/sessions".into(), Some(b"{".to_vec())),
+        ("POST", "/api/v1/training/sessions".into(), Some(b"not json".to_vec())),
+        ("POST", "/api/v1/training/sessions".into(), Some(b"[]".to_vec())),
+        ("POST", "/api/v1/training/sessions".into(), Some(b"null".to_vec())),
+        ("POST", "/api/v1/training/sessions".into(), Some(b"42".to_vec())),
+        ("POST", "/api/v1/training/sessions".into(), Some(vec![0xff, 0xfe, 0x00, 0x7b])),
+        ("POST", "/api/v1/training/sessions".into(), Some(deep.clone().into_bytes())),
+        ("POST", "/api/v1/training/sessions".into(), Some(json!({"name": 5, "rootPath": root}).to_string().into_bytes())),
+        ("POST", "/api/v1/training/sessions".into(), Some(json!({"name": "x"}).to_string().into_bytes())),
+        ("POST", "/api/v1/training/sessions".into(), Some(json!({"name": "x", "rootPath": ""}).to_string().into_bytes())),
+        ("POST", "/api/v1/training/sessions".into(), Some(json!({"name": "x", "rootPath": "relative/dir"}).to_string().into_bytes())),
+        ("POST", "/api/v1/training/sessions".into(), Some(json!({"name": "x", "rootPath": "/etc"}).to_string().into_bytes())),
+        ("POST", "/api/v1/training/sessions".into(), Some(json!({"name": "x", "rootPath": format!("{root}/\u{0}")}).to_string().into_bytes())),
+        ("POST", "/api/v1/training/sessions".into(), Some(json!({"name": "", "rootPath": root}).to_string().into_bytes())),
+        ("POST", "/api/v1/training/sessions".into(), Some(json!({"name": long_name, "rootPath": root}).to_string().into_bytes())),
+        ("POST", "/api/v1/training/sessions".into(), Some(json!({"name": "x", "rootPath": root, "categoryId": "seven"}).to_string().into_bytes())),
+        ("POST", "/api/v1/training/sessions".into(), Some(json!({"name": "x", "rootPath": root, "categoryId": 987654}).to_string().into_bytes())),
+        ("POST", "/api/v1/training/sessions".into(), Some(json!({"name": "x", "rootPath": root, "subdirectories": [1, 2]}).to_string().into_bytes())),
+        ("POST", "/api/v1/training/sessions".into(), Some(json!({"name": "x", "rootPath": root, "subdirectories": ["../../etc"]}).to_string().into_bytes())),
+        ("POST", "/api/v1/training/sessions".into(), Some(json!({"name": "keep", "rootPath": root}).to_string().into_bytes())),
+        // ids and numbers out of range
+        ("GET", "/api/v1/training/sessions/abc".into(), None),
+        ("GET", "/api/v1/training/sessions/-1".into(), None),
+        ("GET", format!("/api/v1/training/sessions/{huge}"), None),
+        ("GET", "/api/v1/training/sessions/99999999".into(), None),
+        ("GET", "/api/v1/training/sessions?page=0".into(), None),
+        ("GET", "/api/v1/training/sessions?page=-5".into(), None),
+        ("GET", "/api/v1/training/sessions?page=9223372036854775807".into(), None),
+        ("GET", "/api/v1/training/sessions?page_size=0".into(), None),
+        ("GET", "/api/v1/training/sessions?page_size=1e9".into(), None),
+        ("GET", format!("/api/v1/training/sessions?page={huge}"), None),
+        ("GET", "/api/v1/training/sessions?status=bogus".into(), None),
+        ("GET", format!("/api/v1/training/sessions/{id}/jobs?status=nope"), None),
+        ("GET", format!("/api/v1/training/sessions/{id}/jobs?limit=-1"), None),
+        ("GET", format!("/api/v1/training/sessions/{id}/jobs?offset=99999999999999999999"), None),
+        // patches and actions that make no sense
+        ("PATCH", format!("/api/v1/training/sessions/{id}"), Some(b"{\"name\": [}".to_vec())),
+        ("PATCH", format!("/api/v1/training/sessions/{id}"), Some(json!({"live": "yes"}).to_string().into_bytes())),
+        ("PATCH", format!("/api/v1/training/sessions/{id}/subdirectories"), Some(json!({"selections": "all"}).to_string().into_bytes())),
+        ("PATCH", format!("/api/v1/training/sessions/{id}/subdirectories"), Some(json!([{"id": 424242, "selected": true}]).to_string().into_bytes())),
+        ("POST", format!("/api/v1/training/sessions/{id}/pause"), None),
+        ("POST", format!("/api/v1/training/sessions/{id}/restart?failed_only=maybe"), None),
+        ("POST", "/api/v1/training/sessions/99999999/start".into(), None),
+        // directories, scans, search, images
+        ("GET", "/api/v1/training/directories?path=/etc".into(), None),
+        ("GET", "/api/v1/training/directories?path=".into(), None),
+        ("GET", format!("/api/v1/training/directories?path={root}/../../"), None),
+        ("POST", "/api/v1/training/directories/scan".into(), Some(json!({"rootPath": 7}).to_string().into_bytes())),
+        ("POST", "/api/v1/training/scan/incremental?directory=/proc".into(), None),
+        ("GET", "/api/v1/training/directories/preview?path=%ZZ".into(), None),
+        ("POST", "/api/v1/search".into(), Some(json!({"limit": 5}).to_string().into_bytes())),
+        ("POST", "/api/v1/search".into(), Some(json!({"query": "cat", "limit": -3}).to_string().into_bytes())),
+        ("POST", "/api/v1/search".into(), Some(json!({"query": "cat", "offset": 1e300}).to_string().into_bytes())),
+        ("POST", "/api/v1/search/image".into(), Some(json!({"path": "/etc/passwd"}).to_string().into_bytes())),
+        ("POST", "/api/v1/search/image".into(), Some(b"\x89PNG garbage".to_vec())),
+        ("GET", "/api/v1/search/similar/notanumber".into(), None),
+        ("GET", "/api/v1/images/0/thumbnail".into(), None),
+        ("GET", "/api/v1/images/x/full".into(), None),
+        ("POST", "/api/v1/images/thumbnails/batch".into(), Some(json!({"assetIds": "1,2"}).to_string().into_bytes())),
+        ("GET", "/api/v1/assets?limit=abc".into(), None),
+        ("POST", "/api/v1/categories".into(), Some(json!({"name": null}).to_string().into_bytes())),
+        ("PATCH", "/api/v1/categories/1".into(), Some(json!({"color": 12}).to_string().into_bytes())),
+        ("DELETE", "/api/v1/categories/1".into(), None),
+        // no such route or method
+        ("GET", "/api/v1/nope".into(), None),
+        ("PUT", "/api/v1/training/sessions".into(), None),
+        ("DELETE", "/api/v1/health".into(), None),
+        ("GET", "/app/../../etc/passwd".into(), None),
+    ];
+    assert!(cases.len() >= 40, "the issue asks for at least 40 kinds");
+    let mut bad = Vec::new();
+    for (method, path, body) in &cases {
+        let r = d.client.raw(method.parse().unwrap(), path, &[("content-type", "application/json")], body.clone().unwrap_or_default()).await.unwrap();
+        let json_body = r.header("content-type").is_some_and(|c| c.starts_with("application/json")) && r.json().get("detail").is_some_and(|v| v.is_string());
+        if !(400..500).contains(&r.status) || !json_body {
+            bad.push(format!("{method} {} → {} {}", &path[..path.len().min(120)], r.status, String::from_utf8_lossy(&r.body[..r.body.len().min(200)])));
+        }
+    }
+    assert!(bad.is_empty(), "{} of {} malformed requests were not answered 4xx + JSON detail:\n{}", bad.len(), cases.len(), bad.join("\n"));
+    let h = d.get("/api/v1/health").await.body;
+    assert_eq!((&h["status"], &h["catalogOk"], &h["problems"]), (&json!("ok"), &json!(true), &health_before["problems"]), "no new problem: {h}");
+    let (sessions, _) = d.catalog().await.list_sessions(None, 100, 0).await.unwrap();
+    assert_eq!(sessions.len(), 1, "nothing created: {sessions:?}");
+    assert_eq!(d.get(&format!("/api/v1/training/sessions/{id}")).await.body, before, "nothing changed");
+}

@@ -42,6 +42,8 @@ pub(crate) fn render_pipeline(p: &PipelineStatus, points: Option<u64>) -> String
     let mut m = Metrics(&mut out);
     m.family("pixdex_pipeline_running", "gauge", "1 when the pipeline runs, 0 when it is disabled (health says why).");
     m.sample("pixdex_pipeline_running", &[], if p.running { 1.0 } else { 0.0 });
+    m.family("pixdex_pipeline_waiting", "gauge", "1 while writing waits for the vector store or the catalog to come back (nothing fails meanwhile).");
+    m.sample("pixdex_pipeline_waiting", &[], if p.waiting_for.is_some() { 1.0 } else { 0.0 });
     m.family("pixdex_pipeline_batch_size", "gauge", "Images per model batch.");
     m.sample("pixdex_pipeline_batch_size", &[], p.batch_size as f64);
     m.family("pixdex_images_completed_total", "counter", "Jobs the pipeline completed since the daemon started.");
@@ -120,6 +122,7 @@ mod tests {
             jpeg_decoder: "libjpeg-turbo",
             vector_store: None,
             images_per_second: 12.5,
+            waiting_for: Some("vector store unavailable".into()),
             completed: 40,
             stages: vec![stage("decode", 41), stage("embed", 40)],
         };
@@ -142,7 +145,8 @@ mod tests {
             value.parse::<f64>().unwrap_or_else(|_| panic!("value of {line}"));
             samples += 1;
         }
-        assert_eq!(samples, 4 + 7 * 2 + 1);
+        assert_eq!(samples, 5 + 7 * 2 + 1);
+        assert!(text.contains("pixdex_pipeline_waiting 1\n"), "{text}");
         assert!(text.contains("pixdex_stage_items_total{stage=\"decode\"} 41\n"), "{text}");
         assert!(text.contains("pixdex_stage_busy_seconds_total{stage=\"embed\"} 1.5\n"), "{text}");
         assert!(text.contains("pixdex_images_per_second 12.5\n"), "{text}");

@@ -1,0 +1,32 @@
+//! Fault injection for the test suite: `PIXDEX_FAILPOINT=<stage>:<substring>` makes a pipeline
+//! stage (`resize`, `embed`, `write`) panic on a job whose path contains the substring, so the
+//! tests can prove that a panicking stage fails only the item in hand and keeps running. Read
+//! once at first use; unset (the normal case) it costs one `OnceLock` read per item.
+
+use std::sync::OnceLock;
+
+static POINT: OnceLock<Option<(String, String)>> = OnceLock::new();
+
+fn point() -> &'static Option<(String, String)> {
+    POINT.get_or_init(|| {
+        let v = std::env::var("PIXDEX_FAILPOINT").ok()?;
+        let (stage, needle) = v.split_once(':')?;
+        tracing::warn!(stage, needle, "PIXDEX_FAILPOINT is set: this stage will panic on matching files (a test hook)");
+        Some((stage.to_string(), needle.to_string()))
+    })
+}
+
+/// Panic here when the failpoint names this stage and the path matches.
+pub fn check(stage: &str, path: &str) {
+    if let Some((s, needle)) = point()
+        && s == stage
+        && path.contains(needle.as_str())
+    {
+        panic!("failpoint: {stage} stage on {path}");
+    }
+}
+
+/// The message of a caught panic.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into())
+}
