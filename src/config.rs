@@ -62,6 +62,13 @@ pub struct RawPipeline {
     pub lease_secs: u64,
     /// Claims of one job before it is given up as failed (each ended with its worker dead).
     pub max_attempts: u32,
+    /// Decoded pixels in flight across all decoders (pipeline, search, thumbnails), in MB.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u64,
+}
+
+fn default_memory_mb() -> u64 {
+    1024
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -211,6 +218,7 @@ impl Default for RawConfig {
                 max_file_bytes: 200 * 1024 * 1024,
                 lease_secs: 600,
                 max_attempts: 3,
+                memory_mb: default_memory_mb(),
             },
             vectors: RawVectors {
                 backend: "embedded".into(),
@@ -299,6 +307,7 @@ pub struct PipelineSettings {
     pub max_file_bytes: u64,
     pub lease: Duration,
     pub max_attempts: u32,
+    pub memory_mb: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -464,6 +473,9 @@ impl Config {
                 return Err(invalid(key, "must be at least 1".into()));
             }
         }
+        if p.memory_mb < 16 {
+            return Err(invalid("pipeline.memory_mb", format!("{} MB cannot hold even one decoded photo; use at least 16 (default 1024)", p.memory_mb)));
+        }
         if p.max_attempts == 0 {
             return Err(invalid("pipeline.max_attempts", "must be at least 1".into()));
         }
@@ -553,6 +565,7 @@ impl Config {
                 max_file_bytes: p.max_file_bytes,
                 lease: Duration::from_secs(p.lease_secs),
                 max_attempts: p.max_attempts,
+                memory_mb: p.memory_mb,
             },
             vectors: VectorSettings {
                 embedded,

@@ -104,14 +104,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (shutdown, _) = broadcast::channel::<()>(1);
     // The pipeline needs the model; without its weights the daemon still catalogues and
     // watches, and says what to run.
-    let (pipeline, search_model) = start_pipeline(&cfg, &catalog, &store, &owner).await;
-    let search = Search::new(
-        store.clone(),
-        catalog.clone(),
-        Arc::new(Library::new(cfg.library.clone())),
-        search_model,
-        crate::decode::DecodeLimits { max_megapixels: cfg.pipeline.max_megapixels, max_file_bytes: cfg.pipeline.max_file_bytes, target: 224 },
-    );
+    // One memory budget for every decoder: pipeline, search by image, thumbnails.
+    let budget = crate::decode::MemoryBudget::new(cfg.pipeline.memory_mb * 1024 * 1024);
+    let (pipeline, search_model) = start_pipeline(&cfg, &catalog, &store, &owner, &budget).await;
+    let search = Search::new(store.clone(), catalog.clone(), Arc::new(Library::new(cfg.library.clone())), search_model, decode_limits(&cfg, &budget));
     sessions.attach_pipeline(pipeline.clone());
     let events = crate::events::Events::start(sessions.clone(), pipeline.clone(), watcher.clone(), shutdown.subscribe());
     let state = Arc::new(AppState {
@@ -119,10 +115,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         watcher: watcher.clone(),
         pipeline: pipeline.clone(),
         search,
-        thumbs: crate::thumbs::Thumbs::new(
-            &cfg.data_dir,
-            &crate::decode::DecodeLimits { max_megapixels: cfg.pipeline.max_megapixels, max_file_bytes: cfg.pipeline.max_file_bytes, target: 224 },
-        ),
+        thumbs: crate::thumbs::Thumbs::new(&cfg.data_dir, &decode_limits(&cfg, &budget)),
         events,
         version: env!("CARGO_PKG_VERSION"),
         max_upload_bytes: cfg.web.max_upload_bytes,
@@ -331,6 +324,7 @@ async fn start_pipeline(
     catalog: &Catalog,
     store: &VectorStore,
     owner: &str,
+    budget: &Arc<crate::decode::MemoryBudget>,
 ) -> (Pipeline, Result<Arc<std::sync::Mutex<crate::embed::Embedder>>, String>) {
     let device: crate::embed::DeviceChoice = cfg.model.device.parse().unwrap_or_default();
     let weights = cfg.model.weights.clone();
@@ -360,11 +354,21 @@ async fn start_pipeline(
         claim_batch: cfg.pipeline.batch_size * 2,
         lease: cfg.pipeline.lease,
         max_attempts: cfg.pipeline.max_attempts as i64,
-        limits: crate::decode::DecodeLimits { max_megapixels: cfg.pipeline.max_megapixels, max_file_bytes: cfg.pipeline.max_file_bytes, target: 224 },
+        limits: decode_limits(cfg, budget),
         owner: owner.to_string(),
     };
     let p = Pipeline::start(pcfg, embedder, store.clone(), catalog.clone(), tokio::runtime::Handle::current());
     (p, Ok(Arc::new(std::sync::Mutex::new(search))))
+}
+
+/// The decode limits from the config, sharing the daemon's one memory budget.
+fn decode_limits(cfg: &Config, budget: &Arc<crate::decode::MemoryBudget>) -> crate::decode::DecodeLimits {
+    crate::decode::DecodeLimits {
+        max_megapixels: cfg.pipeline.max_megapixels,
+        max_file_bytes: cfg.pipeline.max_file_bytes,
+        target: 224,
+        memory: crate::decode::Budget(Some(budget.clone())),
+    }
 }
 
 /// Keeps vectors in step with the catalog when the watcher removes or moves assets.

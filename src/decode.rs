@@ -18,7 +18,9 @@ use std::io::{Cursor, ErrorKind, Read};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
+mod budget;
 mod turbo;
+pub use budget::{Budget, MemoryBudget, Reservation};
 pub use turbo::backend as jpeg_backend;
 
 /// Limits applied while decoding (`pipeline.*` in the configuration).
@@ -30,11 +32,24 @@ pub struct DecodeLimits {
     pub max_file_bytes: u64,
     /// Side of the model input; decoders keep the shorter side ≥ this when they downscale.
     pub target: u32,
+    /// `pipeline.memory_mb`: decoded pixels in flight across every decoder sharing it.
+    pub memory: Budget,
 }
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        Self { max_megapixels: 100.0, max_file_bytes: 200 * 1024 * 1024, target: 224 }
+        Self { max_megapixels: 100.0, max_file_bytes: 200 * 1024 * 1024, target: 224, memory: Budget::default() }
+    }
+}
+
+impl DecodeLimits {
+    /// Reserve `bytes` of the memory budget for one decode (waiting for room), or refuse an
+    /// image that could never fit.
+    fn reserve(&self, path: &Path, width: u32, height: u32, bytes: u64) -> Result<Reservation, DecodeError> {
+        match &self.memory.0 {
+            None => Ok(Reservation::none()),
+            Some(b) => b.reserve(bytes).map_err(|total| DecodeError::OverBudget { path: path.to_path_buf(), width, height, bytes, total }),
+        }
     }
 }
 
@@ -88,6 +103,11 @@ pub enum DecodeError {
         megapixels(.width, .height)
     )]
     Bomb { path: PathBuf, width: u32, height: u32, limit_mp: f64 },
+    #[error(
+        "{}: decoding this {width}x{height} image needs about {} MB, more than the whole decode memory budget of {} MB (pipeline.memory_mb); raise it, or shrink the image",
+        .path.display(), .bytes / 1_000_000, .total / 1_000_000
+    )]
+    OverBudget { path: PathBuf, width: u32, height: u32, bytes: u64, total: u64 },
     #[error("{}: the image data is truncated (the file ends before the image does)", .path.display())]
     Truncated { path: PathBuf },
     #[error("{}: unsupported image: {what}", .path.display())]
@@ -234,6 +254,13 @@ fn decode_jpeg(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<Decod
     let info = dec.info().ok_or_else(|| DecodeError::Corrupt { path: path.to_path_buf(), reason: "no frame header".into() })?;
     let (ow, oh) = (info.width as u32, info.height as u32);
     check_bomb(path, ow, oh, limits)?;
+    // DCT scaling decodes at M/8 of the size (the smallest M keeping the short side ≥ target);
+    // lossless JPEGs decode at full size. 3 bytes per pixel out, as much again in working rows.
+    let short = ow.min(oh).max(1) as u64;
+    let m =
+        if info.coding_process == jpeg_decoder::CodingProcess::Lossless { 8 } else { (1..=8u64).find(|m| short * m / 8 >= limits.target as u64).unwrap_or(8) };
+    let pixels = (ow as u64 * m / 8 + 1) * (oh as u64 * m / 8 + 1);
+    let _reserved = limits.reserve(path, ow, oh, pixels * 6)?;
 
     // libjpeg-turbo first (lossless JPEGs it cannot read; jpeg-decoder keeps them at full size).
     if info.coding_process != jpeg_decoder::CodingProcess::Lossless {
@@ -414,6 +441,8 @@ fn decode_with_image(bytes: &[u8], format: Format, path: &Path, limits: &DecodeL
     let mut decoder = reader.into_decoder().map_err(|e| image_error(path, e))?;
     let (ow, oh) = decoder.dimensions();
     check_bomb(path, ow, oh, limits)?;
+    // Full-size decode: the decoder's own pixels (RGBA8 … RGBA16) plus the RGB8 copy.
+    let _reserved = limits.reserve(path, ow, oh, decoder.total_bytes() + ow as u64 * oh as u64 * 3)?;
     let orientation = decoder.orientation().ok();
     let dynamic = image::DynamicImage::from_decoder(decoder).map_err(|e| image_error(path, e))?;
     let rgb = dynamic.into_rgb8();
@@ -771,5 +800,30 @@ mod tests {
         let mut bad = b"MM\0\x2a".to_vec();
         bad.extend_from_slice(&0xFFFF_FFF0u32.to_be_bytes());
         assert_eq!(exif_orientation(&bad), None);
+    }
+
+    #[test]
+    fn memory_budget_bounds_decodes_in_flight() {
+        let img = image::RgbImage::from_fn(1000, 800, |x, y| image::Rgb([x as u8, y as u8, (x ^ y) as u8]));
+        let mut png = Vec::new();
+        img.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        // A full-size PNG decode holds its RGB8 output and the RGB copy: ~4.8 MB here.
+        let tight = DecodeLimits { memory: Budget(Some(MemoryBudget::new(4_000_000))), ..DecodeLimits::default() };
+        let e = decode_bytes(&png, "big.png", &tight).unwrap_err();
+        assert!(matches!(e, DecodeError::OverBudget { .. }), "{e:?}");
+        assert!(e.to_string().contains("pipeline.memory_mb") && e.to_string().contains("1000x800"), "{e}");
+        // Room for two at once: four decoders take turns, never over the budget.
+        let b = MemoryBudget::new(10_000_000);
+        let limits = DecodeLimits { memory: Budget(Some(b.clone())), ..DecodeLimits::default() };
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..3 {
+                        decode_bytes(&png, "big.png", &limits).unwrap();
+                    }
+                });
+            }
+        });
+        assert!(b.peak() <= 10_000_000 && b.peak() >= 4_800_000, "peak {}", b.peak());
     }
 }

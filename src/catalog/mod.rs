@@ -689,10 +689,20 @@ impl Catalog {
 
     /// Fail one leased job with a reason; the session goes on. A stale lease changes nothing.
     pub async fn fail_job(&self, owner: &str, lease: Lease, reason: &str) -> Result<()> {
+        self.end_job(owner, lease, JobStatus::Failed, reason).await
+    }
+
+    /// Skip one leased job with the reason (its file vanished before it could be read: not an
+    /// error of the image, nothing to retry).
+    pub async fn skip_job(&self, owner: &str, lease: Lease, reason: &str) -> Result<()> {
+        self.end_job(owner, lease, JobStatus::Skipped, reason).await
+    }
+
+    async fn end_job(&self, owner: &str, lease: Lease, status: JobStatus, reason: &str) -> Result<()> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
-            "UPDATE training_jobs SET status = 'failed', error_message = $1, completed_at = $2, updated_at = $2, \
+            "UPDATE training_jobs SET status = $6, error_message = $1, completed_at = $2, updated_at = $2, \
              lease_owner = NULL, lease_expires_at = NULL WHERE id = $3 AND status = 'running' AND lease_owner = $4 AND lease_token = $5 \
              RETURNING session_id",
         )
@@ -701,6 +711,7 @@ impl Catalog {
         .bind(lease.job_id)
         .bind(owner)
         .bind(lease.token)
+        .bind(status.as_str())
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = row {

@@ -15,7 +15,12 @@ pub fn run(cfg: &Config, files: &[PathBuf], json: bool) -> Result<u8, String> {
     }
     let device: DeviceChoice = cfg.model.device.parse().map_err(|e: super::EmbedError| e.to_string())?;
     let embedder = Embedder::load(&cfg.model.weights, device, 1).map_err(|e| e.to_string())?;
-    let limits = DecodeLimits { max_megapixels: cfg.pipeline.max_megapixels, max_file_bytes: cfg.pipeline.max_file_bytes, target: 224 };
+    let limits = DecodeLimits {
+        max_megapixels: cfg.pipeline.max_megapixels,
+        max_file_bytes: cfg.pipeline.max_file_bytes,
+        target: 224,
+        memory: crate::decode::Budget(Some(crate::decode::MemoryBudget::new(cfg.pipeline.memory_mb * 1024 * 1024))),
+    };
     let mut failed = false;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

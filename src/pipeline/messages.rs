@@ -34,7 +34,7 @@ impl Prepared {
 impl Outcome {
     pub fn job(&self) -> &ClaimedJob {
         match self {
-            Outcome::Embedded { job, .. } | Outcome::Failed { job, .. } => job,
+            Outcome::Embedded { job, .. } | Outcome::Failed { job, .. } | Outcome::Skipped { job, .. } => job,
         }
     }
 }
@@ -49,6 +49,11 @@ pub enum Outcome {
     },
     /// The job's own fault (bad file): it fails, the session goes on.
     Failed {
+        job: ClaimedJob,
+        reason: String,
+    },
+    /// Nothing to do: the file vanished (deleted or moved away) before it could be read.
+    Skipped {
         job: ClaimedJob,
         reason: String,
     },

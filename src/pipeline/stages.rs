@@ -184,6 +184,11 @@ impl Decoder {
             self.shared.decode.busy(t, 1);
             let sent = match r {
                 Ok(Ok(d)) => self.out.send(Decoded { job, image: d.image, original: (d.original_width, d.original_height) }).is_ok(),
+                Ok(Err(e @ crate::decode::DecodeError::Vanished { .. })) => {
+                    // Deleted or moved away since it was claimed: nothing to index, no error.
+                    let reason = format!("{e}; nothing to index (if it moved, the watcher queues it under its new path)");
+                    self.fail.send(Outcome::Skipped { job, reason }).is_ok()
+                }
                 Ok(Err(e)) => {
                     self.shared.decode.failures.fetch_add(1, Ordering::Relaxed);
                     self.fail.send(Outcome::Failed { job, reason: e.to_string() }).is_ok()
@@ -424,6 +429,10 @@ impl Writer {
                 Outcome::Failed { job, reason } => {
                     self.shared.write.failures.fetch_add(1, Ordering::Relaxed);
                     self.fail(&job, &reason);
+                }
+                Outcome::Skipped { job, reason } => {
+                    self.catalog_call("recording a skipped job", || self.catalog.skip_job(&self.owner, job.lease(), &reason));
+                    self.shared.release(&job);
                 }
                 Outcome::Embedded { job, embedding, .. } if !embedding.vector.iter().all(|x| x.is_finite()) => {
                     // This image's fault, not its batch's: fail its job alone.

@@ -46,6 +46,8 @@ pub(super) struct Worker {
     /// Renames the watcher paired (from, to), applied with the next batch that covers them.
     hints: Vec<(PathBuf, PathBuf)>,
     next_rescan: Instant,
+    /// Consecutive failed catalog applies (backoff for the retries of a kept dirty set).
+    failed_applies: u32,
     /// Directories that exist but could not be read at their last look: error, since when (ms).
     unreadable: BTreeMap<PathBuf, (String, i64)>,
 }
@@ -80,6 +82,7 @@ impl Worker {
             hints: Vec::new(),
             next_rescan: Instant::now(),
             unreadable: BTreeMap::new(),
+            failed_applies: 0,
         }
     }
 
@@ -181,8 +184,21 @@ impl Worker {
         let (hints, keep): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.hints).into_iter().partition(|(a, b)| !self.dirty.contains_key(a) && !self.dirty.contains_key(b));
         self.hints = keep;
-        if let Err(e) = self.process(ready, hints, JobsFor::Live, 2) {
-            tracing::error!(error = %e, "applying filesystem changes failed; the next reconcile retries");
+        if let Err(e) = self.process(ready.clone(), hints.clone(), JobsFor::Live, 2) {
+            // The catalog refused (down, locked): keep the changes and try them again, backing
+            // off, instead of waiting for the next full reconcile.
+            self.failed_applies += 1;
+            let wait = Duration::from_millis(250 * (1 << self.failed_applies.min(7)));
+            tracing::warn!(error = %e, paths = ready.len(), retry_in_ms = wait.as_millis() as u64, "applying filesystem changes failed; keeping them to retry");
+            // Marked dirty as of now + wait − settle, so they are ready again after `wait`.
+            let again = Instant::now() + wait;
+            let at = again.checked_sub(settle).unwrap_or_else(Instant::now);
+            for p in ready {
+                self.dirty.entry(p).or_insert(at);
+            }
+            self.hints.extend(hints);
+        } else {
+            self.failed_applies = 0;
         }
     }
 

@@ -380,3 +380,22 @@ async fn unreadable_folder_is_not_an_empty_one() {
     assert_eq!((s["status"].as_str(), s["processedImages"].as_i64()), (Some("completed"), Some(4)), "nothing re-embedded: {s:?}");
     assert_eq!(points().await, Some(4));
 }
+
+/// The catalog is locked (another writer holds it) while new files arrive: the apply fails,
+/// the watcher keeps those changes and retries them with backoff — they are catalogued once
+/// the lock goes, without waiting for a full reconcile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_apply_is_kept_and_retried() {
+    use sqlx::Connection;
+    let d = TestDaemon::start(Db::Sqlite, "", |root| write_images(root, "a", 1, "png")).await;
+    until_paths(&d, &["a/img000.png"]).await;
+    let mut lock = sqlx::SqliteConnection::connect(&d.catalog_url).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE").execute(&mut lock).await.unwrap();
+    write(&d.root.join("a/late.png"), &[PNG, &[7u8; 3]].concat());
+    // Held past the daemon's busy timeout, so its apply fails.
+    assert!(eventually(30, || async { d.log().contains("keeping them to retry") }).await, "{}", d.log());
+    sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+    lock.close().await.unwrap();
+    until_paths(&d, &["a/img000.png", "a/late.png"]).await;
+    assert_eq!(d.get("/api/v1/training/watcher").await.body["reconciles"], 1, "caught up by the retry, not by a full reconcile");
+}
