@@ -89,6 +89,13 @@ pub struct RawVectors {
     /// Qdrant cluster: shards of the collection when pixdex creates it (default: the server's).
     #[serde(default)]
     pub shard_number: Option<u32>,
+    /// Embedded: free space kept on the vectors' filesystem, in MB; below it writing pauses.
+    #[serde(default = "default_min_free_mb")]
+    pub min_free_mb: u64,
+}
+
+fn default_min_free_mb() -> u64 {
+    256
 }
 
 fn one() -> u32 {
@@ -228,6 +235,7 @@ impl Default for RawConfig {
                 collection_prefix: "pixdex".into(),
                 replication_factor: 1,
                 shard_number: None,
+                min_free_mb: default_min_free_mb(),
             },
             sessions: vec![],
         }
@@ -320,6 +328,7 @@ pub struct VectorSettings {
     pub collection_prefix: String,
     pub replication_factor: u32,
     pub shard_number: Option<u32>,
+    pub min_free_mb: u64,
 }
 
 /// What the scanner needs to know: which trees, which files, which names to skip.
@@ -575,6 +584,7 @@ impl Config {
                 collection_prefix: v.collection_prefix.clone(),
                 replication_factor: v.replication_factor,
                 shard_number: v.shard_number,
+                min_free_mb: v.min_free_mb,
             },
             sessions,
         })

@@ -307,6 +307,7 @@ fn vectors_config(cfg: &Config) -> VectorsConfig {
     let mut v = VectorsConfig::embedded(&cfg.data_dir);
     v.path = cfg.vectors.path.clone();
     v.collection_prefix = cfg.vectors.collection_prefix.clone();
+    v.min_free_bytes = cfg.vectors.min_free_mb * 1024 * 1024;
     if !cfg.vectors.embedded {
         v.backend = crate::vectors::Backend::Qdrant;
         v.url = cfg.vectors.url.clone();

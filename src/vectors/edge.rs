@@ -49,6 +49,8 @@ pub(super) struct EdgeStore {
     shared: Arc<Shared>,
     dir: PathBuf,
     dim: usize,
+    /// `vectors.min_free_mb` in bytes (0: no check).
+    min_free: u64,
 }
 
 fn op_err(e: OperationError) -> VectorError {
@@ -62,6 +64,16 @@ fn op_err(e: OperationError) -> VectorError {
 fn join_err(e: tokio::task::JoinError) -> VectorError {
     let what = if e.is_panic() { "panicked" } else { "was cancelled" };
     VectorError::Backend { backend: Backend::Embedded, message: format!("qdrant-edge call {what}: {e}") }
+}
+
+/// Bytes available to this (unprivileged) process on the filesystem holding `dir`.
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (r == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 fn io_err(path: PathBuf) -> impl FnOnce(std::io::Error) -> VectorError {
@@ -148,7 +160,7 @@ impl EdgeStore {
         let dir = cfg.path.join(format!("{}-{}-{}", sanitize_name(&cfg.collection_prefix), sanitize_name(model), dim));
         let d = dir.clone();
         let shared = tokio::task::spawn_blocking(move || open_blocking(d, dim)).await.map_err(join_err)??;
-        Ok(Self { shared: Arc::new(shared), dir, dim })
+        Ok(Self { shared: Arc::new(shared), dir, dim, min_free: cfg.min_free_bytes })
     }
 
     pub(super) fn dim(&self) -> usize {
@@ -192,7 +204,27 @@ impl EdgeStore {
     }
 
     async fn update(&self, op: UpdateOperation) -> Result<(), VectorError> {
+        self.check_space()?;
         self.write(move |s| s.update(op).map_err(op_err)).await
+    }
+
+    /// Refuse to write (a retryable "storage full") while the filesystem holding the shard has
+    /// less than `vectors.min_free_mb` free: the shard's files are memory-mapped, and a write
+    /// through a mapping onto a full disk is a SIGBUS that kills the daemon, not an error.
+    fn check_space(&self) -> Result<(), VectorError> {
+        if self.min_free == 0 {
+            return Ok(());
+        }
+        let Some(free) = free_bytes(&self.dir) else { return Ok(()) };
+        if free >= self.min_free {
+            return Ok(());
+        }
+        let msg = format!(
+            "disk almost full: {} MB free, below the {} MB kept free (vectors.min_free_mb); writing pauses until space is freed",
+            free / (1024 * 1024),
+            self.min_free / (1024 * 1024)
+        );
+        Err(VectorError::Io { path: self.dir.clone(), source: std::io::Error::new(std::io::ErrorKind::StorageFull, msg) })
     }
 
     pub(super) async fn upsert(&self, points: Vec<Point>) -> Result<(), VectorError> {

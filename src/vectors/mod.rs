@@ -85,6 +85,15 @@ pub struct VectorsConfig {
     pub replication_factor: Option<u32>,
     #[serde(default)]
     pub shard_number: Option<u32>,
+    /// Embedded: free space (bytes) kept on the store's filesystem. Below it, writes pause
+    /// (retried, nothing fails) instead of running the disk full: the store maps its files
+    /// into memory, and a full disk under a mapping kills the process (SIGBUS).
+    #[serde(default = "default_min_free")]
+    pub min_free_bytes: u64,
+}
+
+fn default_min_free() -> u64 {
+    256 * 1024 * 1024
 }
 
 fn default_prefix() -> String {
@@ -102,6 +111,7 @@ impl VectorsConfig {
             collection_prefix: default_prefix(),
             replication_factor: None,
             shard_number: None,
+            min_free_bytes: default_min_free(),
         }
     }
 }

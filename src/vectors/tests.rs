@@ -369,6 +369,7 @@ async fn remote_store_end_to_end() {
         collection_prefix: format!("pixdextest{}x{nonce}", std::process::id()),
         replication_factor: None,
         shard_number: None,
+        min_free_bytes: 0,
     };
     let store = VectorStore::open(&cfg, "efficientnet-lite0", DIM).await.unwrap();
     println!("remote tests against {}", store.describe());

@@ -284,3 +284,63 @@ async fn vector_store_down_at_start_waits() {
     assert!(progress().await.get("waitingFor").is_none());
     q.kill();
 }
+
+/// The data directory fills up (ENOSPC, on a small tmpfs) mid-session: writing pauses and
+/// retries — no job fails — and once space returns the session completes with every vector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_pauses_then_resumes() {
+    const N: usize = 120;
+    // 16 MB kept free on a 64 MB disk.
+    let toml = format!("{}\n[vectors]\nmin_free_mb = 16\n", model_toml(4));
+    let mut d = TestDaemon::prepare(Db::Sqlite, &toml, "", |root| {
+        for i in 0..N {
+            noise_png(&root.join(format!("f/n{i:02}.png")), 96, 72, i as u32 + 200);
+        }
+    })
+    .await;
+    let data = d.dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"]).arg(&data).status().is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED faults::disk_full_pauses_then_resumes: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(data.clone());
+    d.respawn().await;
+    let id = d.create(json!({"name": "full", "rootPath": d.root.display().to_string()})).await;
+    assert_eq!(d.action(id, "start").await.status, 200);
+    assert!(eventually(60, || async { d.session(id).await["processedImages"].as_i64().unwrap_or(0) >= 4 }).await, "{}", d.log());
+    // Fill the disk to the last byte.
+    let filler = data.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 1 << 16];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.flush();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(d.client.get("/api/v1/health").await.is_ok(), "the daemon died on a full disk:\n{}", d.log());
+    let stuck = d.session(id).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let s = d.session(id).await;
+    assert_eq!((s["status"].as_str(), s["failedImages"].as_i64()), (Some("running"), Some(0)), "a full disk must fail nothing: {s}\n{}", d.log());
+    assert!(s["processedImages"].as_i64() < Some(N as i64), "stopped mid-run by the full disk: {s}");
+    assert_eq!(s["processedImages"], stuck["processedImages"], "nothing completes while the disk is full");
+    assert!(d.log().contains("disk almost full") && d.log().contains("vectors.min_free_mb"), "the wait names the cause:\n{}", d.log());
+    let w = d.get(&format!("/api/v1/training/sessions/{id}/progress")).await.body;
+    assert!(w["waitingFor"].as_str().is_some_and(|w| w.contains("disk almost full")), "{w}");
+    std::fs::remove_file(&filler).unwrap();
+    let done = eventually(120, || async { d.session(id).await["status"] == "completed" }).await;
+    let s = d.session(id).await;
+    assert!(done, "{s}\n{}", d.log());
+    assert_eq!((s["processedImages"].as_i64(), s["failedImages"].as_i64()), (Some(N as i64), Some(0)), "{s}");
+    assert_eq!(d.get("/api/v1/training/pipeline").await.body["points"], N);
+    d.stop();
+}
