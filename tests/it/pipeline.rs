@@ -367,3 +367,39 @@ async fn sigterm_under_load_exits_promptly() {
     assert_eq!((s["processedImages"].as_i64(), s["failedImages"].as_i64()), (Some(200), Some(0)), "{s}");
     assert_eq!(d.get("/api/v1/training/pipeline").await.body["points"], 200);
 }
+
+/// kill -9 at 20 points of one session (delays from a fixed pseudo-random sequence), then a
+/// last restart: every image indexed, one point per image, nothing failed — on SQLite and on
+/// PostgreSQL. (`max_attempts` is raised: each kill is a death while holding the jobs in
+/// flight, which the crash-loop guard would otherwise count against them.)
+both_backends!(kill_9_at_20_points, kill_9_body);
+async fn kill_9_body(db: Db) {
+    const N: i64 = 240;
+    let toml = format!("{}max_attempts = 100\n", model_toml(4));
+    let mut d = TestDaemon::start(db, &toml, |r| many(r, N as u32)).await;
+    let id = d.create(json!({"name": "kills", "rootPath": d.root.display().to_string()})).await;
+    assert_eq!(d.action(id, "start").await.status, 200);
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut kills = 0;
+    for _ in 0..20 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let ms = 150 + seed % 600;
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        if d.session(id).await["status"] == "completed" {
+            break;
+        }
+        d.kill();
+        kills += 1;
+        d.respawn().await;
+    }
+    assert!(kills >= 10, "only {kills} kills landed before the session ended: make it longer");
+    let s = wait_status(&d, id, "completed", 240).await;
+    assert_eq!((s["processedImages"].as_i64(), s["failedImages"].as_i64(), s["totalImages"].as_i64()), (Some(N), Some(0), Some(N)), "after {kills} kills: {s}");
+    let p = d.get("/api/v1/training/pipeline").await.body;
+    assert_eq!(p["points"], N, "no point lost or duplicated after {kills} kills: {p}");
+    let cat = d.catalog().await;
+    assert_eq!(cat.all_assets().await.unwrap().len() as i64, N);
+    cat.close().await;
+}
