@@ -9,6 +9,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod decode;
 pub mod embed;
+pub mod error;
 pub mod events;
 pub mod failpoint;
 pub mod library;

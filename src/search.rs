@@ -32,9 +32,23 @@ pub enum SearchError {
     Internal(String),
 }
 
+impl crate::error::Classify for SearchError {
+    fn cause(&self) -> crate::error::Cause {
+        use crate::error::Cause;
+        match self {
+            SearchError::BadRequest(_) => Cause::UserInput,
+            SearchError::NotFound(_) => Cause::NotFound,
+            SearchError::Forbidden(_) => Cause::Forbidden,
+            SearchError::Unavailable(_) => Cause::Transient,
+            SearchError::Internal(_) => Cause::Bug,
+        }
+    }
+}
+
 /// A vector store error by cause: unavailable (retry shortly: 503) or a bug (500).
 fn store_err(e: crate::vectors::VectorError) -> SearchError {
-    if e.is_retryable() {
+    use crate::error::Classify;
+    if e.cause().is_transient() {
         SearchError::Unavailable(format!("the vector store is unavailable ({e}); retry shortly"))
     } else {
         SearchError::Internal(e.to_string())

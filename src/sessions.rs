@@ -38,6 +38,20 @@ pub enum SessionError {
     Internal(String),
 }
 
+impl crate::error::Classify for SessionError {
+    fn cause(&self) -> crate::error::Cause {
+        use crate::error::Cause;
+        match self {
+            SessionError::BadRequest(_) | SessionError::NotAdmissible(_) => Cause::UserInput,
+            SessionError::Forbidden(_) => Cause::Forbidden,
+            SessionError::NotFound(_) => Cause::NotFound,
+            SessionError::Conflict { .. } => Cause::Conflict,
+            SessionError::Catalog(e) => e.cause(),
+            SessionError::Internal(_) => Cause::Bug,
+        }
+    }
+}
+
 impl From<CatalogError> for SessionError {
     fn from(e: CatalogError) -> Self {
         match e {

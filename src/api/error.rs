@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::error::{Cause, Classify};
 use crate::model::{Action, SessionStatus};
 use crate::sessions::SessionError;
 
@@ -32,18 +33,35 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl ApiError {
+    /// The one place a cause becomes a status: 400 / 403 / 404 / 409 / 503 (+ Retry-After) /
+    /// 500. Errors with more to say (a conflict's allowed actions, admission diagnostics) are
+    /// answered by their own `From` first.
+    pub fn by_cause<E: Classify + std::fmt::Display>(e: &E) -> ApiError {
+        let detail = e.to_string();
+        match e.cause() {
+            Cause::UserInput => ApiError::BadRequest(detail),
+            Cause::Forbidden => ApiError::Forbidden(detail),
+            Cause::NotFound => ApiError::NotFound(detail),
+            Cause::Conflict => ApiError::Conflict { detail, current: None, allowed: vec![] },
+            Cause::Transient => {
+                tracing::warn!(error = %detail, "request refused for now: a dependency is unavailable");
+                ApiError::Unavailable(detail)
+            }
+            Cause::Bug => {
+                tracing::error!(error = %detail, "request failed");
+                ApiError::Internal(detail)
+            }
+        }
+    }
+}
+
 impl From<SessionError> for ApiError {
     fn from(e: SessionError) -> Self {
         match e {
-            SessionError::BadRequest(m) => ApiError::BadRequest(m),
-            SessionError::Forbidden(m) => ApiError::Forbidden(m),
-            SessionError::NotFound(m) => ApiError::NotFound(m),
             SessionError::Conflict { detail, current, allowed } => ApiError::Conflict { detail, current, allowed },
             SessionError::NotAdmissible(a) => ApiError::Unprocessable(json!({"detail": a.detail, "canStart": false, "diagnostics": a.diagnostics})),
-            e @ (SessionError::Catalog(_) | SessionError::Internal(_)) => {
-                tracing::error!(error = %e, "request failed");
-                ApiError::Internal(e.to_string())
-            }
+            e => ApiError::by_cause(&e),
         }
     }
 }
@@ -69,6 +87,11 @@ impl IntoResponse for ApiError {
         if let Some(d) = body.get("detail").and_then(|d| d.as_str()).map(str::to_string) {
             body["message"] = Value::String(d);
         }
-        (code, Json(body)).into_response()
+        let mut resp = (code, Json(body)).into_response();
+        if code == StatusCode::SERVICE_UNAVAILABLE {
+            // Transient: worth retrying soon.
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+        }
+        resp
     }
 }

@@ -73,6 +73,26 @@ pub struct Unreadable {
     pub since: String,
 }
 
+/// Why the watcher could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum WatcherError {
+    #[error("the watcher is busy with other scans; try again shortly")]
+    Busy,
+    #[error("the watcher stopped (the daemon is shutting down)")]
+    Stopped,
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
+}
+
+impl crate::error::Classify for WatcherError {
+    fn cause(&self) -> crate::error::Cause {
+        match self {
+            WatcherError::Busy | WatcherError::Stopped => crate::error::Cause::Transient,
+            WatcherError::Catalog(e) => e.cause(),
+        }
+    }
+}
+
 /// What an on-demand scan of one directory did.
 #[derive(Debug, Clone, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -94,7 +114,7 @@ pub(crate) enum Control {
     Scan {
         dir: PathBuf,
         auto_train: bool,
-        reply: tokio::sync::oneshot::Sender<Result<ScanReport, String>>,
+        reply: tokio::sync::oneshot::Sender<Result<ScanReport, WatcherError>>,
     },
     Shutdown,
 }
@@ -134,10 +154,13 @@ impl Watcher {
     }
 
     /// Reconcile one directory (inside the roots; the caller checks) right now.
-    pub async fn scan(&self, dir: PathBuf, auto_train: bool) -> Result<ScanReport, String> {
+    pub async fn scan(&self, dir: PathBuf, auto_train: bool) -> Result<ScanReport, WatcherError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.control.try_send(Control::Scan { dir, auto_train, reply }).map_err(|_| "the watcher is busy with other scans; try again shortly".to_string())?;
-        rx.await.map_err(|_| "the watcher stopped".to_string())?
+        self.control.try_send(Control::Scan { dir, auto_train, reply }).map_err(|e| match e {
+            crossbeam_channel::TrySendError::Full(_) => WatcherError::Busy,
+            crossbeam_channel::TrySendError::Disconnected(_) => WatcherError::Stopped,
+        })?;
+        rx.await.map_err(|_| WatcherError::Stopped)?
     }
 
     /// Stop the worker and wait for it (call from a blocking context or spawn_blocking).

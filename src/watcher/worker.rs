@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::intake::{self, Flags, RawEvent, RootWatch};
-use super::{AssetObserver, Control, ScanReport, WatcherStatus};
+use super::{AssetObserver, Control, ScanReport, WatcherError, WatcherStatus};
 use crate::catalog::{Catalog, JobTarget};
 use crate::library::Library;
 use crate::model::now_ms;
@@ -282,14 +282,14 @@ impl Worker {
             .collect();
     }
 
-    fn scan(&mut self, dir: PathBuf, auto_train: bool) -> Result<ScanReport, String> {
+    fn scan(&mut self, dir: PathBuf, auto_train: bool) -> Result<ScanReport, WatcherError> {
         let mut o = self.process(vec![dir.clone()], vec![], if auto_train { JobsFor::Any } else { JobsFor::Nothing }, 2)?;
         o.report.directory = dir.display().to_string();
         Ok(o.report)
     }
 
     /// Bring the catalog to the truth under `scopes` (files or directories).
-    fn process(&mut self, scopes: Vec<PathBuf>, hints: Vec<(PathBuf, PathBuf)>, jobs: JobsFor, threads: usize) -> Result<Outcome, String> {
+    fn process(&mut self, scopes: Vec<PathBuf>, hints: Vec<(PathBuf, PathBuf)>, jobs: JobsFor, threads: usize) -> Result<Outcome, WatcherError> {
         let settle_ms = self.settle().as_millis() as i64;
         let now = now_ms();
         let too_fresh = |m: i64| (0..settle_ms).contains(&(now - m));
@@ -345,7 +345,7 @@ impl Worker {
         self.note_unreadable(&kept, &unreadable);
         let mut known = Vec::new();
         for s in &kept {
-            let under = self.rt.block_on(self.catalog.assets_under(&s.to_string_lossy())).map_err(|e| e.to_string())?;
+            let under = self.rt.block_on(self.catalog.assets_under(&s.to_string_lossy()))?;
             known.extend(under);
         }
         // Files still being written are left alone (neither read nor deleted) and looked at again.
@@ -362,7 +362,7 @@ impl Worker {
         out.report.discovered = disk.len() as u64;
         out.report.settling = fresh.len() as u64;
         if !cs.is_empty() {
-            let applied = self.rt.block_on(self.catalog.apply_changes(&cs)).map_err(|e| e.to_string())?;
+            let applied = self.rt.block_on(self.catalog.apply_changes(&cs))?;
             if !cs.deletes.is_empty() {
                 self.observer.removed(&cs.deletes);
             }
@@ -371,18 +371,18 @@ impl Worker {
             }
             // A renamed folder stays what sessions selected.
             for (from, to) in &hint_strs {
-                self.rt.block_on(self.catalog.rename_subdirectories(from, to)).map_err(|e| e.to_string())?;
+                self.rt.block_on(self.catalog.rename_subdirectories(from, to))?;
             }
             let scope_strs: Vec<String> = kept.iter().map(|k| k.to_string_lossy().into_owned()).collect();
-            self.rt.block_on(self.catalog.recount_subdirectories(&scope_strs)).map_err(|e| e.to_string())?;
+            self.rt.block_on(self.catalog.recount_subdirectories(&scope_strs))?;
             out.report.created = applied.created;
             out.report.updated = applied.updated;
             out.report.renamed = applied.renamed;
             out.report.removed = applied.removed;
             if jobs != JobsFor::Nothing && !applied.touched.is_empty() {
-                let targets = self.rt.block_on(self.catalog.job_targets(jobs == JobsFor::Any)).map_err(|e| e.to_string())?;
+                let targets = self.rt.block_on(self.catalog.job_targets(jobs == JobsFor::Any))?;
                 let items = match_targets(&targets, &applied.touched);
-                out.report.jobs_queued = self.rt.block_on(self.catalog.queue_jobs(&items)).map_err(|e| e.to_string())?;
+                out.report.jobs_queued = self.rt.block_on(self.catalog.queue_jobs(&items))?;
             }
             tracing::debug!(
                 created = applied.created,

@@ -269,8 +269,8 @@ async fn vector_store_down_at_start_waits() {
         progress().await,
         d.log()
     );
-    let r = d.get("/api/v1/search/similar/1").await;
-    assert_eq!(r.status, 503, "{:?}", r.body);
+    let r = d.client.raw("GET".parse().unwrap(), "/api/v1/search/similar/1", &[], vec![]).await.unwrap();
+    assert_eq!((r.status, r.header("retry-after")), (503, Some("5")), "transient: 503 + Retry-After: {:?}", r.json());
     let s = d.session(id).await;
     assert_eq!((s["status"].as_str(), s["failedImages"].as_i64()), (Some("running"), Some(0)), "{s}");
     // The server comes up on the configured port: the waiting writes go through.

@@ -368,10 +368,10 @@ async fn sigterm_under_load_exits_promptly() {
     assert_eq!(d.get("/api/v1/training/pipeline").await.body["points"], 200);
 }
 
-/// kill -9 at 20 points of one session (delays from a fixed pseudo-random sequence), then a
-/// last restart: every image indexed, one point per image, nothing failed — on SQLite and on
-/// PostgreSQL. (`max_attempts` is raised: each kill is a death while holding the jobs in
-/// flight, which the crash-loop guard would otherwise count against them.)
+// kill -9 at 20 points of one session (delays from a fixed pseudo-random sequence), then a
+// last restart: every image indexed, one point per image, nothing failed — on SQLite and on
+// PostgreSQL. (`max_attempts` is raised: each kill is a death while holding the jobs in
+// flight, which the crash-loop guard would otherwise count against them.)
 both_backends!(kill_9_at_20_points, kill_9_body);
 async fn kill_9_body(db: Db) {
     const N: i64 = 240;

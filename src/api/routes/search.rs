@@ -14,14 +14,7 @@ use super::super::{ApiError, ApiResult, St};
 
 impl From<crate::search::SearchError> for ApiError {
     fn from(e: crate::search::SearchError) -> Self {
-        use crate::search::SearchError as E;
-        match e {
-            E::BadRequest(m) => ApiError::BadRequest(m),
-            E::NotFound(m) => ApiError::NotFound(m),
-            E::Forbidden(m) => ApiError::Forbidden(m),
-            E::Unavailable(m) => ApiError::Unavailable(m),
-            E::Internal(m) => ApiError::Internal(m),
-        }
+        ApiError::by_cause(&e)
     }
 }
 

@@ -157,7 +157,7 @@ pub(crate) async fn scan_incremental(State(st): St, Q(p): Q<IncrementalParams>) 
         .filter(|d| !d.trim().is_empty())
         .ok_or_else(|| ApiError::BadRequest("the directory query parameter is required, e.g. ?directory=/photos/2024&auto_train=false".into()))?;
     let canon = st.sessions.library().resolve_dir(std::path::Path::new(&dir)).map_err(crate::sessions::SessionError::from)?;
-    let report = st.watcher.scan(canon, p.auto_train.unwrap_or(false)).await.map_err(ApiError::Internal)?;
+    let report = st.watcher.scan(canon, p.auto_train.unwrap_or(false)).await.map_err(|e| ApiError::by_cause(&e))?;
     ok(report)
 }
 
