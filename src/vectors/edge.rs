@@ -239,23 +239,31 @@ impl EdgeStore {
     }
 
     pub(super) async fn set_path(&self, id: u64, path: String) -> Result<(), VectorError> {
-        let payload = match to_edge_json(path_fields(&path)) {
-            edge_json::Value::Object(m) => qdrant_edge::Payload(m),
-            _ => unreachable!(),
-        };
-        let op = UpdateOperation::PayloadOperation(PayloadOps::SetPayload(SetPayloadOp {
-            payload,
-            points: Some(vec![PointId::NumId(id)]),
-            filter: None,
-            key: None,
-        }));
-        self.write(move |s| match s.update(op) {
-            Ok(()) => Ok(()),
-            Err(OperationError::PointIdError { .. }) => {
-                tracing::debug!(id, "set_path on a point that is not in the store");
-                Ok(())
+        self.set_paths(vec![(id, path)]).await
+    }
+
+    /// Many path updates under one hold of the update lock, on one blocking thread.
+    pub(super) async fn set_paths(&self, moves: Vec<(u64, String)>) -> Result<(), VectorError> {
+        self.check_space()?;
+        self.write(move |s| {
+            for (id, path) in moves {
+                let payload = match to_edge_json(path_fields(&path)) {
+                    edge_json::Value::Object(m) => qdrant_edge::Payload(m),
+                    _ => unreachable!(),
+                };
+                let op = UpdateOperation::PayloadOperation(PayloadOps::SetPayload(SetPayloadOp {
+                    payload,
+                    points: Some(vec![PointId::NumId(id)]),
+                    filter: None,
+                    key: None,
+                }));
+                match s.update(op) {
+                    Ok(()) => {}
+                    Err(OperationError::PointIdError { .. }) => tracing::debug!(id, "set_path on a point that is not in the store"),
+                    Err(e) => return Err(op_err(e)),
+                }
             }
-            Err(e) => Err(op_err(e)),
+            Ok(())
         })
         .await
     }

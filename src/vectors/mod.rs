@@ -336,6 +336,23 @@ impl VectorStore {
         }
     }
 
+    /// `set_path` for many points at once (a renamed folder): one blocking task on the
+    /// embedded store, one request per point on a server. Missing ids are no-ops.
+    pub async fn set_paths(&self, moves: &[(u64, String)]) -> Result<(), VectorError> {
+        if moves.is_empty() {
+            return Ok(());
+        }
+        match &*self.inner {
+            Inner::Embedded(s) => s.set_paths(moves.to_vec()).await,
+            Inner::Remote(s) => {
+                for (id, path) in moves {
+                    s.set_path(*id, path).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Vector and payload of one point.
     pub async fn get(&self, id: u64) -> Result<Option<(Vec<f32>, Payload)>, VectorError> {
         match &*self.inner {

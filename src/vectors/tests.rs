@@ -211,6 +211,24 @@ async fn exercise(store: &VectorStore, mut points: Vec<Point>) -> Vec<Point> {
     points
 }
 
+/// A renamed folder of a thousand images: one `set_paths` call moves every payload (and the
+/// prefix filter follows), vectors untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_set_paths_in_one_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = VectorStore::open(&embedded_cfg(tmp.path()), "efficientnet-lite0", DIM).await.unwrap();
+    let points = dataset(11, BASE_ID..BASE_ID + 1000);
+    store.upsert(points.clone()).await.unwrap();
+    let moves: Vec<(u64, String)> = points.iter().map(|p| (p.id, format!("/renamed/{}.jpg", p.id))).collect();
+    store.set_paths(&moves).await.unwrap();
+    let f = Filter { path_prefix: Some("/renamed".into()), ..Filter::default() };
+    assert_eq!(store.search(&points[0].vector, 1000, 0, &f).await.unwrap().len(), 1000);
+    let old = Filter { path_prefix: Some("/lib".into()), ..Filter::default() };
+    assert!(store.search(&points[0].vector, 10, 0, &old).await.unwrap().is_empty());
+    let (v, p) = store.get(BASE_ID + 17).await.unwrap().unwrap();
+    assert_eq!((v, p.path.as_str()), (points[17].vector.clone(), format!("/renamed/{}.jpg", BASE_ID + 17).as_str()));
+}
+
 fn embedded_cfg(dir: &Path) -> VectorsConfig {
     VectorsConfig::embedded(dir)
 }

@@ -128,10 +128,12 @@ async fn daemons_fail_over(n: usize) {
     // Short leases so the failover is quick: renewed every second while held, reaped a
     // quarter lease after they run out.
     let toml = format!("{}lease_secs = 3\n\n[vectors]\nbackend = \"qdrant\"\nurl = \"http://127.0.0.1:{}\"\n", model_toml(4), q.grpc);
-    const N: usize = 96;
+    // Enough work that no two daemons can lease it all at once (each holds up to ~35 jobs in
+    // its queues), so every daemon gets some whatever the machine's load.
+    const N: usize = 300;
     let mut a = TestDaemon::start(Db::Postgres, &toml, |root| {
         for i in 0..N {
-            noise_png(&root.join(format!("shared/n{i:02}.png")), 320, 240, i as u32 + 7);
+            noise_png(&root.join(format!("shared/n{i:03}.png")), 160, 120, i as u32 + 7);
         }
     })
     .await;
@@ -155,6 +157,9 @@ async fn daemons_fail_over(n: usize) {
         let done = a.session(id).await["processedImages"].as_i64().unwrap_or(0);
         if held_by_a > 0 && seen.len() == ids.len() && done >= 12 {
             break;
+        }
+        if done >= N as i64 {
+            break; // finished before every daemon was seen: the assertion below says so
         }
         tokio::time::sleep(Duration::from_millis(30)).await;
     }

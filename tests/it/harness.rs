@@ -184,6 +184,17 @@ impl TestDaemon {
         d
     }
 
+    /// The daemon's process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Resident memory of the daemon process, in MB (Linux `/proc`).
+    pub fn rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid().unwrap())).unwrap_or_default();
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+    }
+
     /// This daemon's lease owner id (`<data_dir>/daemon-id`).
     pub fn owner(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("data/daemon-id")).unwrap_or_default().trim().to_string()

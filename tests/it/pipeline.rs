@@ -380,25 +380,29 @@ async fn kill_9_body(db: Db) {
     let id = d.create(json!({"name": "kills", "rootPath": d.root.display().to_string()})).await;
     assert_eq!(d.action(id, "start").await.status, 200);
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut kills = 0;
+    let mut restarts = 0;
     for _ in 0..20 {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let ms = 150 + seed % 600;
+        let ms = 100 + seed % 500;
         tokio::time::sleep(Duration::from_millis(ms)).await;
+        // Every kill lands mid-work: a session that finished between kills is redone.
         if d.session(id).await["status"] == "completed" {
-            break;
+            assert_eq!(d.action(id, "restart").await.status, 200);
+            restarts += 1;
         }
         d.kill();
-        kills += 1;
         d.respawn().await;
     }
-    assert!(kills >= 10, "only {kills} kills landed before the session ended: make it longer");
     let s = wait_status(&d, id, "completed", 240).await;
-    assert_eq!((s["processedImages"].as_i64(), s["failedImages"].as_i64(), s["totalImages"].as_i64()), (Some(N), Some(0), Some(N)), "after {kills} kills: {s}");
+    assert_eq!(
+        (s["processedImages"].as_i64(), s["failedImages"].as_i64(), s["totalImages"].as_i64()),
+        (Some(N), Some(0), Some(N)),
+        "after 20 kills ({restarts} session restarts): {s}"
+    );
     let p = d.get("/api/v1/training/pipeline").await.body;
-    assert_eq!(p["points"], N, "no point lost or duplicated after {kills} kills: {p}");
+    assert_eq!(p["points"], N, "no point lost or duplicated after 20 kills: {p}");
     let cat = d.catalog().await;
     assert_eq!(cat.all_assets().await.unwrap().len() as i64, N);
     cat.close().await;
