@@ -133,6 +133,24 @@ pub struct RawDaemon {
     pub cors_origins: Vec<String>,
     /// Largest request body (uploads for search by image), in MiB.
     pub max_upload_mb: u64,
+    /// Searches (by words, image or asset) running at once; more are answered 503 +
+    /// Retry-After instead of queueing behind them. Default: 2 per core.
+    #[serde(default)]
+    pub max_concurrent_searches: Option<usize>,
+    /// Requests in flight at once across the socket and TCP; more are answered 503.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight_requests: usize,
+    /// A request (other than the live event stream) that takes longer is answered 503.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+}
+
+fn default_max_in_flight() -> usize {
+    256
+}
+
+fn default_request_timeout() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -205,6 +223,9 @@ impl Default for RawConfig {
                 allowed_hosts: vec![],
                 cors_origins: vec![],
                 max_upload_mb: 64,
+                max_concurrent_searches: None,
+                max_in_flight_requests: default_max_in_flight(),
+                request_timeout_secs: default_request_timeout(),
             },
             catalog: RawCatalog { url: None, max_connections: 8 },
             library: RawLibrary {
@@ -283,6 +304,9 @@ pub struct WebSettings {
     /// Exact origins (`scheme://host[:port]`), lower-case, no trailing slash.
     pub cors_origins: Vec<String>,
     pub max_upload_bytes: usize,
+    pub max_concurrent_searches: usize,
+    pub max_in_flight_requests: usize,
+    pub request_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -726,7 +750,26 @@ fn validate_web(d: &RawDaemon, listen: Option<SocketAddr>, data_dir: &Path) -> R
     if d.max_upload_mb == 0 || d.max_upload_mb > 1024 {
         return Err(("daemon.max_upload_mb", format!("{} is not between 1 and 1024", d.max_upload_mb)));
     }
-    Ok(WebSettings { auth, allowed_hosts, cors_origins, max_upload_bytes: (d.max_upload_mb * 1024 * 1024) as usize })
+    if d.max_concurrent_searches == Some(0) || d.max_in_flight_requests == 0 || d.request_timeout_secs == 0 {
+        let key = if d.max_concurrent_searches == Some(0) {
+            "daemon.max_concurrent_searches"
+        } else if d.max_in_flight_requests == 0 {
+            "daemon.max_in_flight_requests"
+        } else {
+            "daemon.request_timeout_secs"
+        };
+        return Err((key, "must be at least 1".into()));
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    Ok(WebSettings {
+        auth,
+        allowed_hosts,
+        cors_origins,
+        max_upload_bytes: (d.max_upload_mb * 1024 * 1024) as usize,
+        max_concurrent_searches: d.max_concurrent_searches.unwrap_or(2 * cores),
+        max_in_flight_requests: d.max_in_flight_requests,
+        request_timeout: Duration::from_secs(d.request_timeout_secs),
+    })
 }
 
 /// Replace a URL's password with `***`.

@@ -119,6 +119,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         events,
         version: env!("CARGO_PKG_VERSION"),
         max_upload_bytes: cfg.web.max_upload_bytes,
+        search_slots: Arc::new(tokio::sync::Semaphore::new(cfg.web.max_concurrent_searches)),
+        requests: Arc::new(tokio::sync::Semaphore::new(cfg.web.max_in_flight_requests)),
+        request_timeout: cfg.web.request_timeout,
     });
     let app = api::router(state);
 

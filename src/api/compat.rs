@@ -89,6 +89,7 @@ pub async fn results(st: &AppState, r: SearchResults, query: String) -> ApiResul
 /// (`filters` as strings: `dateFrom`, `dateTo` as YYYY-MM-DD, `categoryId` "3"; top-level
 /// `categoryId`).
 pub async fn search(State(st): St, Body(body): Body<Value>) -> ApiResult {
+    let _slot = st.search_slot()?;
     let obj = body.as_object().ok_or_else(|| ApiError::BadRequest("the body must be a JSON object like {\"query\": \"cat\"}".into()))?;
     let mut query = None;
     let (mut limit, mut offset) = (20usize, 0usize);

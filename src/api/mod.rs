@@ -36,6 +36,22 @@ pub struct AppState {
     pub events: crate::events::Events,
     pub version: &'static str,
     pub max_upload_bytes: usize,
+    /// `daemon.max_concurrent_searches`: a search that finds none free is answered 503.
+    pub search_slots: Arc<tokio::sync::Semaphore>,
+    /// `daemon.max_in_flight_requests` and `daemon.request_timeout_secs`.
+    pub requests: Arc<tokio::sync::Semaphore>,
+    pub request_timeout: std::time::Duration,
+}
+
+impl AppState {
+    /// A search slot, or 503 + Retry-After when every one is taken (searches are CPU-heavy:
+    /// queueing more behind them would only make every answer late).
+    pub(crate) fn search_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.search_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Unavailable("too many searches are running (daemon.max_concurrent_searches); retry in a moment".into()))
+    }
 }
 
 pub(crate) type St = State<Arc<AppState>>;
@@ -101,8 +117,30 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(|req: Request| async move {
             ApiError::MethodNotAllowed(format!("{} is not allowed on {}", req.method(), req.uri().path())).into_response()
         })
+        .layer(middleware::from_fn_with_state(state.clone(), bounds))
         .layer(middleware::from_fn(json_errors))
         .with_state(state)
+}
+
+/// Bounds on every request: at most `daemon.max_in_flight_requests` at once (503 beyond, never
+/// a queue), and an answer within `daemon.request_timeout_secs` (503 past it; the live event
+/// stream is exempt: it is meant to stay open).
+async fn bounds(State(st): St, req: Request, next: Next) -> Response {
+    let Ok(_permit) = st.requests.clone().try_acquire_owned() else {
+        return ApiError::Unavailable("too many requests in flight (daemon.max_in_flight_requests); retry in a moment".into()).into_response();
+    };
+    if req.uri().path() == "/api/v1/events" {
+        return next.run(req).await;
+    }
+    let path = req.uri().path().to_string();
+    match tokio::time::timeout(st.request_timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!(%path, timeout_s = st.request_timeout.as_secs(), "request timed out");
+            ApiError::Unavailable(format!("{path} took longer than daemon.request_timeout_secs ({} s); retry later", st.request_timeout.as_secs()))
+                .into_response()
+        }
+    }
 }
 
 /// Logs every request, and turns any error answer that is not JSON yet (a framework rejection,

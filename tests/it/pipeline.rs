@@ -407,3 +407,32 @@ async fn kill_9_body(db: Db) {
     assert_eq!(cat.all_assets().await.unwrap().len() as i64, N);
     cat.close().await;
 }
+
+/// More searches at once than `daemon.max_concurrent_searches`: the extra ones are answered
+/// 503 with Retry-After and a JSON reason at once (not queued), the others succeed, and the
+/// daemon answers normally afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_searches_are_bounded() {
+    let mut d = TestDaemon::prepare(Db::Sqlite, &model_toml(4), "", |_| {}).await;
+    d.daemon_extra = "max_concurrent_searches = 1".into();
+    let extra = model_toml(4);
+    d.write_config(&extra);
+    d.respawn().await;
+    let img = d.dir.path().join("query.png");
+    noise_png(&img, 2400, 1800, 5);
+    let bytes = std::fs::read(&img).unwrap();
+    let one = || {
+        let c = d.client.clone();
+        let b = bytes.clone();
+        async move { c.raw("POST".parse().unwrap(), "/api/v1/search/image?limit=3", &[("content-type", "image/png")], b).await.unwrap() }
+    };
+    let answers = futures_util::future::join_all((0..8).map(|_| one())).await;
+    let busy: Vec<_> = answers.iter().filter(|r| r.status == 503).collect();
+    let ok = answers.iter().filter(|r| r.status == 200).count();
+    assert!(ok >= 1 && !busy.is_empty(), "statuses: {:?}", answers.iter().map(|r| r.status).collect::<Vec<_>>());
+    for r in &busy {
+        assert_eq!(r.header("retry-after"), Some("5"));
+        assert!(r.json()["detail"].as_str().unwrap().contains("max_concurrent_searches"), "{:?}", r.json());
+    }
+    assert_eq!(one().await.status, 200, "free again");
+}

@@ -436,3 +436,31 @@ async fn sixty_thousand_files_at_once() {
     eprintln!("60k files: written in {written:?}, catalogued in {:?}; RSS {rss_before:.0} → peak {peak:.0} → {rss_after:.0} MB", t.elapsed());
     assert!(peak - rss_before < 200.0, "RSS grew from {rss_before:.0} to {peak:.0} MB");
 }
+
+/// A request that cannot finish in `daemon.request_timeout_secs` (here a scan stuck behind a
+/// catalog another writer holds) is answered 503 + Retry-After in time, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_requests_time_out() {
+    use sqlx::Connection;
+    let mut d = TestDaemon::prepare(Db::Sqlite, "", "", |root| write_images(root, "a", 1, "png")).await;
+    d.daemon_extra = "request_timeout_secs = 1".into();
+    d.write_config("");
+    d.respawn().await;
+    until_paths(&d, &["a/img000.png"]).await;
+    let mut lock = sqlx::SqliteConnection::connect(&d.catalog_url).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE").execute(&mut lock).await.unwrap();
+    // A new file the scan must write to the catalog (which the lock holds).
+    write(&d.root.join("a/new.png"), &[PNG, &[9u8; 2]].concat());
+    std::thread::sleep(Duration::from_millis(400));
+    let t = Instant::now();
+    let path = format!("/api/v1/training/scan/incremental?directory={}", d.root.join("a").display());
+    let r = d.client.raw("POST".parse().unwrap(), &path, &[], vec![]).await.unwrap();
+    let took = t.elapsed();
+    sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+    lock.close().await.unwrap();
+    assert_eq!((r.status, r.header("retry-after")), (503, Some("5")), "{:?}", r.json());
+    assert!(r.json()["detail"].as_str().unwrap().contains("request_timeout_secs"), "{:?}", r.json());
+    assert!(took < Duration::from_secs(4), "answered after {took:?}");
+    // The daemon goes on: the scan's change lands once the lock is gone.
+    until_paths(&d, &["a/img000.png", "a/new.png"]).await;
+}

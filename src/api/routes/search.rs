@@ -49,6 +49,7 @@ impl PageParams {
 /// image bytes themselves (`?limit=&offset=` in the query), or the replaced service's multipart
 /// form (field `file`).
 pub(crate) async fn search_image(State(st): St, Q(p): Q<PageParams>, req: Request) -> ApiResult {
+    let _slot = st.search_slot()?;
     if compat::is_multipart(&req) {
         return compat::search_multipart(st, req).await;
     }
@@ -75,6 +76,7 @@ pub(crate) async fn search_image(State(st): St, Q(p): Q<PageParams>, req: Reques
 }
 
 pub(crate) async fn search_similar(State(st): St, Id(id): Id, Q(p): Q<PageParams>) -> ApiResult {
+    let _slot = st.search_slot()?;
     let r = st.search.similar(id, p.exclude_self.unwrap_or(true), p.limit.unwrap_or(20), p.offset.unwrap_or(0), &p.filters()).await?;
     compat::results(&st, r, format!("<similar to asset {id}>")).await
 }
