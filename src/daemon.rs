@@ -359,6 +359,7 @@ async fn start_pipeline(
         lease: cfg.pipeline.lease,
         max_attempts: cfg.pipeline.max_attempts as i64,
         limits: decode_limits(cfg, budget),
+        library: Some(Arc::new(Library::new(cfg.library.clone()))),
         owner: owner.to_string(),
     };
     let p = Pipeline::start(pcfg, embedder, store.clone(), catalog.clone(), tokio::runtime::Handle::current());

@@ -306,10 +306,13 @@ impl Library {
                         continue;
                     }
                 };
+                // Links are followed only where they lead inside the roots: a linked folder
+                // or file pointing elsewhere is neither walked nor catalogued.
+                if !std::fs::canonicalize(&path).is_ok_and(|c| self.is_inside_roots(&c)) {
+                    continue;
+                }
                 if m.is_dir() {
-                    if std::fs::canonicalize(&path).is_ok_and(|c| self.is_inside_roots(&c)) {
-                        dirs.push(path);
-                    }
+                    dirs.push(path);
                     continue;
                 }
                 m
@@ -507,6 +510,13 @@ mod tests {
         for p in [d.path().join("secret.png"), d.path().join("missing.png"), root.join("../secret.png"), root.join("link.png"), PathBuf::from("/etc/passwd")] {
             assert!(matches!(l.resolve_file(&p), Err(LibraryError::OutsideRoots { .. })), "{}", p.display());
         }
+        // Walks never catalogue the linked file leading out; an in-root link is followed.
+        std::os::unix::fs::symlink(root.join("a.png"), root.join("inside-link.png")).unwrap();
+        let root_c = std::fs::canonicalize(&root).unwrap();
+        let names: Vec<String> = l.walk(&root_c, true, None).images.iter().map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["a.png", "inside-link.png"], "{names:?}");
+        let tree: Vec<String> = l.walk_parallel(&root_c, 2).files.iter().map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        assert_eq!(tree, ["a.png", "inside-link.png"]);
         assert!(matches!(l.resolve_file(&root.join("nope.png")), Err(LibraryError::NotFound { .. })));
     }
 }

@@ -53,6 +53,7 @@ impl Rig {
             limits: pixdex::decode::DecodeLimits::default(),
             owner: "bench".into(),
             max_attempts: pixdex::catalog::DEFAULT_MAX_ATTEMPTS,
+            library: None,
         };
         let pipeline = Pipeline::start(cfg, embedder, store, catalog.clone(), rt.handle().clone());
         Rig { rt, pipeline, catalog, sessions, session: s.id, started: false, _state: state }

@@ -36,6 +36,9 @@ pub struct PipelineConfig {
     pub owner: String,
     /// Claims of one job before it is given up (`pipeline.max_attempts`).
     pub max_attempts: i64,
+    /// The library, to re-resolve each file just before it is read: a symlink swapped in since
+    /// cataloguing that now leads out of the roots is not followed. `None`: no check (benches).
+    pub library: Option<Arc<crate::library::Library>>,
 }
 
 /// Per-stage counters, read by `GET /api/v1/training/pipeline`.

@@ -71,7 +71,14 @@ pub(super) fn spawn(
     let claimer = Claimer { out: decode_tx, catalog: catalog.clone(), rt: rt.clone(), shared: shared.clone(), cfg: cfg.clone(), wake };
     threads.push(named("pixdex-claim".into(), Box::new(move || claimer.run())));
     for i in 0..cfg.decode_workers {
-        let d = Decoder { input: decode_rx.clone(), out: resize_tx.clone(), fail: write_tx.clone(), shared: shared.clone(), limits: cfg.limits.clone() };
+        let d = Decoder {
+            input: decode_rx.clone(),
+            out: resize_tx.clone(),
+            fail: write_tx.clone(),
+            shared: shared.clone(),
+            limits: cfg.limits.clone(),
+            library: cfg.library.clone(),
+        };
         threads.push(named(format!("pixdex-decode-{i}"), Box::new(move || d.run())));
     }
     drop(resize_tx);
@@ -170,6 +177,7 @@ struct Decoder {
     fail: Sender<Outcome>,
     shared: Arc<Shared>,
     limits: crate::decode::DecodeLimits,
+    library: Option<Arc<crate::library::Library>>,
 }
 
 impl Decoder {
@@ -179,7 +187,23 @@ impl Decoder {
                 continue;
             }
             let t = Instant::now();
-            let path = std::path::PathBuf::from(&job.path);
+            let mut path = std::path::PathBuf::from(&job.path);
+            // Re-resolved now, not trusted from the catalog: the file (or a folder above it)
+            // may have become a symlink leading out of the roots since it was catalogued.
+            if let Some(lib) = &self.library {
+                match lib.resolve_file(&path) {
+                    Ok(canon) => path = canon,
+                    Err(crate::library::LibraryError::NotFound { .. }) => {} // decode says "vanished"
+                    Err(e) => {
+                        self.shared.decode.failures.fetch_add(1, Ordering::Relaxed);
+                        let reason = format!("{e}; the file was not read");
+                        if self.fail.send(Outcome::Failed { job, reason }).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
             let r = std::panic::catch_unwind(|| crate::decode::decode_for_embedding(&path, &self.limits));
             self.shared.decode.busy(t, 1);
             let sent = match r {
@@ -727,5 +751,56 @@ mod tests {
         let sum = rt.block_on(catalog.jobs_summary(s.id)).unwrap();
         assert_eq!((sum.completed, sum.failed), (2, 2));
         assert_eq!(rt.block_on(w.store.count()).unwrap(), 2);
+    }
+
+    /// A catalogued file that has become a symlink leading out of the roots is not read by the
+    /// decoder: its job fails with the reason. An in-root file decodes as usual.
+    #[test]
+    fn decoder_does_not_follow_links_out_of_the_roots() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let png = |p: &std::path::Path| image::RgbImage::from_pixel(32, 32, image::Rgb([9, 9, 9])).save(p).unwrap();
+        png(&root.join("ok.png"));
+        png(&d.path().join("secret.png"));
+        std::os::unix::fs::symlink(d.path().join("secret.png"), root.join("swapped.png")).unwrap();
+        let library = crate::library::Library::new(crate::config::LibraryConfig {
+            watch: crate::config::WatchMode::Off,
+            poll_interval: Duration::from_secs(1),
+            settle: Duration::from_millis(100),
+            rescan_interval: Duration::from_secs(60),
+            roots: vec![std::fs::canonicalize(&root).unwrap()],
+            extensions: vec!["png".into()],
+            ignored: vec![],
+        });
+        let (task_tx, task_rx) = bounded(4);
+        let (out_tx, out_rx) = bounded(4);
+        let (fail_tx, fail_rx) = bounded(4);
+        let dec = Decoder {
+            input: task_rx,
+            out: out_tx,
+            fail: fail_tx,
+            shared: Arc::new(Shared::new()),
+            limits: crate::decode::DecodeLimits::default(),
+            library: Some(Arc::new(library)),
+        };
+        let canon = std::fs::canonicalize(&root).unwrap();
+        for (i, name) in ["ok.png", "swapped.png"].iter().enumerate() {
+            let job =
+                crate::catalog::ClaimedJob { job_id: i as i64, session_id: 1, asset_id: i as i64, path: canon.join(name).display().to_string(), token: 1 };
+            task_tx.send(DecodeTask { job }).unwrap();
+        }
+        drop(task_tx);
+        dec.run();
+        assert_eq!(out_rx.try_iter().count(), 1, "the in-root file decodes");
+        let failed: Vec<String> = fail_rx
+            .try_iter()
+            .map(|o| match o {
+                Outcome::Failed { reason, .. } => reason,
+                _ => String::new(),
+            })
+            .collect();
+        assert_eq!(failed.len(), 1);
+        assert!(failed[0].contains("swapped.png") && failed[0].contains("outside the library roots"), "{failed:?}");
     }
 }

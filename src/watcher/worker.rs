@@ -329,7 +329,9 @@ impl Worker {
                         }
                     }
                 }
-                Ok(m) if m.is_file() && self.library.wants_file(s) => {
+                // A file event: catalogued only if it resolves inside the roots (a symlink
+                // leading out is not followed, as in the walks).
+                Ok(m) if m.is_file() && self.library.wants_file(s) && std::fs::canonicalize(s).is_ok_and(|c| self.library.is_inside_roots(&c)) => {
                     let f = crate::library::FileEntry { path: s.clone(), size: m.len(), modified_ms: crate::library::mtime_ms(&m) };
                     if too_fresh(f.modified_ms) {
                         fresh.insert(s.to_string_lossy().into_owned());
