@@ -23,10 +23,25 @@ pub struct Rig {
     _state: tempfile::TempDir,
 }
 
+// Each bench binary includes this file and uses its own part of it.
+#[allow(dead_code)]
 impl Rig {
     /// `root` holds the corpus (files with `extensions`); `decoders` decode threads, `batch`
     /// images per model call.
     pub fn new(rt: tokio::runtime::Runtime, root: &Path, extensions: &[&str], embedder: Embedder, decoders: usize, batch: usize) -> Rig {
+        Self::with_limits(rt, root, extensions, embedder, decoders, batch, pixdex::decode::DecodeLimits::default())
+    }
+
+    /// `new`, with these decode limits (e.g. a memory budget).
+    pub fn with_limits(
+        rt: tokio::runtime::Runtime,
+        root: &Path,
+        extensions: &[&str],
+        embedder: Embedder,
+        decoders: usize,
+        batch: usize,
+        limits: pixdex::decode::DecodeLimits,
+    ) -> Rig {
         let state = tempfile::tempdir().unwrap();
         let root = std::fs::canonicalize(root).unwrap();
         let lib = Library::new(LibraryConfig {
@@ -50,7 +65,7 @@ impl Rig {
             resize_workers: 1,
             claim_batch: (2 * batch).max(16),
             lease: Duration::from_secs(600),
-            limits: pixdex::decode::DecodeLimits::default(),
+            limits,
             owner: "bench".into(),
             max_attempts: pixdex::catalog::DEFAULT_MAX_ATTEMPTS,
             library: None,

@@ -464,3 +464,32 @@ async fn slow_requests_time_out() {
     // The daemon goes on: the scan's change lands once the lock is gone.
     until_paths(&d, &["a/img000.png", "a/new.png"]).await;
 }
+
+/// With `daemon.max_in_flight_requests = 1`, a request arriving while another is in flight
+/// (a scan held up by a locked catalog) is answered 503 + Retry-After at once, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_are_capped() {
+    use sqlx::Connection;
+    let mut d = TestDaemon::prepare(Db::Sqlite, "", "", |root| write_images(root, "a", 1, "png")).await;
+    d.daemon_extra = "max_in_flight_requests = 1\nrequest_timeout_secs = 5".into();
+    d.write_config("");
+    d.respawn().await;
+    until_paths(&d, &["a/img000.png"]).await;
+    let mut lock = sqlx::SqliteConnection::connect(&d.catalog_url).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE").execute(&mut lock).await.unwrap();
+    write(&d.root.join("a/new.png"), &[PNG, &[5u8; 2]].concat());
+    std::thread::sleep(Duration::from_millis(400));
+    let path = format!("/api/v1/training/scan/incremental?directory={}", d.root.join("a").display());
+    let slow = {
+        let c = d.client.clone();
+        tokio::spawn(async move { c.raw("POST".parse().unwrap(), &path, &[], vec![]).await.unwrap().status })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = d.client.raw("GET".parse().unwrap(), "/api/v1/training/watcher", &[], vec![]).await.unwrap();
+    assert_eq!((r.status, r.header("retry-after")), (503, Some("5")), "{:?}", r.json());
+    assert!(r.json()["detail"].as_str().unwrap().contains("max_in_flight_requests"), "{:?}", r.json());
+    sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+    lock.close().await.unwrap();
+    let _ = slow.await.unwrap();
+    assert!(eventually(10, || async { d.client.get("/api/v1/health").await.is_ok_and(|r| r.status == 200) }).await, "answers again");
+}
