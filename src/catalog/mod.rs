@@ -535,19 +535,10 @@ impl Catalog {
 
     /// Cancel every unfinished (pending or running) job of a session.
     pub async fn cancel_unfinished_jobs(&self, session_id: i64) -> Result<u64> {
-        let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let r = sqlx::query(
-            "UPDATE training_jobs SET status = 'cancelled', lease_owner = NULL, lease_expires_at = NULL, updated_at = $2 \
-             WHERE session_id = $1 AND status IN ('pending', 'running')",
-        )
-        .bind(session_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        refresh_counts(&mut tx, session_id, now).await?;
+        let n = cancel_unfinished_tx(&mut tx, session_id).await?;
         tx.commit().await?;
-        Ok(r.rows_affected())
+        Ok(n)
     }
 
     pub async fn jobs_summary(&self, session_id: i64) -> Result<JobsSummary> {
@@ -877,6 +868,22 @@ async fn reset_jobs_tx(tx: &mut Transaction<'static, Any>, session_id: i64, fail
     sqlx::query(
         "UPDATE training_jobs SET status = 'skipped', error_message = 'the file was deleted before it could be indexed', \
              completed_at = $2, updated_at = $2 WHERE session_id = $1 AND status = 'pending' AND asset_id IS NULL",
+    )
+    .bind(session_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    refresh_counts(tx, session_id, now).await?;
+    Ok(r.rows_affected())
+}
+
+/// Every unfinished (pending or running) job of a session cancelled, leases dropped, counts
+/// refreshed; returns how many.
+async fn cancel_unfinished_tx(tx: &mut Transaction<'static, Any>, session_id: i64) -> Result<u64> {
+    let now = now_ms();
+    let r = sqlx::query(
+        "UPDATE training_jobs SET status = 'cancelled', lease_owner = NULL, lease_expires_at = NULL, updated_at = $2 \
+         WHERE session_id = $1 AND status IN ('pending', 'running')",
     )
     .bind(session_id)
     .bind(now)

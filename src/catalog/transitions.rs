@@ -2,7 +2,7 @@
 //! (or a lost connection) between its steps can leave nothing half-done — a start either queued
 //! its jobs and runs, or did not happen.
 
-use super::{Catalog, Result, Stamp, Stamps, add_discovered_tx, finish_if_done, refresh_counts, set_image_counts_tx, transition_tx};
+use super::{Catalog, Result, Stamp, Stamps, add_discovered_tx, cancel_unfinished_tx, finish_if_done, set_image_counts_tx, transition_tx};
 use crate::library::FileEntry;
 use crate::model::{SessionStatus, now_ms};
 
@@ -78,22 +78,13 @@ impl Catalog {
     /// → cancelled, with every unfinished job — one transaction. `None`: the session was no
     /// longer in `from`; otherwise the jobs cancelled.
     pub async fn cancel_session(&self, id: i64, from: SessionStatus) -> Result<Option<u64>> {
-        let now = now_ms();
         let mut tx = self.begin_write().await?;
         if !transition_tx(&mut tx, id, from, SessionStatus::Cancelled, Stamps { completed: Stamp::Now, ..Default::default() }).await? {
             return Ok(None);
         }
-        let r = sqlx::query(
-            "UPDATE training_jobs SET status = 'cancelled', lease_owner = NULL, lease_expires_at = NULL, updated_at = $2 \
-             WHERE session_id = $1 AND status IN ('pending', 'running')",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        refresh_counts(&mut tx, id, now).await?;
+        let n = cancel_unfinished_tx(&mut tx, id).await?;
         tx.commit().await?;
-        Ok(Some(r.rows_affected()))
+        Ok(Some(n))
     }
 
     /// Jobs back to pending (all, or the failed ones), the session running again, completed at
