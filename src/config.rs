@@ -750,15 +750,14 @@ fn validate_web(d: &RawDaemon, listen: Option<SocketAddr>, data_dir: &Path) -> R
     if d.max_upload_mb == 0 || d.max_upload_mb > 1024 {
         return Err(("daemon.max_upload_mb", format!("{} is not between 1 and 1024", d.max_upload_mb)));
     }
-    if d.max_concurrent_searches == Some(0) || d.max_in_flight_requests == 0 || d.request_timeout_secs == 0 {
-        let key = if d.max_concurrent_searches == Some(0) {
-            "daemon.max_concurrent_searches"
-        } else if d.max_in_flight_requests == 0 {
-            "daemon.max_in_flight_requests"
-        } else {
-            "daemon.request_timeout_secs"
-        };
-        return Err((key, "must be at least 1".into()));
+    for (key, zero) in [
+        ("daemon.max_concurrent_searches", d.max_concurrent_searches == Some(0)),
+        ("daemon.max_in_flight_requests", d.max_in_flight_requests == 0),
+        ("daemon.request_timeout_secs", d.request_timeout_secs == 0),
+    ] {
+        if zero {
+            return Err((key, "must be at least 1".into()));
+        }
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     Ok(WebSettings {

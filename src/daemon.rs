@@ -167,10 +167,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let mut rx = shutdown.subscribe();
         let catalog = catalog.clone();
         let pipeline = pipeline.clone();
-        let every = (cfg.pipeline.lease / 4).clamp(std::time::Duration::from_secs(1), beat);
         let owner = owner.clone();
         tasks.spawn(async move {
-            let mut tick = tokio::time::interval(every);
+            // One tick per heartbeat (a quarter lease, 1–5 s).
+            let mut tick = tokio::time::interval(beat);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {

@@ -215,12 +215,7 @@ fn decode_inner(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<Deco
     match result {
         Ok(r) => r,
         Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(DecodeError::Corrupt { path: path.to_path_buf(), reason: format!("the decoder panicked: {msg}") })
+            Err(DecodeError::Corrupt { path: path.to_path_buf(), reason: format!("the decoder panicked: {}", crate::error::panic_message(panic.as_ref())) })
         }
     }
 }

@@ -26,6 +26,11 @@ impl Cause {
     }
 }
 
+/// The message of a caught panic (`catch_unwind`'s payload).
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into())
+}
+
 /// An error that knows its cause.
 pub trait Classify {
     fn cause(&self) -> Cause;

@@ -25,8 +25,3 @@ pub fn check(stage: &str, path: &str) {
         panic!("failpoint: {stage} stage on {path}");
     }
 }
-
-/// The message of a caught panic.
-pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into())
-}

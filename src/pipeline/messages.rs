@@ -40,7 +40,6 @@ impl Outcome {
 }
 
 /// → write: what became of a job.
-#[derive(Clone)]
 pub enum Outcome {
     Embedded {
         job: ClaimedJob,

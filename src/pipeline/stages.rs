@@ -124,7 +124,7 @@ impl Claimer {
             match catch_unwind(AssertUnwindSafe(|| self.claim_loop())) {
                 Ok(()) => return,
                 Err(p) => {
-                    tracing::error!(panic = %crate::failpoint::panic_message(p.as_ref()), "the claim stage panicked; restarting it");
+                    tracing::error!(panic = %crate::error::panic_message(p.as_ref()), "the claim stage panicked; restarting it");
                     std::thread::sleep(Duration::from_secs(1));
                 }
             }
@@ -164,7 +164,7 @@ impl Claimer {
 
 /// A stage crashed on this job: the reason a user reads.
 fn crashed(stage: &str, job: &crate::catalog::ClaimedJob, p: &(dyn std::any::Any + Send)) -> String {
-    let msg = crate::failpoint::panic_message(p);
+    let msg = crate::error::panic_message(p);
     tracing::error!(stage, job = job.job_id, path = %job.path, panic = %msg, "a pipeline stage panicked on this job; it fails, the stage goes on");
     format!("{}: the {stage} stage crashed on this image (a pixdex bug; please report it): {msg}", job.path)
 }
@@ -309,7 +309,7 @@ impl EmbedStage {
                 Err(p) => {
                     // The model crashed on this batch: find the image(s) responsible by
                     // embedding each alone; only those fail, the others go on.
-                    tracing::error!(panic = %crate::failpoint::panic_message(p.as_ref()), images = batch.len(), "the embed stage panicked; retrying the batch image by image");
+                    tracing::error!(panic = %crate::error::panic_message(p.as_ref()), images = batch.len(), "the embed stage panicked; retrying the batch image by image");
                     let outcomes = self.embed_one_by_one(batch);
                     self.shared.embed.busy(t, outcomes.len() as u64);
                     for o in outcomes {
@@ -423,19 +423,15 @@ impl Writer {
             }
             let t = Instant::now();
             let n = batch.len() as u64;
-            // Kept to find the culprit should the write crash (vectors are 5 KB: cheap next to
-            // the model that made them).
-            let copy = batch.clone();
-            if let Err(p) = catch_unwind(AssertUnwindSafe(|| self.write(batch))) {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| self.write(&batch))) {
                 // A bug while writing: write the batch's items one by one; the one that crashes
                 // again fails alone (fencing makes a second completion or failure a no-op).
-                tracing::error!(panic = %crate::failpoint::panic_message(p.as_ref()), jobs = copy.len(), "the write stage panicked; writing the batch item by item");
-                for o in copy {
-                    let job = o.job().clone();
-                    if let Err(p) = catch_unwind(AssertUnwindSafe(|| self.write(vec![o]))) {
+                tracing::error!(panic = %crate::error::panic_message(p.as_ref()), jobs = batch.len(), "the write stage panicked; writing the batch item by item");
+                for o in &batch {
+                    if let Err(p) = catch_unwind(AssertUnwindSafe(|| self.write(std::slice::from_ref(o)))) {
                         self.shared.write.failures.fetch_add(1, Ordering::Relaxed);
-                        let reason = crashed("write", &job, p.as_ref());
-                        self.fail(&job, &reason);
+                        let reason = crashed("write", o.job(), p.as_ref());
+                        self.fail(o.job(), &reason);
                     }
                 }
             }
@@ -443,30 +439,29 @@ impl Writer {
         }
     }
 
-    fn write(&self, batch: Vec<Outcome>) {
+    /// Borrows the batch, so that after a panic the caller can still write it item by item.
+    fn write(&self, batch: &[Outcome]) {
         let mut embedded = Vec::new();
         for o in batch {
-            if let Outcome::Embedded { job, .. } = &o {
-                crate::failpoint::check("write", &job.path);
-            }
             match o {
                 Outcome::Failed { job, reason } => {
                     self.shared.write.failures.fetch_add(1, Ordering::Relaxed);
-                    self.fail(&job, &reason);
+                    self.fail(job, reason);
                 }
                 Outcome::Skipped { job, reason } => {
-                    self.catalog_call("recording a skipped job", || self.catalog.skip_job(&self.owner, job.lease(), &reason));
-                    self.shared.release(&job);
+                    self.catalog_call("recording a skipped job", || self.catalog.skip_job(&self.owner, job.lease(), reason));
+                    self.shared.release(job);
                 }
                 Outcome::Embedded { job, embedding, .. } if !embedding.vector.iter().all(|x| x.is_finite()) => {
                     // This image's fault, not its batch's: fail its job alone.
                     self.shared.write.failures.fetch_add(1, Ordering::Relaxed);
                     let reason = format!("{}: the model produced a non-finite embedding (NaN or infinity) for this image", job.path);
-                    self.fail(&job, &reason);
+                    self.fail(job, &reason);
                 }
                 Outcome::Embedded { job, embedding, original } => {
-                    if !self.shared.dropped(&job) {
-                        embedded.push((job, embedding, original));
+                    crate::failpoint::check("write", &job.path);
+                    if !self.shared.dropped(job) {
+                        embedded.push((job, embedding, *original));
                     }
                 }
             }
@@ -506,7 +501,7 @@ impl Writer {
             Stored::Yes => embedded,
             Stored::Shutdown => return,
             Stored::Refused(e) if embedded.len() == 1 => {
-                self.refuse(&embedded[0].0, &e);
+                self.refuse(embedded[0].0, &e);
                 return;
             }
             Stored::Refused(e) => {
@@ -516,7 +511,7 @@ impl Writer {
                     match self.store_points(vec![point]) {
                         Stored::Yes => kept.push(item),
                         Stored::Shutdown => return,
-                        Stored::Refused(e) => self.refuse(&item.0, &e),
+                        Stored::Refused(e) => self.refuse(item.0, &e),
                     }
                 }
                 kept
@@ -735,13 +730,13 @@ mod tests {
         let (_tx, rx) = bounded(1);
         let w = Writer { input: rx, catalog: catalog.clone(), store, rt: rt.handle().clone(), shared: Arc::new(Shared::new()), owner: "w".into() };
         let vectors = [vec![1.0, 0.0, 0.0, 0.0], vec![f32::NAN, 0.0, 0.0, 1.0], vec![0.0, 1.0, 0.0], vec![0.0, 0.0, 1.0, 0.0]];
-        let batch = jobs
+        let batch: Vec<Outcome> = jobs
             .iter()
             .cloned()
             .zip(vectors)
             .map(|(job, vector)| Outcome::Embedded { job, embedding: crate::embed::Embedding { vector, labels: vec![] }, original: (8, 8) })
             .collect();
-        w.write(batch);
+        w.write(&batch);
         let (failed, _) = rt.block_on(catalog.jobs(s.id, Some(crate::model::JobStatus::Failed), 10, 0)).unwrap();
         let mut reasons: Vec<String> = failed.iter().map(|j| j.error_message.clone().unwrap_or_default()).collect();
         reasons.sort();
