@@ -8,6 +8,7 @@
 //! Weights are never downloaded here: `scripts/fetch-model` puts them at
 //! `models/efficientnet-lite0.pth`.
 
+pub mod clip;
 mod cpu;
 mod efficientnet;
 
@@ -80,12 +81,64 @@ pub enum EmbedError {
     WeightsMissing { path: PathBuf },
     #[error("model weights at {path} are invalid ({reason}); re-run `scripts/fetch-model {path}`")]
     WeightsInvalid { path: PathBuf, reason: String },
+    /// A file the model needs is not there (CLIP weights, tokenizer merges).
+    #[error("{what} not found at {path}: {fix}")]
+    Missing { what: String, path: PathBuf, fix: String },
+    /// A file the model needs is there but unusable: what was expected, and how to get it.
+    #[error("{path} cannot be used ({reason}); {fix}")]
+    Invalid { path: PathBuf, reason: String, fix: String },
     #[error("embedding device: {0}")]
     Device(String),
     #[error("embedding input: {0}")]
     Input(String),
     #[error("embedding backend failed: {0}")]
     Backend(String),
+}
+
+/// Which model embeds images (config `model.name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModelKind {
+    /// EfficientNet-Lite0 (ImageNet): 1280-d features and labels; words search the labels.
+    EfficientNetLite0,
+    /// CLIP: image and text in one 512-d space; words search the images.
+    Clip(clip::ClipVariant),
+}
+
+impl FromStr for ModelKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "efficientnet-lite0" | "efficientnet-lite0-imagenet" => Ok(ModelKind::EfficientNetLite0),
+            other => other
+                .parse::<clip::ClipVariant>()
+                .map(ModelKind::Clip)
+                .map_err(|_| format!("unknown model {s:?}: expected \"efficientnet-lite0\", \"ViT-B-32\" or \"ViT-B-32-quickgelu\"")),
+        }
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelKind::EfficientNetLite0 => f.write_str("efficientnet-lite0"),
+            ModelKind::Clip(v) => v.fmt(f),
+        }
+    }
+}
+
+/// A model and its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    pub kind: ModelKind,
+    pub weights: PathBuf,
+    /// CLIP's tokenizer merges (unused by EfficientNet).
+    pub vocab: PathBuf,
+}
+
+impl ModelSpec {
+    pub fn efficientnet(weights: &Path) -> ModelSpec {
+        ModelSpec { kind: ModelKind::EfficientNetLite0, weights: weights.to_path_buf(), vocab: PathBuf::from(clip::DEFAULT_VOCAB) }
+    }
 }
 
 /// One ImageNet label with its softmax probability.
@@ -146,6 +199,8 @@ pub enum Embedder {
     Flex(Runtime),
     /// Burn wgpu on a GPU (or a software adapter when asked for explicitly).
     Wgpu(Runtime),
+    /// CLIP (image and text towers) on Burn flex or wgpu.
+    Clip(Box<clip::ClipRuntime>),
 }
 
 impl fmt::Debug for Embedder {
@@ -201,17 +256,41 @@ impl Embedder {
             },
         };
         let start = Instant::now();
-        let warm = match &embedder {
-            Embedder::Cpu(_) => 1,
-            Embedder::Flex(r) | Embedder::Wgpu(r) => r.warmup_batch(),
-        };
-        embedder.forward_raw(&vec![0f32; warm * IMAGE_FLOATS], warm)?;
+        embedder.warm_up()?;
         tracing::info!(
             device = %embedder.device_name(),
             batch_size,
             warmup_ms = start.elapsed().as_millis() as u64,
             "embedding model {MODEL_NAME} ready"
         );
+        Ok(embedder)
+    }
+
+    /// Load any model (see [`Embedder::load`]); CLIP runs on Burn: wgpu on a GPU, else flex
+    /// (`cpu` means flex for CLIP: pixdex's own CPU kernels are EfficientNet's).
+    pub fn load_spec(spec: &ModelSpec, choice: DeviceChoice, batch_size: usize) -> Result<Embedder, EmbedError> {
+        let ModelKind::Clip(variant) = spec.kind else {
+            return Self::load(&spec.weights, choice, batch_size);
+        };
+        if batch_size == 0 {
+            return Err(EmbedError::Input("batch size must be at least 1".into()));
+        }
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let flex = || (Device::flex(), format!("cpu (burn flex, {threads} threads)"), false);
+        let adapter = match choice {
+            DeviceChoice::Cpu | DeviceChoice::Flex => None,
+            DeviceChoice::Wgpu => Some(pick_adapter(true).ok_or_else(|| EmbedError::Device("wgpu found no adapter".into()))?),
+            DeviceChoice::Auto => pick_adapter(false),
+        };
+        let (device, name, pad) = match adapter {
+            Some(a) => (wgpu_device(&a)?, format!("wgpu: {}", a.describe()), true),
+            None => flex(),
+        };
+        let start = Instant::now();
+        let rt = clip::ClipRuntime::load(&spec.weights, &spec.vocab, variant, device, name, batch_size, pad)?;
+        let embedder = Embedder::Clip(Box::new(rt));
+        embedder.warm_up()?;
+        tracing::info!(device = %embedder.device_name(), batch_size, ms = start.elapsed().as_millis() as u64, model = %embedder.model_name(), "CLIP ready");
         Ok(embedder)
     }
 
@@ -231,22 +310,60 @@ impl Embedder {
     }
 
     fn wgpu(weights: &Path, batch_size: usize, adapter: &AdapterChoice) -> Result<Embedder, EmbedError> {
-        let kind = if adapter.software { DeviceKind::Cpu } else { DeviceKind::DefaultDevice };
-        let device = match Device::wgpu_options().device_kind(kind.clone()).init() {
-            Ok(device) => device,
-            // Already initialized by an earlier `load` in this process: reuse that runtime.
-            Err(burn::tensor::wgpu::WgpuInitError::Registration { .. }) => Device::wgpu(kind),
-            Err(err) => return Err(EmbedError::Device(format!("wgpu init on {}: {err}", adapter.describe()))),
-        };
+        let device = wgpu_device(adapter)?;
         let model = load_model(weights, &device)?;
         Ok(Embedder::Wgpu(Runtime { model, device, name: format!("wgpu: {}", adapter.describe()), batch_size, pad: true }))
+    }
+
+    /// One batch of the shape the device will see, so its kernels are compiled before work.
+    fn warm_up(&self) -> Result<(), EmbedError> {
+        let warm = match self {
+            Embedder::Cpu(_) => 1,
+            Embedder::Flex(r) | Embedder::Wgpu(r) => r.warmup_batch(),
+            Embedder::Clip(c) => c.warmup_batch(),
+        };
+        self.embed_normalized(&vec![0f32; warm * IMAGE_FLOATS], warm)?;
+        if let Embedder::Clip(c) = self {
+            c.embed_texts(&["a photo"])?;
+        }
+        Ok(())
     }
 
     /// The Burn runtime (flex or wgpu); `None` on the CPU kernels.
     fn burn(&self) -> Option<&Runtime> {
         match self {
             Embedder::Flex(r) | Embedder::Wgpu(r) => Some(r),
-            Embedder::Cpu(_) => None,
+            Embedder::Cpu(_) | Embedder::Clip(_) => None,
+        }
+    }
+
+    /// The model's identity: names its vectors (one collection per model) and is shown with
+    /// every search answer.
+    pub fn model_name(&self) -> String {
+        match self {
+            Embedder::Clip(c) => c.model_name.clone(),
+            _ => MODEL_NAME.to_string(),
+        }
+    }
+
+    /// Embedding dimension.
+    pub fn dim(&self) -> usize {
+        match self {
+            Embedder::Clip(c) => c.dim(),
+            _ => DIM,
+        }
+    }
+
+    /// True when the model embeds words into the image space (CLIP).
+    pub fn has_text(&self) -> bool {
+        matches!(self, Embedder::Clip(_))
+    }
+
+    /// The L2-normalized text embedding of `text` (CLIP only).
+    pub fn embed_text(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+        match self {
+            Embedder::Clip(c) => Ok(c.embed_texts(&[text])?.pop().expect("one text")),
+            _ => Err(EmbedError::Input(format!("{MODEL_NAME} has no text tower; configure a CLIP model (model.name) for search by words"))),
         }
     }
 
@@ -256,6 +373,7 @@ impl Embedder {
         match self {
             Embedder::Cpu(c) => c.name.clone(),
             Embedder::Flex(r) | Embedder::Wgpu(r) => r.name.clone(),
+            Embedder::Clip(c) => c.name.clone(),
         }
     }
 
@@ -263,12 +381,20 @@ impl Embedder {
         match self {
             Embedder::Cpu(c) => c.batch_size,
             Embedder::Flex(r) | Embedder::Wgpu(r) => r.batch_size,
+            Embedder::Clip(c) => c.batch_size,
         }
     }
 
     /// Embed `n` (1..=batch_size) images given as NCHW f32, `n * 3 * 224 * 224` floats,
     /// normalized as `(px - 127) / 128`. On wgpu the batch is padded to `batch_size`.
     pub fn embed_normalized(&self, nchw: &[f32], n: usize) -> Result<Vec<Embedding>, EmbedError> {
+        if let Embedder::Clip(c) = self {
+            check_n(n, c.batch_size)?;
+            if nchw.len() != n * IMAGE_FLOATS {
+                return Err(EmbedError::Input(format!("expected {n} x 3 x {INPUT} x {INPUT} floats, got {}", nchw.len())));
+            }
+            return Ok(c.embed_images_normalized(nchw, n)?.into_iter().map(|vector| Embedding { vector, labels: Vec::new() }).collect());
+        }
         Ok(self.forward_raw(nchw, n)?.into_iter().map(finish).collect())
     }
 
@@ -281,6 +407,7 @@ impl Embedder {
         let rt = match self {
             Embedder::Cpu(c) => return Ok(c.net.forward(nchw, n)),
             Embedder::Flex(r) | Embedder::Wgpu(r) => r,
+            Embedder::Clip(_) => return Err(EmbedError::Input("CLIP has no class logits".into())),
         };
         let rows = rt.rows(n);
         let mut data = Vec::with_capacity(rows * IMAGE_FLOATS);
@@ -293,13 +420,23 @@ impl Embedder {
     /// The device the model lives on, for device-side preprocessing.
     #[allow(dead_code)]
     pub(crate) fn device(&self) -> Option<&Device> {
-        self.burn().map(|r| &r.device)
+        match self {
+            Embedder::Clip(c) => Some(c.device()),
+            _ => self.burn().map(|r| &r.device),
+        }
     }
 
     /// Embed a batch already on [`Embedder::device`]: `[n, 3, 224, 224]` f32, normalized, with
     /// `n <= batch_size`. Pads to `batch_size` on wgpu like [`Embedder::embed_normalized`].
     #[allow(dead_code)]
     pub(crate) fn embed_device_tensor(&self, x: Tensor<4>) -> Result<Vec<Embedding>, EmbedError> {
+        if let Embedder::Clip(c) = self {
+            let n = x.dims()[0];
+            check_n(n, c.batch_size)?;
+            let rows = if self.is_gpu() { c.batch_size } else { n };
+            let x = if rows > n { Tensor::cat(vec![x, Tensor::<4>::zeros([rows - n, 3, INPUT, INPUT], c.device())], 0) } else { x };
+            return Ok(c.embed_image_tensor(x, n)?.into_iter().map(|vector| Embedding { vector, labels: Vec::new() }).collect());
+        }
         let Some(rt) = self.burn() else {
             return Err(EmbedError::Input("the CPU kernels take host batches, not device tensors".into()));
         };
@@ -319,6 +456,16 @@ impl Embedder {
             x
         };
         Ok(rt.run(x, n)?.into_iter().map(finish).collect())
+    }
+}
+
+fn wgpu_device(adapter: &AdapterChoice) -> Result<Device, EmbedError> {
+    let kind = if adapter.software { DeviceKind::Cpu } else { DeviceKind::DefaultDevice };
+    match Device::wgpu_options().device_kind(kind.clone()).init() {
+        Ok(device) => Ok(device),
+        // Already initialized by an earlier `load` in this process: reuse that runtime.
+        Err(burn::tensor::wgpu::WgpuInitError::Registration { .. }) => Ok(Device::wgpu(kind)),
+        Err(err) => Err(EmbedError::Device(format!("wgpu init on {}: {err}", adapter.describe()))),
     }
 }
 
@@ -515,7 +662,7 @@ impl Embedder {
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(self.batch_size().max(1)) {
             match self {
-                Embedder::Wgpu(_) => {
+                Embedder::Wgpu(_) | Embedder::Clip(_) if self.is_gpu() => {
                     let device = self.device().expect("wgpu has a device");
                     // Big images (panoramas, huge PNGs only box-reduced) can make a full batch
                     // exceed one upload; such a batch goes up in parts rather than failing.
@@ -524,7 +671,7 @@ impl Embedder {
                         out.extend(self.embed_device_tensor(x)?);
                     }
                 }
-                Embedder::Cpu(_) | Embedder::Flex(_) => {
+                _ => {
                     let data = preprocess::cpu_resize_normalize_batch(chunk);
                     out.extend(self.embed_normalized(&data, chunk.len())?);
                 }
@@ -537,6 +684,10 @@ impl Embedder {
 impl Embedder {
     /// True on wgpu: the pipeline then resizes on the device.
     pub fn is_gpu(&self) -> bool {
-        matches!(self, Embedder::Wgpu(_))
+        match self {
+            Embedder::Wgpu(_) => true,
+            Embedder::Clip(c) => c.is_wgpu(),
+            _ => false,
+        }
     }
 }

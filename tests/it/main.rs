@@ -6,6 +6,7 @@ mod harness;
 mod admission;
 mod browser;
 mod catalog_suite;
+mod clip;
 mod config_sessions;
 mod embed_model;
 mod faults;

@@ -1,0 +1,253 @@
+//! CLIP (ViT-B/32 family): image and text towers in Burn (flex or wgpu) from user-supplied
+//! weights, and open_clip's tokenizer. Weights never ship with pixdex and are never downloaded
+//! by it: `scripts/fetch-clip` fetches a checkpoint when the machine is online, and
+//! `scripts/fetch-clip-vocab` the tokenizer's merges.
+
+mod model;
+pub mod tokenizer;
+mod weights;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::{EmbedError, INPUT};
+use model::{ClipModel, Variant};
+pub use tokenizer::Tokenizer;
+
+/// Default checkpoint location (`scripts/fetch-clip`).
+pub const DEFAULT_WEIGHTS: &str = "models/clip-vit-b-32.safetensors";
+/// Default tokenizer merges location (`scripts/fetch-clip-vocab`).
+pub const DEFAULT_VOCAB: &str = "models/clip-bpe-vocab.txt.gz";
+
+/// Which CLIP: open_clip's model names. The checkpoint gives the sizes; the name gives the
+/// activation (OpenAI's weights were trained with QuickGELU, open_clip's LAION ones with GELU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClipVariant {
+    /// `ViT-B-32` (e.g. `laion2b_s34b_b79k`).
+    VitB32,
+    /// `ViT-B-32-quickgelu` (e.g. `openai`).
+    VitB32QuickGelu,
+}
+
+impl ClipVariant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClipVariant::VitB32 => "ViT-B-32",
+            ClipVariant::VitB32QuickGelu => "ViT-B-32-quickgelu",
+        }
+    }
+
+    fn variant(self) -> Variant {
+        Variant { head_width: 64, quick_gelu: self == ClipVariant::VitB32QuickGelu }
+    }
+}
+
+impl FromStr for ClipVariant {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "vit-b-32" | "clip-vit-b-32" => Ok(ClipVariant::VitB32),
+            "vit-b-32-quickgelu" | "clip-vit-b-32-quickgelu" => Ok(ClipVariant::VitB32QuickGelu),
+            other => Err(format!("unknown CLIP model {other:?}: expected \"ViT-B-32\" or \"ViT-B-32-quickgelu\"")),
+        }
+    }
+}
+
+impl fmt::Display for ClipVariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A loaded CLIP on one device.
+pub struct ClipRuntime {
+    model: ClipModel,
+    tokenizer: Arc<Tokenizer>,
+    device: Device,
+    pub(crate) name: String,
+    pub(crate) batch_size: usize,
+    /// wgpu: pad image batches to `batch_size` and token sequences to a multiple of 16 so the
+    /// device sees few shapes.
+    pad: bool,
+    pub(crate) model_name: String,
+}
+
+/// Head width / activation for the tiny test models (open_clip lets a config choose them).
+#[derive(Debug, Clone, Copy)]
+pub struct Custom {
+    pub head_width: usize,
+    pub quick_gelu: bool,
+}
+
+impl ClipRuntime {
+    /// Load the checkpoint and the tokenizer onto `device`.
+    pub(crate) fn load(
+        weights: &Path,
+        vocab: &Path,
+        which: ClipVariant,
+        device: Device,
+        name: String,
+        batch_size: usize,
+        pad: bool,
+    ) -> Result<ClipRuntime, EmbedError> {
+        Self::load_custom(weights, vocab, which.variant(), which.as_str(), device, name, batch_size, pad)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn load_custom(
+        weights: &Path,
+        vocab: &Path,
+        v: Variant,
+        label: &str,
+        device: Device,
+        name: String,
+        batch_size: usize,
+        pad: bool,
+    ) -> Result<ClipRuntime, EmbedError> {
+        let fetch = "run `scripts/fetch-clip` (or point model.weights at an open_clip ViT-B-32 checkpoint: safetensors or a PyTorch state dict)";
+        if !weights.is_file() {
+            return Err(EmbedError::Missing { what: "CLIP weights".into(), path: weights.to_path_buf(), fix: fetch.into() });
+        }
+        if !vocab.is_file() {
+            return Err(EmbedError::Missing {
+                what: "the CLIP tokenizer's merges".into(),
+                path: vocab.to_path_buf(),
+                fix: "run `scripts/fetch-clip-vocab`".into(),
+            });
+        }
+        let invalid = |path: &Path, reason: String, fix: &str| EmbedError::Invalid { path: path.to_path_buf(), reason, fix: fix.into() };
+        let tokenizer = Tokenizer::load(vocab).map_err(|r| invalid(vocab, r, "re-run `scripts/fetch-clip-vocab`"))?;
+        let ck = weights::Checkpoint::load(weights).map_err(|r| invalid(weights, r, fetch))?;
+        let model = ClipModel::load(ck, v, &device).map_err(|r| invalid(weights, format!("not a CLIP {label} checkpoint: {r}"), fetch))?;
+        if model.shape.image_size() != INPUT {
+            return Err(invalid(weights, format!("the image tower takes {0}x{0} px; pixdex feeds {INPUT}x{INPUT}", model.shape.image_size()), fetch));
+        }
+        if model.shape.vocab != tokenizer.vocab_size() {
+            return Err(invalid(weights, format!("the text tower has {} tokens, the tokenizer {}", model.shape.vocab, tokenizer.vocab_size()), fetch));
+        }
+        tracing::info!(weights = %weights.display(), model = label, shape = ?model.shape, "CLIP loaded");
+        let model_name = format!("clip-{}-{}", label.to_ascii_lowercase(), fingerprint(weights).map_err(|r| invalid(weights, r, fetch))?);
+        Ok(ClipRuntime { model, tokenizer: Arc::new(tokenizer), device, name, batch_size, pad, model_name })
+    }
+
+    /// A tiny model for tests (head width and activation given, not implied by a name).
+    pub fn load_for_tests(weights: &Path, vocab: &Path, custom: Custom) -> Result<ClipRuntime, EmbedError> {
+        let v = Variant { head_width: custom.head_width, quick_gelu: custom.quick_gelu };
+        Self::load_custom(weights, vocab, v, "test", Device::flex(), "cpu (burn flex)".into(), 8, false)
+    }
+
+    /// The same on a wgpu device (tests).
+    pub fn load_for_tests_on_wgpu(weights: &Path, vocab: &Path, custom: Custom) -> Result<ClipRuntime, EmbedError> {
+        let device = super::preprocess::init_wgpu_device().map_err(EmbedError::Device)?;
+        let v = Variant { head_width: custom.head_width, quick_gelu: custom.quick_gelu };
+        Self::load_custom(weights, vocab, v, "test", device, "wgpu".into(), 4, true)
+    }
+
+    /// The architecture as read from the checkpoint.
+    pub fn describe(&self) -> String {
+        let s = &self.model.shape;
+        let (vh, th) = self.model.heads();
+        format!(
+            "image: ViT width {}, {} layers, {vh} heads, {} px patches on a {}x{} grid; text: width {}, {} layers, {th} heads, {} tokens, {}-token vocabulary; {}-d",
+            s.vision_width, s.vision_layers, s.patch, s.grid, s.grid, s.text_width, s.text_layers, s.context, s.vocab, s.embed_dim
+        )
+    }
+
+    pub fn dim(&self) -> usize {
+        self.model.shape.embed_dim
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub(crate) fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub(crate) fn is_wgpu(&self) -> bool {
+        self.pad
+    }
+
+    pub(crate) fn warmup_batch(&self) -> usize {
+        if self.pad { self.batch_size } else { 1 }
+    }
+
+    /// L2-normalized image embeddings of `n` pipeline-normalized images (NCHW, 224 px).
+    pub fn embed_images_normalized(&self, nchw: &[f32], n: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let rows = if self.pad { self.batch_size.max(n) } else { n };
+        let mut data = Vec::with_capacity(rows * super::IMAGE_FLOATS);
+        data.extend_from_slice(nchw);
+        data.resize(rows * super::IMAGE_FLOATS, 0.0);
+        let x = Tensor::<4>::from_data(TensorData::new(data, [rows, 3, INPUT, INPUT]), &self.device);
+        self.embed_image_tensor(x, n)
+    }
+
+    /// Like [`Self::embed_images_normalized`] for a batch already on the device (`rows >= n`).
+    pub(crate) fn embed_image_tensor(&self, x: Tensor<4>, n: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
+        read_rows(self.model.encode_image(x), n)
+    }
+
+    /// L2-normalized text embeddings.
+    pub fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let seqs: Vec<Vec<u32>> = texts.iter().map(|t| self.tokenizer.tokenize(t)).collect();
+        self.embed_tokens(&seqs)
+    }
+
+    /// L2-normalized text embeddings of token sequences (tests feed open_clip's).
+    pub fn embed_tokens(&self, seqs: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pad = if self.pad { 16 } else { 1 };
+        let out = self.model.encode_text(seqs, pad).map_err(EmbedError::Input)?;
+        read_rows(out, seqs.len())
+    }
+}
+
+/// A short, stable identity of a checkpoint file (FNV-1a over its length and its first and last
+/// 64 KiB): two different checkpoints of one architecture get different vectors.
+fn fingerprint(path: &Path) -> Result<String, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    };
+    eat(&len.to_le_bytes());
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = f.read(&mut buf).map_err(|e| e.to_string())?;
+    eat(&buf[..n]);
+    f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024))).map_err(|e| e.to_string())?;
+    let n = f.read(&mut buf).map_err(|e| e.to_string())?;
+    eat(&buf[..n]);
+    Ok(format!("{:08x}", (h >> 32) as u32 ^ h as u32))
+}
+
+/// Read `[rows, dim]` back, keep the first `n`, L2-normalize each.
+fn read_rows(t: Tensor<2>, n: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
+    let [_, dim] = t.dims();
+    let data = t.try_into_data().map_err(|e| EmbedError::Backend(format!("{e:?}")))?;
+    let flat: Vec<f32> = data.try_to_vec::<f32>().map_err(|e| EmbedError::Backend(format!("{e:?}")))?;
+    Ok(flat.chunks_exact(dim).take(n).map(l2_normalize).collect())
+}
+
+pub(crate) fn l2_normalize(v: &[f32]) -> Vec<f32> {
+    let norm = v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
+    if norm > 0.0 { v.iter().map(|x| (*x as f64 / norm) as f32).collect() } else { v.to_vec() }
+}
+
+/// Where the weights and merges are (config `model.weights`, `model.vocab`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClipFiles {
+    pub weights: PathBuf,
+    pub vocab: PathBuf,
+}

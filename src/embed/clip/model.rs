@@ -1,0 +1,349 @@
+//! CLIP's two towers (open_clip `CLIP`: ViT image tower, causal text transformer) as Burn tensor
+//! programs, built from a checkpoint's tensors. The architecture is read from the shapes (widths,
+//! layers, patch, grid, context, vocabulary, embedding size); what the weights do not carry comes
+//! from the [`Variant`]: the width of an attention head (64 for every ViT-B model) and the MLP
+//! activation (GELU for open_clip's LAION models, QuickGELU for OpenAI's).
+//!
+//! Two exact shortcuts:
+//! * the image tower takes pixdex's pipeline input, `(px - 127) / 128`: CLIP's per-channel mean
+//!   and std are folded into the patch convolution (a per-input-channel scale and an output bias);
+//! * the text tower only runs the tokens up to the end-of-text token it pools: attention is
+//!   causal, so later tokens (padding) cannot change it.
+
+use burn::tensor::activation::{gelu, sigmoid, softmax};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::weights::Checkpoint;
+
+const LN_EPS: f64 = 1e-5;
+/// OpenAI CLIP's image normalization.
+pub(crate) const MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
+pub(crate) const STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
+
+/// What a checkpoint does not say about its model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Variant {
+    pub head_width: usize,
+    pub quick_gelu: bool,
+}
+
+/// The shapes read from a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Shape {
+    pub vision_width: usize,
+    pub vision_layers: usize,
+    pub patch: usize,
+    pub grid: usize,
+    pub text_width: usize,
+    pub text_layers: usize,
+    pub context: usize,
+    pub vocab: usize,
+    pub embed_dim: usize,
+}
+
+struct Linear {
+    /// `[in, out]` (PyTorch's `[out, in]` transposed once at load).
+    w: Tensor<2>,
+    b: Tensor<1>,
+}
+
+impl Linear {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [n, l, d] = x.dims();
+        let out = self.w.dims()[1];
+        let y = x.reshape([n * l, d]).matmul(self.w.clone()) + self.b.clone().unsqueeze();
+        y.reshape([n, l, out])
+    }
+}
+
+struct LayerNorm {
+    g: Tensor<1>,
+    b: Tensor<1>,
+}
+
+impl LayerNorm {
+    fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let mean = x.clone().mean_dim(D - 1);
+        let centered = x - mean;
+        let var = centered.clone().powi_scalar(2).mean_dim(D - 1);
+        let y = centered / (var + LN_EPS).sqrt();
+        y * self.g.clone().unsqueeze() + self.b.clone().unsqueeze()
+    }
+}
+
+struct Block {
+    ln_1: LayerNorm,
+    qkv: Linear,
+    out: Linear,
+    ln_2: LayerNorm,
+    fc: Linear,
+    proj: Linear,
+}
+
+struct Transformer {
+    blocks: Vec<Block>,
+    heads: usize,
+    quick_gelu: bool,
+}
+
+impl Transformer {
+    /// `mask`: `[L, L]` added to the attention logits (the text tower's causal mask).
+    fn forward(&self, mut x: Tensor<3>, mask: Option<&Tensor<2>>) -> Tensor<3> {
+        for b in &self.blocks {
+            x = x.clone() + self.attention(b, b.ln_1.forward(x), mask);
+            let h = b.fc.forward(b.ln_2.forward(x.clone()));
+            let h = if self.quick_gelu { h.clone() * sigmoid(h * 1.702) } else { gelu(h) };
+            x = x + b.proj.forward(h);
+        }
+        x
+    }
+
+    fn attention(&self, b: &Block, x: Tensor<3>, mask: Option<&Tensor<2>>) -> Tensor<3> {
+        let [n, l, d] = x.dims();
+        let hd = d / self.heads;
+        let qkv = b.qkv.forward(x).reshape([n, l, 3, self.heads, hd]);
+        let part = |i: usize| qkv.clone().narrow(2, i, 1).reshape([n, l, self.heads, hd]).swap_dims(1, 2);
+        let (q, k, v) = (part(0), part(1), part(2));
+        let mut logits = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
+        if let Some(m) = mask {
+            logits = logits + m.clone().unsqueeze::<4>();
+        }
+        let y = softmax(logits, 3).matmul(v).swap_dims(1, 2).reshape([n, l, d]);
+        b.out.forward(y)
+    }
+}
+
+pub(crate) struct ClipModel {
+    pub shape: Shape,
+    // Image tower.
+    patch_w: Tensor<4>,
+    patch_b: Tensor<1>,
+    class_embedding: Tensor<3>,
+    vision_pos: Tensor<3>,
+    ln_pre: LayerNorm,
+    visual: Transformer,
+    ln_post: LayerNorm,
+    visual_proj: Tensor<2>,
+    // Text tower.
+    token_embedding: Vec<f32>,
+    text_pos: Vec<f32>,
+    text: Transformer,
+    ln_final: LayerNorm,
+    text_proj: Tensor<2>,
+    device: Device,
+}
+
+fn count_blocks(ck: &Checkpoint, prefix: &str) -> usize {
+    (0..).take_while(|i| ck.has(&format!("{prefix}.resblocks.{i}.ln_1.weight"))).count()
+}
+
+impl Shape {
+    pub(crate) fn read(ck: &Checkpoint) -> Result<Shape, String> {
+        let conv = ck.shape("visual.conv1.weight")?;
+        if conv.len() != 4 || conv[1] != 3 || conv[2] != conv[3] {
+            return Err(format!("`visual.conv1.weight` has shape {conv:?}, expected [width, 3, patch, patch] (a ViT image tower)"));
+        }
+        let (vision_width, patch) = (conv[0], conv[2]);
+        let tokens = ck.shape("visual.positional_embedding")?[0];
+        let grid = ((tokens.saturating_sub(1)) as f64).sqrt().round() as usize;
+        if grid * grid + 1 != tokens {
+            return Err(format!("`visual.positional_embedding` has {tokens} rows, expected a square grid plus one class token"));
+        }
+        let tok = ck.shape("token_embedding.weight")?;
+        if tok.len() != 2 {
+            return Err(format!("`token_embedding.weight` has shape {tok:?}, expected [vocab, width]"));
+        }
+        let (vocab, text_width) = (tok[0], tok[1]);
+        let context = ck.shape("positional_embedding")?[0];
+        let embed_dim = *ck.shape("visual.proj")?.last().unwrap_or(&0);
+        let text_embed = *ck.shape("text_projection")?.last().unwrap_or(&0);
+        if embed_dim == 0 || embed_dim != text_embed {
+            return Err(format!("`visual.proj` gives {embed_dim} dimensions but `text_projection` {text_embed}: not one CLIP model"));
+        }
+        let shape = Shape {
+            vision_width,
+            vision_layers: count_blocks(ck, "visual.transformer"),
+            patch,
+            grid,
+            text_width,
+            text_layers: count_blocks(ck, "transformer"),
+            context,
+            vocab,
+            embed_dim,
+        };
+        if shape.vision_layers == 0 || shape.text_layers == 0 {
+            return Err("no transformer blocks found (`visual.transformer.resblocks.N.*`, `transformer.resblocks.N.*`)".into());
+        }
+        Ok(shape)
+    }
+
+    pub(crate) fn image_size(&self) -> usize {
+        self.grid * self.patch
+    }
+}
+
+impl ClipModel {
+    pub(crate) fn load(mut ck: Checkpoint, variant: Variant, device: &Device) -> Result<ClipModel, String> {
+        let shape = Shape::read(&ck)?;
+        for (what, width) in [("image", shape.vision_width), ("text", shape.text_width)] {
+            if width % variant.head_width != 0 {
+                return Err(format!("the {what} tower's width {width} is not a multiple of the head width {}", variant.head_width));
+            }
+        }
+        let t1 = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), device);
+        let (vw, p) = (shape.vision_width, shape.patch);
+
+        // Patch embedding with CLIP's normalization folded in: input v = (px - 127) / 128, CLIP
+        // wants (px / 255 - mean) / std = a v + b per channel.
+        let mut conv = ck.take("visual.conv1.weight", &[vw, 3, p, p])?;
+        let mut bias = vec![0f32; vw];
+        for (o, bias_o) in bias.iter_mut().enumerate() {
+            for c in 0..3 {
+                let a = 128.0 / (255.0 * STD[c]);
+                let b = (127.0 / 255.0 - MEAN[c]) / STD[c];
+                let base = (o * 3 + c) * p * p;
+                let mut sum = 0f64;
+                for w in &mut conv[base..base + p * p] {
+                    sum += *w as f64 * b;
+                    *w = (*w as f64 * a) as f32;
+                }
+                *bias_o += sum as f32;
+            }
+        }
+        let patch_w = Tensor::<4>::from_data(TensorData::new(conv, [vw, 3, p, p]), device);
+        let class_embedding = Tensor::<3>::from_data(TensorData::new(ck.take("visual.class_embedding", &[vw])?, [1, 1, vw]), device);
+        let tokens = shape.grid * shape.grid + 1;
+        let vision_pos = Tensor::<3>::from_data(TensorData::new(ck.take("visual.positional_embedding", &[tokens, vw])?, [1, tokens, vw]), device);
+        let ln_pre = layer_norm(&mut ck, "visual.ln_pre", vw, device)?;
+        let visual = transformer(&mut ck, "visual.transformer", shape.vision_layers, vw, variant, device)?;
+        let ln_post = layer_norm(&mut ck, "visual.ln_post", vw, device)?;
+        let e = shape.embed_dim;
+        let visual_proj = Tensor::<2>::from_data(TensorData::new(ck.take("visual.proj", &[vw, e])?, [vw, e]), device);
+
+        let tw = shape.text_width;
+        let token_embedding = ck.take("token_embedding.weight", &[shape.vocab, tw])?;
+        let text_pos = ck.take("positional_embedding", &[shape.context, tw])?;
+        let text = transformer(&mut ck, "transformer", shape.text_layers, tw, variant, device)?;
+        let ln_final = layer_norm(&mut ck, "ln_final", tw, device)?;
+        let text_proj = Tensor::<2>::from_data(TensorData::new(ck.take("text_projection", &[tw, e])?, [tw, e]), device);
+        Ok(ClipModel {
+            shape,
+            patch_w,
+            patch_b: t1(bias),
+            class_embedding,
+            vision_pos,
+            ln_pre,
+            visual,
+            ln_post,
+            visual_proj,
+            token_embedding,
+            text_pos,
+            text,
+            ln_final,
+            text_proj,
+            device: device.clone(),
+        })
+    }
+
+    /// Attention heads of the image and text towers.
+    pub(crate) fn heads(&self) -> (usize, usize) {
+        (self.visual.heads, self.text.heads)
+    }
+
+    /// Image features (not normalized), `[n, embed_dim]`, from `[n, 3, S, S]` pipeline input.
+    pub(crate) fn encode_image(&self, x: Tensor<4>) -> Tensor<2> {
+        let [n, _, _, _] = x.dims();
+        let (w, g) = (self.shape.vision_width, self.shape.grid);
+        let options = ConvOptions { stride: [self.shape.patch; 2], padding: [(0, 0); 2], dilation: [1, 1], groups: 1 };
+        let patches = conv2d(x, self.patch_w.clone(), Some(self.patch_b.clone()), options); // [n, w, g, g]
+        let patches = patches.reshape([n, w, g * g]).swap_dims(1, 2);
+        let cls = self.class_embedding.clone().expand([n, 1, w]);
+        let x = Tensor::cat(vec![cls, patches], 1) + self.vision_pos.clone();
+        let x = self.visual.forward(self.ln_pre.forward(x), None);
+        let pooled = x.narrow(1, 0, 1).reshape([n, w]);
+        self.ln_post.forward(pooled).matmul(self.visual_proj.clone())
+    }
+
+    /// Text features (not normalized), `[n, embed_dim]`, of token sequences (each from the
+    /// tokenizer: start, ..., end; at most `context`). `pad_to` rounds the sequence length up
+    /// (wgpu compiles kernels per shape).
+    pub(crate) fn encode_text(&self, seqs: &[Vec<u32>], pad_to: usize) -> Result<Tensor<2>, String> {
+        let (tw, ctx) = (self.shape.text_width, self.shape.context);
+        let mut pool_at = Vec::with_capacity(seqs.len());
+        for (i, s) in seqs.iter().enumerate() {
+            if s.is_empty() || s.len() > ctx {
+                return Err(format!("text {i} has {} tokens, expected 1..={ctx}", s.len()));
+            }
+            // open_clip pools at argmax(tokens): the first end-of-text (the largest id).
+            let max = *s.iter().max().expect("non-empty");
+            pool_at.push(s.iter().position(|t| *t == max).expect("present"));
+            if let Some(bad) = s.iter().find(|t| **t as usize >= self.shape.vocab) {
+                return Err(format!("token {bad} is outside the vocabulary of {}", self.shape.vocab));
+            }
+        }
+        let need = pool_at.iter().max().map(|p| p + 1).unwrap_or(1);
+        let len = need.div_ceil(pad_to.max(1)).saturating_mul(pad_to.max(1)).min(ctx);
+        let n = seqs.len();
+        let mut data = vec![0f32; n * len * tw];
+        for (i, s) in seqs.iter().enumerate() {
+            for j in 0..len {
+                let tok = s.get(j).copied().unwrap_or(0) as usize;
+                let row = &mut data[(i * len + j) * tw..(i * len + j + 1) * tw];
+                row.copy_from_slice(&self.token_embedding[tok * tw..(tok + 1) * tw]);
+                for (r, p) in row.iter_mut().zip(&self.text_pos[j * tw..(j + 1) * tw]) {
+                    *r += p;
+                }
+            }
+        }
+        let x = Tensor::<3>::from_data(TensorData::new(data, [n, len, tw]), &self.device);
+        let mut mask = vec![0f32; len * len];
+        for r in 0..len {
+            for c in r + 1..len {
+                mask[r * len + c] = f32::NEG_INFINITY;
+            }
+        }
+        let mask = Tensor::<2>::from_data(TensorData::new(mask, [len, len]), &self.device);
+        let x = self.text.forward(x, Some(&mask));
+        let rows: Vec<Tensor<2>> = pool_at.iter().enumerate().map(|(i, &p)| x.clone().narrow(0, i, 1).narrow(1, p, 1).reshape([1, tw])).collect();
+        let pooled = Tensor::cat(rows, 0);
+        Ok(self.ln_final.forward(pooled).matmul(self.text_proj.clone()))
+    }
+}
+
+fn layer_norm(ck: &mut Checkpoint, prefix: &str, width: usize, device: &Device) -> Result<LayerNorm, String> {
+    let g = ck.take(&format!("{prefix}.weight"), &[width])?;
+    let b = ck.take(&format!("{prefix}.bias"), &[width])?;
+    Ok(LayerNorm { g: Tensor::from_data(TensorData::new(g, [width]), device), b: Tensor::from_data(TensorData::new(b, [width]), device) })
+}
+
+/// PyTorch `[out, in]` weight + bias → [`Linear`].
+fn linear(ck: &mut Checkpoint, w_key: &str, b_key: &str, out: usize, inp: usize, device: &Device) -> Result<Linear, String> {
+    let w = ck.take(w_key, &[out, inp])?;
+    let mut t = vec![0f32; out * inp];
+    for o in 0..out {
+        for i in 0..inp {
+            t[i * out + o] = w[o * inp + i];
+        }
+    }
+    let b = ck.take(b_key, &[out])?;
+    Ok(Linear { w: Tensor::from_data(TensorData::new(t, [inp, out]), device), b: Tensor::from_data(TensorData::new(b, [out]), device) })
+}
+
+fn transformer(ck: &mut Checkpoint, prefix: &str, layers: usize, width: usize, variant: Variant, device: &Device) -> Result<Transformer, String> {
+    let mut blocks = Vec::with_capacity(layers);
+    for i in 0..layers {
+        let p = format!("{prefix}.resblocks.{i}");
+        let hidden = ck.shape(&format!("{p}.mlp.c_fc.weight"))?[0];
+        blocks.push(Block {
+            ln_1: layer_norm(ck, &format!("{p}.ln_1"), width, device)?,
+            qkv: linear(ck, &format!("{p}.attn.in_proj_weight"), &format!("{p}.attn.in_proj_bias"), 3 * width, width, device)?,
+            out: linear(ck, &format!("{p}.attn.out_proj.weight"), &format!("{p}.attn.out_proj.bias"), width, width, device)?,
+            ln_2: layer_norm(ck, &format!("{p}.ln_2"), width, device)?,
+            fc: linear(ck, &format!("{p}.mlp.c_fc.weight"), &format!("{p}.mlp.c_fc.bias"), hidden, width, device)?,
+            proj: linear(ck, &format!("{p}.mlp.c_proj.weight"), &format!("{p}.mlp.c_proj.bias"), width, hidden, device)?,
+        });
+    }
+    Ok(Transformer { blocks, heads: width / variant.head_width, quick_gelu: variant.quick_gelu })
+}

@@ -1,0 +1,245 @@
+//! CLIP against open_clip itself: the tokenizer on 1 250 strings, both towers of a tiny
+//! random-weight CLIP (GELU and QuickGELU, safetensors and a PyTorch state dict) on flex and on
+//! wgpu, a full-size ViT-B-32 state dict (open_clip's exact keys and shapes, random values), and
+//! bad weights. Fixtures: `scripts/make-clip-fixtures.py` (run once in a venv with torch);
+//! merges: `scripts/fetch-clip-vocab`.
+
+use std::path::{Path, PathBuf};
+
+use pixdex::embed::clip::{ClipRuntime, Custom, Tokenizer};
+use pixdex::embed::{DeviceChoice, EmbedError, Embedder, IMAGE_FLOATS, INPUT, ModelKind, ModelSpec};
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    crate::harness::repo_dir().join("tests/fixtures/clip").join(name)
+}
+
+pub(crate) fn vocab() -> PathBuf {
+    let p = crate::harness::repo_dir().join(pixdex::embed::clip::DEFAULT_VOCAB);
+    assert!(p.is_file(), "CLIP merges missing at {}: run `scripts/fetch-clip-vocab`", p.display());
+    p
+}
+
+fn json(name: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(fixture(name)).unwrap()).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect()
+}
+
+fn floats(v: &Value) -> Vec<Vec<f32>> {
+    v.as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()).collect()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+/// The fixture's test image `k` (mirrors `pixel()` in scripts/make-clip-fixtures.py) as pipeline
+/// input, `(px - 127) / 128`.
+fn images(count: usize) -> Vec<f32> {
+    let mut out = vec![0f32; count * IMAGE_FLOATS];
+    for k in 0..count {
+        for c in 0..3 {
+            for y in 0..INPUT {
+                for x in 0..INPUT {
+                    let px = (x * (3 + k) + y * (5 + 2 * k) + c * 77 + k * 31 + (x * y) % 7 + ((x / 16 + y / 16 + k) % 2) * 90) % 256;
+                    out[k * IMAGE_FLOATS + c * INPUT * INPUT + y * INPUT + x] = (px as f32 - 127.0) / 128.0;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn tokenizer_matches_open_clip() {
+    let tok = Tokenizer::load(&vocab()).expect("merges load");
+    assert_eq!(tok.vocab_size(), 49408);
+    let cases = json("tokenizer.json");
+    let cases = cases["cases"].as_array().unwrap();
+    assert!(cases.len() >= 1000, "{} cases", cases.len());
+    let mut wrong = Vec::new();
+    let mut repaired = 0;
+    for c in cases {
+        let text = c["text"].as_str().unwrap();
+        // ftfy's mojibake repair (random Latin-1 pairs that happen to spell UTF-8, like "Ç±")
+        // is not reproduced: those cases must match open_clip's tokens without that repair.
+        let want = if c["mojibake_repaired"].as_bool() == Some(true) {
+            repaired += 1;
+            ids(&c["tokens_without_repair"])
+        } else {
+            ids(&c["tokens"])
+        };
+        let got = tok.tokenize(text);
+        if got != want {
+            wrong.push(format!("{text:?}\n  open_clip {want:?}\n  pixdex    {got:?}"));
+        }
+    }
+    eprintln!("{} strings: {} identical to open_clip, {repaired} identical to open_clip without ftfy's mojibake repair", cases.len(), cases.len() - repaired);
+    assert!(repaired * 100 <= cases.len(), "{repaired} mojibake cases: the corpus is meant to be text people type");
+    assert!(wrong.is_empty(), "{} of {} differ:\n{}", wrong.len(), cases.len(), wrong.iter().take(8).cloned().collect::<Vec<_>>().join("\n"));
+    // Truncation keeps 77 with end-of-text last.
+    let long = tok.tokenize(&"mountain lake ".repeat(100));
+    assert_eq!(long.len(), 77);
+    assert_eq!(*long.last().unwrap(), tok.eot);
+}
+
+fn tiny(file: &str, quick_gelu: bool) -> ClipRuntime {
+    ClipRuntime::load_for_tests(&fixture(file), &vocab(), Custom { head_width: 16, quick_gelu }).expect("tiny CLIP loads")
+}
+
+/// Compare one runtime with open_clip's embeddings for the fixture's images and texts.
+fn check_against_open_clip(rt: &ClipRuntime, which: &str) {
+    let refs = json("tiny.json");
+    let n = refs["images"].as_u64().unwrap() as usize;
+    let want_img = floats(&refs[which]["image"]);
+    let want_txt = floats(&refs[which]["text"]);
+    let texts: Vec<&str> = refs["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let tokens: Vec<Vec<u32>> = refs["tokens"].as_array().unwrap().iter().map(ids).collect();
+
+    let mut got_img = Vec::new();
+    let input = images(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(4) {
+        let (a, b) = (chunk[0], *chunk.last().unwrap() + 1);
+        got_img.extend(rt.embed_images_normalized(&input[a * IMAGE_FLOATS..b * IMAGE_FLOATS], b - a).unwrap());
+    }
+    for (k, (g, w)) in got_img.iter().zip(&want_img).enumerate() {
+        let cos = cosine(g, w);
+        assert!(cos >= 0.9999, "{which}: image {k}: cosine {cos}");
+    }
+    // Our tokenizer gives open_clip's tokens, and the towers give its embeddings.
+    for (t, want) in texts.iter().zip(&tokens) {
+        assert_eq!(&rt.tokenizer().tokenize(t), want, "{t:?}");
+    }
+    let got_txt = rt.embed_texts(&texts).unwrap();
+    for (k, (g, w)) in got_txt.iter().zip(&want_txt).enumerate() {
+        let cos = cosine(g, w);
+        assert!(cos >= 0.9999, "{which}: text {k} ({:?}): cosine {cos}", texts[k]);
+    }
+    // One at a time (a different padded length) gives the same.
+    let single = rt.embed_tokens(&tokens[1..2]).unwrap();
+    assert!(cosine(&single[0], &want_txt[1]) >= 0.9999);
+    eprintln!("{which}: {} images, {} texts at cosine >= 0.9999", got_img.len(), got_txt.len());
+}
+
+#[test]
+fn towers_match_open_clip_on_flex() {
+    check_against_open_clip(&tiny("tiny.safetensors", false), "gelu");
+    check_against_open_clip(&tiny("tiny.safetensors", true), "quick_gelu");
+    // The same weights as a PyTorch state dict.
+    check_against_open_clip(&tiny("tiny.pt", false), "gelu");
+}
+
+/// The towers on wgpu (Mesa llvmpipe here, a real GPU on a GPU machine) against open_clip.
+/// `PIXDEX_SKIP_WGPU=1` on machines where wgpu finds no adapter at all.
+#[test]
+fn towers_match_open_clip_on_wgpu() {
+    if std::env::var_os("PIXDEX_SKIP_WGPU").is_some() {
+        eprintln!("PIXDEX_SKIP_WGPU set: skipping the wgpu test");
+        return;
+    }
+    let rt =
+        ClipRuntime::load_for_tests_on_wgpu(&fixture("tiny.safetensors"), &vocab(), Custom { head_width: 16, quick_gelu: false }).expect("tiny CLIP on wgpu");
+    check_against_open_clip(&rt, "gelu");
+}
+
+/// A full-size ViT-B-32 state dict — open_clip's exact keys and shapes
+/// (`vit-b-32-shapes.json`), random values — loads as the right model and embeds.
+#[test]
+fn full_size_state_dict_loads_with_the_right_shapes() {
+    let shapes = json("vit-b-32-shapes.json");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vit-b-32-random.safetensors");
+    write_random_safetensors(&path, shapes.as_object().unwrap());
+    let spec = ModelSpec { kind: ModelKind::Clip("ViT-B-32".parse().unwrap()), weights: path.clone(), vocab: vocab() };
+    let e = Embedder::load_spec(&spec, DeviceChoice::Flex, 2).expect("full-size random ViT-B-32 loads");
+    assert_eq!(e.dim(), 512);
+    assert!(e.has_text());
+    assert!(e.model_name().starts_with("clip-vit-b-32-"), "{}", e.model_name());
+    let Embedder::Clip(rt) = &e else { panic!("not CLIP") };
+    let shape = rt.describe();
+    assert_eq!(
+        shape,
+        "image: ViT width 768, 12 layers, 12 heads, 32 px patches on a 7x7 grid; text: width 512, 12 layers, 8 heads, 77 tokens, 49408-token vocabulary; 512-d",
+        "{shape}"
+    );
+    let v = e.embed_text("a dog on a beach at sunset").unwrap();
+    assert_eq!(v.len(), 512);
+    assert!(v.iter().all(|x| x.is_finite()));
+    let img = e.embed_normalized(&images(1), 1).unwrap();
+    assert_eq!(img[0].vector.len(), 512);
+    assert!(img[0].labels.is_empty(), "CLIP has no ImageNet labels");
+}
+
+/// A safetensors file with the given keys and shapes, f16 values in ±0.02 from a fixed LCG.
+fn write_random_safetensors(path: &Path, shapes: &serde_json::Map<String, Value>) {
+    let mut header = serde_json::Map::new();
+    let mut data: Vec<u8> = Vec::new();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for (key, shape) in shapes {
+        let dims: Vec<usize> = shape.as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+        let n: usize = dims.iter().product();
+        let start = data.len();
+        for _ in 0..n {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let u = ((state >> 40) as f32) / (1u64 << 24) as f32;
+            let v = if key.contains("ln") && key.ends_with("weight") { 1.0 } else { (u - 0.5) * 0.04 };
+            data.extend_from_slice(&half::f16::from_f32(v).to_le_bytes());
+        }
+        header.insert(key.clone(), serde_json::json!({"dtype": "F16", "shape": dims, "data_offsets": [start, data.len()]}));
+    }
+    let mut h = serde_json::to_vec(&Value::Object(header)).unwrap();
+    while !h.len().is_multiple_of(8) {
+        h.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + h.len() + data.len());
+    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&data);
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn bad_weights_say_what_and_how() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |weights: PathBuf| ModelSpec { kind: ModelKind::Clip("ViT-B-32".parse().unwrap()), weights, vocab: vocab() };
+    let load = |s: &ModelSpec| Embedder::load_spec(s, DeviceChoice::Flex, 1).map(|_| ()).unwrap_err();
+
+    let missing = load(&spec(dir.path().join("nope.safetensors")));
+    assert!(matches!(missing, EmbedError::Missing { .. }), "{missing}");
+    assert!(missing.to_string().contains("scripts/fetch-clip") && missing.to_string().contains("nope.safetensors"), "{missing}");
+
+    let garbage = dir.path().join("garbage.safetensors");
+    std::fs::write(&garbage, b"this is not a checkpoint at all").unwrap();
+    let e = load(&spec(garbage));
+    assert!(matches!(e, EmbedError::Invalid { .. }) && e.to_string().contains("garbage.safetensors"), "{e}");
+
+    // Truncated: the first half of a real file.
+    let bytes = std::fs::read(fixture("tiny.safetensors")).unwrap();
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let e = load(&spec(cut));
+    assert!(matches!(e, EmbedError::Invalid { .. }), "{e}");
+
+    // Mismatched: the tiny model's text width (32) is no multiple of ViT-B-32's head width.
+    let e = load(&spec(fixture("tiny.safetensors")));
+    assert!(e.to_string().contains("head width 64") && e.to_string().contains("not a CLIP ViT-B-32 checkpoint"), "{e}");
+
+    // Another model's weights: EfficientNet's checkpoint names the missing CLIP tensor.
+    let effnet = crate::harness::repo_dir().join(pixdex::embed::DEFAULT_WEIGHTS);
+    if effnet.is_file() {
+        let e = load(&spec(effnet));
+        assert!(e.to_string().contains("visual.conv1.weight"), "{e}");
+    }
+
+    // Missing merges.
+    let mut s = spec(fixture("tiny.safetensors"));
+    s.vocab = dir.path().join("no-vocab.txt.gz");
+    let e = load(&s);
+    assert!(e.to_string().contains("scripts/fetch-clip-vocab"), "{e}");
+}
