@@ -44,11 +44,29 @@ pub struct RawConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
-    /// EfficientNet-Lite0 ImageNet weights (legacy torch `.pth`); `scripts/fetch-model` puts them there.
-    pub weights: PathBuf,
+    /// "efficientnet-lite0" (the default: ImageNet labels, words search the labels),
+    /// "ViT-B-32" (open_clip CLIP with GELU, e.g. laion2b_s34b_b79k) or "ViT-B-32-quickgelu"
+    /// (OpenAI's CLIP): words search the images.
+    #[serde(default = "default_model_name")]
+    pub name: String,
+    /// The checkpoint. Default: `models/efficientnet-lite0.pth` (`scripts/fetch-model`) or, for
+    /// CLIP, `models/clip-vit-b-32.safetensors` (`scripts/fetch-clip`).
+    #[serde(default)]
+    pub weights: Option<PathBuf>,
+    /// CLIP's tokenizer merges (`scripts/fetch-clip-vocab`).
+    #[serde(default = "default_vocab")]
+    pub vocab: PathBuf,
     /// "auto" (a hardware GPU through wgpu if there is one, else the CPU), "wgpu", "cpu" (pixdex's
     /// kernels) or "flex" (Burn's CPU backend, the reference).
     pub device: String,
+}
+
+fn default_model_name() -> String {
+    "efficientnet-lite0".into()
+}
+
+fn default_vocab() -> PathBuf {
+    PathBuf::from(crate::embed::clip::DEFAULT_VOCAB)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -237,7 +255,7 @@ impl Default for RawConfig {
                 settle_ms: 1000,
                 rescan_interval_secs: 3600,
             },
-            model: RawModel { weights: PathBuf::from("models/efficientnet-lite0.pth"), device: "auto".into() },
+            model: RawModel { name: default_model_name(), weights: None, vocab: default_vocab(), device: "auto".into() },
             pipeline: RawPipeline {
                 decode_workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8),
                 resize_workers: 1,
@@ -325,6 +343,8 @@ pub enum TokenSource {
 
 #[derive(Debug, Clone)]
 pub struct ModelSettings {
+    /// Which model and its files (absolute paths).
+    pub spec: crate::embed::ModelSpec,
     pub weights: PathBuf,
     /// "auto" | "wgpu" | "cpu" | "flex" (checked here; the embed module maps it to a device).
     pub device: String,
@@ -500,6 +520,12 @@ impl Config {
         if !["auto", "wgpu", "cpu", "flex"].contains(&device.as_str()) {
             return Err(invalid("model.device", format!("{:?} is not one of \"auto\", \"wgpu\", \"cpu\", \"flex\"", raw.model.device)));
         }
+        let kind: crate::embed::ModelKind = raw.model.name.parse().map_err(|e: String| invalid("model.name", e))?;
+        let weights = raw.model.weights.clone().unwrap_or_else(|| match kind {
+            crate::embed::ModelKind::EfficientNetLite0 => PathBuf::from(crate::embed::DEFAULT_WEIGHTS),
+            crate::embed::ModelKind::Clip(_) => PathBuf::from(crate::embed::clip::DEFAULT_WEIGHTS),
+        });
+        let spec = crate::embed::ModelSpec { kind, weights: absolutize(&weights), vocab: absolutize(&raw.model.vocab) };
         let p = &raw.pipeline;
         for (key, v) in [("pipeline.decode_workers", p.decode_workers), ("pipeline.resize_workers", p.resize_workers), ("pipeline.batch_size", p.batch_size)] {
             if v == 0 {
@@ -589,7 +615,7 @@ impl Config {
                 extensions,
                 ignored: raw.library.ignored,
             },
-            model: ModelSettings { weights: absolutize(&raw.model.weights), device },
+            model: ModelSettings { weights: spec.weights.clone(), spec, device },
             pipeline: PipelineSettings {
                 decode_workers: p.decode_workers,
                 resize_workers: p.resize_workers,
@@ -624,7 +650,7 @@ impl Config {
         if raw.daemon.token.is_some() {
             raw.daemon.token = Some("***".into());
         }
-        raw.model.weights = validated.model.weights.clone();
+        raw.model.weights = Some(validated.model.weights.clone());
         raw.daemon.data_dir = validated.data_dir.clone();
         raw.daemon.socket = Some(validated.socket.clone());
         toml_string(&raw)

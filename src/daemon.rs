@@ -72,11 +72,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(session = %r.name, id = ?r.session_id, outcome = %r.outcome, "config session reconciled");
     }
 
-    // The vector store: embedded qdrant-edge under data_dir, or a Qdrant server.
-    let store = VectorStore::open(&vectors_config(&cfg), crate::embed::MODEL_NAME, crate::embed::DIM)
-        .await
-        .with_context(|| "cannot open the vector store (check [vectors] in the config)")?;
-    tracing::info!(store = %store.describe(), "vector store open");
+    // The model first: its name and dimension name its vectors (one collection per model).
+    // Without its weights the daemon still catalogues, watches and serves the vectors of the
+    // model that served before, and says what to run.
+    let loaded = load_model(&cfg.model.spec, &cfg.model.device, cfg.pipeline.batch_size).await;
+    let models = crate::switch::open_models(&cfg, &catalog, &vectors_config(&cfg), loaded).await?;
+    let store = models.pipeline_store.clone();
+    tracing::info!(store = %store.describe(), serving = %models.serving.model, "vector store open");
 
     // The watcher reconciles every root on its own thread, then follows events. New images
     // wake autoStart sessions that wait for them.
@@ -94,7 +96,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Watcher::start(
             Arc::new(Library::new(cfg.library.clone())),
             catalog.clone(),
-            Arc::new(VectorSync::start(store.clone(), &tokio::runtime::Handle::current())),
+            Arc::new(VectorSync::start(models.stores(), &tokio::runtime::Handle::current())),
             tokio::runtime::Handle::current(),
             Box::new(wake),
         )
@@ -106,9 +108,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // watches, and says what to run.
     // One memory budget for every decoder: pipeline, search by image, thumbnails.
     let budget = crate::decode::MemoryBudget::new(cfg.pipeline.memory_mb * 1024 * 1024);
-    let (pipeline, search_model) = start_pipeline(&cfg, &catalog, &store, &owner, &budget).await;
-    let search = Search::new(store.clone(), catalog.clone(), Arc::new(Library::new(cfg.library.clone())), search_model, decode_limits(&cfg, &budget));
+    let pipeline = start_pipeline(&cfg, &catalog, models.pipeline_embedder, &store, &owner, &budget);
+    let search = Search::new(models.serving.clone(), catalog.clone(), Arc::new(Library::new(cfg.library.clone())), decode_limits(&cfg, &budget));
     sessions.attach_pipeline(pipeline.clone());
+    // A newly configured model re-embeds the library in sessions of its own; search keeps
+    // reading the previous model's vectors until they complete.
+    if let Some(target) = models.building {
+        let switch = crate::switch::ModelSwitch::new(sessions.clone(), search.clone(), cfg.library.roots.clone(), target);
+        let rx = shutdown.subscribe();
+        tokio::spawn(switch.run(rx));
+    }
     let events = crate::events::Events::start(sessions.clone(), pipeline.clone(), watcher.clone(), shutdown.subscribe());
     let state = Arc::new(AppState {
         sessions: sessions.clone(),
@@ -306,7 +315,7 @@ fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     Ok(l)
 }
 
-fn vectors_config(cfg: &Config) -> VectorsConfig {
+pub(crate) fn vectors_config(cfg: &Config) -> VectorsConfig {
     let mut v = VectorsConfig::embedded(&cfg.data_dir);
     v.path = cfg.vectors.path.clone();
     v.collection_prefix = cfg.vectors.collection_prefix.clone();
@@ -321,35 +330,38 @@ fn vectors_config(cfg: &Config) -> VectorsConfig {
     v
 }
 
-/// Load the model (twice: the pipeline's batched instance and a batch-1 one for search by
-/// image) and start the pipeline; or say why not.
-async fn start_pipeline(
-    cfg: &Config,
-    catalog: &Catalog,
-    store: &VectorStore,
-    owner: &str,
-    budget: &Arc<crate::decode::MemoryBudget>,
-) -> (Pipeline, Result<Arc<std::sync::Mutex<crate::embed::Embedder>>, String>) {
-    let device: crate::embed::DeviceChoice = cfg.model.device.parse().unwrap_or_default();
-    let weights = cfg.model.weights.clone();
-    let bs = cfg.pipeline.batch_size;
+/// Load the configured model twice (the pipeline's batched instance and a batch-1 one for
+/// queries), on blocking threads; or say why not.
+async fn load_model(spec: &crate::embed::ModelSpec, device: &str, bs: usize) -> Result<(crate::embed::Embedder, crate::embed::Embedder), String> {
+    let device: crate::embed::DeviceChoice = device.parse().unwrap_or_default();
+    let spec = spec.clone();
     let loaded = tokio::task::spawn_blocking(move || {
-        let main = crate::embed::Embedder::load(&weights, device, bs)?;
-        let search = crate::embed::Embedder::load(&weights, device, 1)?;
+        let main = crate::embed::Embedder::load_spec(&spec, device, bs)?;
+        let search = crate::embed::Embedder::load_spec(&spec, device, 1)?;
         Ok::<_, crate::embed::EmbedError>((main, search))
     })
     .await;
-    let (embedder, search) = match loaded {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => {
-            let reason = format!("the embedding pipeline is not running: {e}");
+    match loaded {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("the embedding pipeline is not running: {e}")),
+        Err(e) => Err(format!("loading the model panicked: {e}")),
+    }
+}
+
+/// Start the pipeline with the loaded model, or a disabled one that says why not.
+fn start_pipeline(
+    cfg: &Config,
+    catalog: &Catalog,
+    embedder: Result<crate::embed::Embedder, String>,
+    store: &VectorStore,
+    owner: &str,
+    budget: &Arc<crate::decode::MemoryBudget>,
+) -> Pipeline {
+    let embedder = match embedder {
+        Ok(e) => e,
+        Err(reason) => {
             tracing::error!("{reason}");
-            return (Pipeline::disabled(reason.clone()), Err(reason));
-        }
-        Err(e) => {
-            let reason = format!("loading the model panicked: {e}");
-            tracing::error!("{reason}");
-            return (Pipeline::disabled(reason.clone()), Err(reason));
+            return Pipeline::disabled(reason);
         }
     };
     let pcfg = PipelineConfig {
@@ -362,8 +374,7 @@ async fn start_pipeline(
         library: Some(Arc::new(Library::new(cfg.library.clone()))),
         owner: owner.to_string(),
     };
-    let p = Pipeline::start(pcfg, embedder, store.clone(), catalog.clone(), tokio::runtime::Handle::current());
-    (p, Ok(Arc::new(std::sync::Mutex::new(search))))
+    Pipeline::start(pcfg, embedder, store.clone(), catalog.clone(), tokio::runtime::Handle::current())
 }
 
 /// The decode limits from the config, sharing the daemon's one memory budget.
@@ -391,28 +402,32 @@ enum VectorChange {
 impl VectorSync {
     /// Up to 256 batches wait (a batch is a whole apply: a folder of 10k renames is one);
     /// beyond that the watcher waits, so a store that is down cannot fill memory.
-    fn start(store: VectorStore, rt: &tokio::runtime::Handle) -> VectorSync {
+    /// `stores`: every model's vectors in use (during a model switch, the serving and the
+    /// building one).
+    fn start(stores: Vec<VectorStore>, rt: &tokio::runtime::Handle) -> VectorSync {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<VectorChange>(256);
         rt.spawn(async move {
             while let Some(change) = rx.recv().await {
-                let mut backoff = std::time::Duration::from_millis(200);
-                // A store that is down is waited out; any other error is logged and dropped
-                // (search re-paths through the catalog and skips removed assets anyway).
-                for attempt in 0..8 {
-                    let r = match &change {
-                        VectorChange::Removed(ids) => store.delete(ids).await,
-                        VectorChange::Moved(moves) => store.set_paths(moves).await,
-                    };
-                    match r {
-                        Ok(()) => break,
-                        Err(e) if e.is_retryable() && attempt < 7 => {
-                            tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "vector store unavailable for a watcher change; retrying");
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "updating vectors after a filesystem change failed; search follows the catalog anyway");
-                            break;
+                for store in &stores {
+                    let mut backoff = std::time::Duration::from_millis(200);
+                    // A store that is down is waited out; any other error is logged and dropped
+                    // (search re-paths through the catalog and skips removed assets anyway).
+                    for attempt in 0..8 {
+                        let r = match &change {
+                            VectorChange::Removed(ids) => store.delete(ids).await,
+                            VectorChange::Moved(moves) => store.set_paths(moves).await,
+                        };
+                        match r {
+                            Ok(()) => break,
+                            Err(e) if e.is_retryable() && attempt < 7 => {
+                                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "vector store unavailable for a watcher change; retrying");
+                                tokio::time::sleep(backoff).await;
+                                backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "updating vectors after a filesystem change failed; search follows the catalog anyway");
+                                break;
+                            }
                         }
                     }
                 }

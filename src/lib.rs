@@ -17,6 +17,7 @@ pub mod model;
 pub mod pipeline;
 pub mod search;
 pub mod sessions;
+pub mod switch;
 pub mod thumbs;
 pub mod vectors;
 pub mod watcher;

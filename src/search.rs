@@ -1,10 +1,13 @@
 //! Search: by example image (a file on the daemon's machine, or uploaded bytes), by asset
-//! (its stored vector), and by words (matched against the stored ImageNet labels, ranked by
-//! label probability). Results carry the catalog's current path: a deleted asset never shows,
-//! a moved one shows where it is now.
+//! (its stored vector), and by words: with CLIP, the words' text embedding against the image
+//! vectors; with EfficientNet, the stored ImageNet labels ranked by label probability (and the
+//! answer says so). Every answer names the model whose vectors served it: search reads one
+//! model's vectors at a time ([`Serving`]), switched only when a new model's re-embed is done.
+//! Results carry the catalog's current path: a deleted asset never shows, a moved one shows
+//! where it is now.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -100,6 +103,24 @@ pub struct SearchResults {
     /// For word search: the labels the words matched.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub matched_labels: Vec<String>,
+    /// The model whose vectors answered.
+    pub model: String,
+    /// For word search: `"clip"` (text embedding against the images) or `"labels"` (ImageNet
+    /// labels, when the serving model has no text tower).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub words_via: Option<&'static str>,
+    /// How the answer was made when it is not the obvious way (e.g. words through labels).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// What search reads: one model's vectors, and that model (batch 1) for query images and words.
+#[derive(Clone)]
+pub struct Serving {
+    pub model: String,
+    pub store: VectorStore,
+    /// The model for queries, or why there is none.
+    pub embedder: Result<Arc<Mutex<Embedder>>, String>,
 }
 
 /// What to search with, for search by image.
@@ -110,17 +131,26 @@ pub enum ImageQuery {
 
 #[derive(Clone)]
 pub struct Search {
-    store: VectorStore,
+    serving: Arc<RwLock<Serving>>,
     catalog: Catalog,
     library: Arc<Library>,
-    /// The model for query images (its own instance, batch 1), or why there is none.
-    embedder: Result<Arc<Mutex<Embedder>>, String>,
     limits: DecodeLimits,
 }
 
 impl Search {
-    pub fn new(store: VectorStore, catalog: Catalog, library: Arc<Library>, embedder: Result<Arc<Mutex<Embedder>>, String>, limits: DecodeLimits) -> Search {
-        Search { store, catalog, library, embedder, limits }
+    pub fn new(serving: Serving, catalog: Catalog, library: Arc<Library>, limits: DecodeLimits) -> Search {
+        Search { serving: Arc::new(RwLock::new(serving)), catalog, library, limits }
+    }
+
+    /// What answers now (a request keeps the one it started with).
+    pub fn serving(&self) -> Serving {
+        self.serving.read().expect("serving lock").clone()
+    }
+
+    /// Switch to another model's vectors (its re-embed is complete).
+    pub fn set_serving(&self, s: Serving) {
+        tracing::info!(model = %s.model, "search now reads this model's vectors");
+        *self.serving.write().expect("serving lock") = s;
     }
 
     /// The decode limits (thumbnails of uncatalogued files use them too).
@@ -169,15 +199,21 @@ impl Search {
         })
     }
 
-    async fn empty_hint(&self) -> Option<String> {
-        match self.store.count().await {
+    async fn empty_hint(&self, store: &VectorStore) -> Option<String> {
+        match store.count().await {
             Ok(0) => Some("nothing is indexed yet: create a session, start it, and search again once it has made progress".into()),
             _ => None,
         }
     }
 
     /// Replace payload paths by the catalog's current ones; drop assets that are gone.
-    async fn finish(&self, hits: Vec<(i64, f32, crate::vectors::Payload)>, total: usize, matched: Vec<String>) -> Result<SearchResults, SearchError> {
+    async fn finish(
+        &self,
+        sv: &Serving,
+        hits: Vec<(i64, f32, crate::vectors::Payload)>,
+        total: usize,
+        matched: Vec<String>,
+    ) -> Result<SearchResults, SearchError> {
         let ids: Vec<i64> = hits.iter().map(|h| h.0).collect();
         let paths = self.catalog.asset_paths(&ids).await.map_err(catalog_err)?;
         let results: Vec<SearchHit> = hits
@@ -194,8 +230,8 @@ impl Search {
                 })
             })
             .collect();
-        let hint = if results.is_empty() { self.empty_hint().await } else { None };
-        Ok(SearchResults { total: total.max(results.len()), results, hint, matched_labels: matched })
+        let hint = if results.is_empty() { self.empty_hint(&sv.store).await } else { None };
+        Ok(SearchResults { total: total.max(results.len()), results, hint, matched_labels: matched, model: sv.model.clone(), words_via: None, note: None })
     }
 
     pub async fn by_image(&self, q: ImageQuery, limit: usize, offset: usize, filters: &Filters) -> Result<SearchResults, SearchError> {
@@ -228,7 +264,8 @@ impl Search {
                 ImageQuery::Bytes(b)
             }
         };
-        let embedder = self.embedder.clone();
+        let sv = self.serving();
+        let embedder = sv.embedder.clone();
         let limits = self.limits.clone();
         let vector = tokio::task::spawn_blocking(move || -> Result<Vec<f32>, SearchError> {
             // The input first: a bad image is the client's to fix whatever else is wrong.
@@ -244,26 +281,27 @@ impl Search {
         })
         .await
         .map_err(|e| SearchError::Internal(e.to_string()))??;
-        let hits = self.store.search(&vector, limit, offset, &filter).await.map_err(store_err)?;
+        let hits = sv.store.search(&vector, limit, offset, &filter).await.map_err(store_err)?;
         let n = hits.len();
-        self.finish(hits.into_iter().map(|h| (h.id as i64, h.score, h.payload)).collect(), n, vec![]).await
+        self.finish(&sv, hits.into_iter().map(|h| (h.id as i64, h.score, h.payload)).collect(), n, vec![]).await
     }
 
     pub async fn similar(&self, asset_id: i64, exclude_self: bool, limit: usize, offset: usize, filters: &Filters) -> Result<SearchResults, SearchError> {
         Self::check_limit(limit)?;
         let filter = self.filter(filters)?;
-        let (vector, _) = self
+        let sv = self.serving();
+        let (vector, _) = sv
             .store
             .get(asset_id as u64)
             .await
             .map_err(store_err)?
             .ok_or_else(|| SearchError::NotFound(format!("asset {asset_id} has no vector (it does not exist, or no session has indexed it yet)")))?;
         let extra = usize::from(exclude_self);
-        let hits = self.store.search(&vector, limit + extra, offset, &filter).await.map_err(store_err)?;
+        let hits = sv.store.search(&vector, limit + extra, offset, &filter).await.map_err(store_err)?;
         let mut hits: Vec<_> = hits.into_iter().filter(|h| !(exclude_self && h.id as i64 == asset_id)).collect();
         hits.truncate(limit);
         let n = hits.len();
-        self.finish(hits.into_iter().map(|h| (h.id as i64, h.score, h.payload)).collect(), n, vec![]).await
+        self.finish(&sv, hits.into_iter().map(|h| (h.id as i64, h.score, h.payload)).collect(), n, vec![]).await
     }
 
     pub async fn by_words(&self, query: &str, limit: usize, offset: usize, filters: &Filters) -> Result<SearchResults, SearchError> {
@@ -273,6 +311,14 @@ impl Search {
             return Err(SearchError::BadRequest("query must not be empty (e.g. \"cat\", \"espresso\")".into()));
         }
         let filter = self.filter(filters)?;
+        let sv = self.serving();
+        if sv.model.starts_with("clip-") {
+            return self.by_clip_text(&sv, q, limit, offset, &filter).await;
+        }
+        let note = Some(format!(
+            "words matched ImageNet labels: {} has no text tower; for search by meaning configure a CLIP model (model.name = \"ViT-B-32\", scripts/fetch-clip)",
+            sv.model
+        ));
         let classes = classes_for(q);
         if classes.is_empty() {
             return Ok(SearchResults {
@@ -282,11 +328,14 @@ impl Search {
                     "no ImageNet label matches {q:?}; the default model searches by its 1000 ImageNet labels (e.g. \"cat\", \"espresso\", \"sports car\")"
                 )),
                 matched_labels: vec![],
+                model: sv.model.clone(),
+                words_via: Some("labels"),
+                note,
             });
         }
         let ids: Vec<u32> = classes.iter().map(|c| c.0).collect();
         let matched: Vec<String> = classes.iter().map(|c| c.1.clone()).collect();
-        let records = self.store.scroll_by_labels(&ids, &filter, 10_000).await.map_err(store_err)?;
+        let records = sv.store.scroll_by_labels(&ids, &filter, 10_000).await.map_err(store_err)?;
         let mut scored: Vec<(i64, f32, crate::vectors::Payload)> = records
             .into_iter()
             .map(|r| {
@@ -297,7 +346,25 @@ impl Search {
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         let total = scored.len();
         let page: Vec<_> = scored.into_iter().skip(offset).take(limit).collect();
-        self.finish(page, total, matched).await
+        let mut out = self.finish(&sv, page, total, matched).await?;
+        out.words_via = Some("labels");
+        out.note = note;
+        Ok(out)
+    }
+
+    /// Words through CLIP's text tower, against the image vectors.
+    async fn by_clip_text(&self, sv: &Serving, q: &str, limit: usize, offset: usize, filter: &Filter) -> Result<SearchResults, SearchError> {
+        let embedder = sv.embedder.clone().map_err(|reason| SearchError::Unavailable(format!("search by words needs {}: {reason}", sv.model)))?;
+        let text = q.to_string();
+        let vector = tokio::task::spawn_blocking(move || embedder.lock().unwrap().embed_text(&text))
+            .await
+            .map_err(|e| SearchError::Internal(e.to_string()))?
+            .map_err(|e| SearchError::Internal(e.to_string()))?;
+        let hits = sv.store.search(&vector, limit, offset, filter).await.map_err(store_err)?;
+        let n = hits.len();
+        let mut out = self.finish(sv, hits.into_iter().map(|h| (h.id as i64, h.score, h.payload)).collect(), n, vec![]).await?;
+        out.words_via = Some("clip");
+        Ok(out)
     }
 }
 

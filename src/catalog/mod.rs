@@ -11,6 +11,7 @@
 //! their own pool (WAL lets them run beside the writer). PostgreSQL uses one pool for both.
 
 mod assets;
+mod models;
 mod pipeline;
 mod rows;
 mod transitions;
@@ -25,6 +26,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 pub use assets::{Applied, AssetFile, ChangeSet, JobTarget};
+pub use models::{ModelRow, ModelState};
 pub use rows::{Asset, Job, JobsSummary, Session, Subdirectory};
 pub use transitions::StartOutcome;
 pub use web::{AssetRow, Category, CategoryPatch, DirTraining, IgnoredDir, LibraryVersion};

@@ -14,7 +14,7 @@ pub fn run(cfg: &Config, files: &[PathBuf], json: bool) -> Result<u8, String> {
         return Err("name at least one image file: pixdex embed photo.jpg".into());
     }
     let device: DeviceChoice = cfg.model.device.parse().map_err(|e: super::EmbedError| e.to_string())?;
-    let embedder = Embedder::load(&cfg.model.weights, device, 1).map_err(|e| e.to_string())?;
+    let embedder = Embedder::load_spec(&cfg.model.spec, device, 1).map_err(|e| e.to_string())?;
     let limits = DecodeLimits {
         max_megapixels: cfg.pipeline.max_megapixels,
         max_file_bytes: cfg.pipeline.max_file_bytes,
@@ -61,7 +61,7 @@ pub fn run(cfg: &Config, files: &[PathBuf], json: bool) -> Result<u8, String> {
 pub fn bench(cfg: &Config, batches: &[usize], iters: usize) -> Result<(), String> {
     let device: DeviceChoice = cfg.model.device.parse().map_err(|e: super::EmbedError| e.to_string())?;
     for &b in batches {
-        let embedder = Embedder::load(&cfg.model.weights, device, b).map_err(|e| e.to_string())?;
+        let embedder = Embedder::load_spec(&cfg.model.spec, device, b).map_err(|e| e.to_string())?;
         let images: Vec<crate::decode::RgbImage> = (0..b)
             .map(|i| {
                 let (w, h) = (500u32, 375u32);

@@ -243,3 +243,125 @@ fn bad_weights_say_what_and_how() {
     let e = load(&s);
     assert!(e.to_string().contains("scripts/fetch-clip-vocab"), "{e}");
 }
+
+/// A small random CLIP with ViT-B-32's layout and head width (64): widths 64, 2 layers per
+/// tower, open_clip's key names — loads through `model.name = "ViT-B-32"` like real weights.
+pub(crate) fn small_random_clip(path: &Path) {
+    let full = json("vit-b-32-shapes.json");
+    let mut shapes = serde_json::Map::new();
+    for (k, v) in full.as_object().unwrap() {
+        let layer = k.split("resblocks.").nth(1).and_then(|r| r.split('.').next()).and_then(|n| n.parse::<usize>().ok());
+        if layer.is_some_and(|l| l >= 2) {
+            continue;
+        }
+        let dims: Vec<Value> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                let d = d.as_u64().unwrap();
+                Value::from(match d {
+                    768 | 512 => 64,
+                    3072 | 2048 => 256,
+                    2304 | 1536 => 192,
+                    other => other,
+                })
+            })
+            .collect();
+        shapes.insert(k.clone(), Value::Array(dims));
+    }
+    write_random_safetensors(path, &shapes);
+}
+
+mod daemon {
+    use super::*;
+    use crate::harness::{Db, TestDaemon, eventually, model_toml, sample};
+    use serde_json::json;
+
+    fn photos(root: &Path) {
+        let dir = root.join("photos");
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"] {
+            std::fs::copy(sample(name), dir.join(name)).unwrap();
+        }
+        // Big PNGs (full decode, one decoder) keep the re-embed busy for a while.
+        for i in 0..4 {
+            crate::harness::noise_png(&root.join(format!("big/b{i}.png")), 3000, 3000, i);
+        }
+    }
+
+    /// EfficientNet serves; the config switches to CLIP: bad weights leave EfficientNet
+    /// serving (pipeline off, the reason says which file and how to fix it); good weights
+    /// re-embed in a session of the new model's own while EfficientNet keeps answering; then
+    /// CLIP answers words with its text tower, and every answer names its model.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn switching_to_clip_reembeds_while_the_old_model_serves() {
+        let mut d = TestDaemon::start(Db::Sqlite, &(model_toml(4) + "resize_workers = 1\n"), photos).await;
+        let root = d.root.display().to_string();
+        let id = d.create(json!({"name": "all", "rootPath": root})).await;
+        assert_eq!(d.action(id, "start").await.status, 200);
+        crate::pipeline::wait_status(&d, id, "completed", 180).await;
+        let r = d.post("/api/v1/search", Some(json!({"query": "cat"}))).await.body;
+        assert_eq!(r["model"], "efficientnet-lite0-imagenet", "{r}");
+        assert_eq!(r["wordsVia"], "labels", "{r}");
+        assert!(r["note"].as_str().unwrap().contains("ViT-B-32"), "{r}");
+        assert!(!r["results"].as_array().unwrap().is_empty(), "{r}");
+
+        // Bad CLIP weights: the daemon keeps serving EfficientNet's vectors and says why.
+        let garbage = d.dir.path().join("garbage.safetensors");
+        std::fs::write(&garbage, b"not weights").unwrap();
+        let vocab = vocab();
+        let clip_toml = |w: &Path| {
+            format!(
+                "[model]\nname = \"ViT-B-32\"\nweights = \"{}\"\nvocab = \"{}\"\ndevice = \"cpu\"\n\n[pipeline]\nbatch_size = 4\ndecode_workers = 1\n",
+                w.display(),
+                vocab.display()
+            )
+        };
+        d.stop();
+        d.write_config(&clip_toml(&garbage));
+        d.restart().await;
+        let p = d.get("/api/v1/training/pipeline").await.body;
+        assert_eq!(p["running"], false, "{p}");
+        let why = p.to_string();
+        assert!(why.contains("garbage.safetensors") && why.contains("scripts/fetch-clip"), "{why}");
+        let r = d.post("/api/v1/search", Some(json!({"query": "cat"}))).await.body;
+        assert_eq!(r["model"], "efficientnet-lite0-imagenet", "{r}");
+        assert!(!r["results"].as_array().unwrap().is_empty(), "{r}");
+
+        // Good CLIP weights: a re-embed session of its own; the old model answers meanwhile.
+        let weights = d.dir.path().join("clip-small.safetensors");
+        small_random_clip(&weights);
+        d.stop();
+        d.write_config(&clip_toml(&weights));
+        d.restart().await;
+        let r = d.post("/api/v1/search", Some(json!({"query": "cat"}))).await.body;
+        assert_eq!(r["model"], "efficientnet-lite0-imagenet", "the old model serves until the new one is complete: {r}");
+        let models = d.get("/api/v1/models").await.body;
+        let building: Vec<&Value> = models.as_array().unwrap().iter().filter(|m| m["state"] == "building").collect();
+        assert_eq!(building.len(), 1, "{models}");
+        let clip_name = building[0]["name"].as_str().unwrap().to_string();
+        assert!(clip_name.starts_with("clip-vit-b-32-"), "{clip_name}");
+
+        let switched = eventually(240, || async { d.post("/api/v1/search", Some(json!({"query": "a cat"}))).await.body["model"] == clip_name.as_str() }).await;
+        assert!(switched, "CLIP never took over: {}\n{}", d.get("/api/v1/models").await.body, d.get("/api/v1/training/sessions").await.body);
+        let sessions = d.get("/api/v1/training/sessions").await.body.to_string();
+        assert!(sessions.contains(&format!("model {clip_name}")), "{sessions}");
+        let r = d.post("/api/v1/search", Some(json!({"query": "a cat sleeping on a sofa", "limit": 20}))).await.body;
+        assert_eq!(r["wordsVia"], "clip", "{r}");
+        // Never mixed: all 8 images answer from CLIP's vectors (512-d EfficientNet's would not).
+        assert_eq!(r["results"].as_array().unwrap().len(), 8, "{r}");
+        let models = d.get("/api/v1/models").await.body.to_string();
+        assert!(models.contains("\"retired\"") && models.contains("\"serving\""), "{models}");
+        // Search by image uses the serving model (CLIP) too.
+        let r = d.post("/api/v1/search/image", Some(json!({"path": format!("{root}/photos/chelsea.png")}))).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.body["model"], clip_name.as_str(), "{:?}", r.body);
+        assert!(r.body["results"][0]["path"].as_str().unwrap().ends_with("chelsea.png"), "{:?}", r.body);
+
+        // A restart keeps CLIP serving (no second re-embed).
+        d.restart().await;
+        let r = d.post("/api/v1/search", Some(json!({"query": "cat"}))).await.body;
+        assert_eq!(r["model"], clip_name.as_str(), "{r}");
+    }
+}

@@ -55,7 +55,7 @@ fn photo_library(root: &Path) {
     bomb_png(&bad.join("bomb.png"));
 }
 
-async fn wait_status(d: &TestDaemon, id: i64, status: &str, secs: u64) -> Value {
+pub(crate) async fn wait_status(d: &TestDaemon, id: i64, status: &str, secs: u64) -> Value {
     let ok = eventually(secs, || async { d.session(id).await["status"] == status }).await;
     let s = d.session(id).await;
     assert!(ok, "session {id} not {status} after {secs} s: {s:?}\n{:?}", d.get("/api/v1/training/pipeline").await.body);

@@ -77,3 +77,10 @@ pub(crate) async fn overview(State(st): St) -> ApiResult {
     }
     ok(serde_json::json!({"roots": roots}))
 }
+
+/// `GET /api/v1/models`: every model whose vectors exist, with its state (`serving` answers
+/// search, `building` is re-embedding the library, `retired` no longer used).
+pub(crate) async fn models(State(st): St) -> ApiResult {
+    let models = st.sessions.catalog().models().await.map_err(SessionError::from)?;
+    ok(serde_json::to_value(models).unwrap_or_default())
+}
