@@ -78,6 +78,8 @@ pub struct Decoded {
     pub original_height: u32,
     /// `"jpeg"`, `"png"` or `"webp"`.
     pub format: &'static str,
+    /// SHA-256 of the file's bytes (hex), for files read from disk.
+    pub content_hash: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,7 +146,15 @@ pub fn decode_for_embedding(path: &Path, limits: &DecodeLimits) -> Result<Decode
     if bytes.len() as u64 > limits.max_file_bytes {
         return Err(DecodeError::TooLarge { path: path.to_path_buf(), bytes: bytes.len() as u64, limit: limits.max_file_bytes });
     }
-    decode_inner(&bytes, path, limits)
+    let mut decoded = decode_inner(&bytes, path, limits)?;
+    decoded.content_hash = Some(sha256_hex(&bytes));
+    Ok(decoded)
+}
+
+/// SHA-256 of `bytes`, lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Decode an in-memory image (search by upload); `name` is only used in error messages.
@@ -264,7 +274,7 @@ fn decode_jpeg(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<Decod
                 // EXIF (APP1) precedes the frame header, so read_info has already seen it.
                 let orientation = dec.exif_data().and_then(exif_orientation).unwrap_or(1);
                 let image = apply_orientation(RgbImage { width: t.width, height: t.height, data: t.data }, orientation);
-                return Ok(Decoded { image, original_width: ow, original_height: oh, format: "jpeg" });
+                return Ok(Decoded { image, original_width: ow, original_height: oh, format: "jpeg", content_hash: None });
             }
             Err(turbo::Refused::Failed(reason)) => {
                 tracing::debug!(path = %path.display(), %reason, "libjpeg-turbo refused the file; decoding with jpeg-decoder");
@@ -311,7 +321,7 @@ fn decode_jpeg(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<Decod
     }
     let orientation = dec.exif_data().and_then(exif_orientation).unwrap_or(1);
     let image = apply_orientation(RgbImage { width: w, height: h, data }, orientation);
-    Ok(Decoded { image, original_width: ow, original_height: oh, format: "jpeg" })
+    Ok(Decoded { image, original_width: ow, original_height: oh, format: "jpeg", content_hash: None })
 }
 
 /// Read the Orientation tag (0x0112) from IFD0 of a TIFF/EXIF block (starting at the TIFF
@@ -455,7 +465,7 @@ fn decode_with_image(bytes: &[u8], format: Format, path: &Path, limits: &DecodeL
         _ => 1,
     };
     let image = apply_orientation(img, code);
-    Ok(Decoded { image, original_width: ow, original_height: oh, format: name })
+    Ok(Decoded { image, original_width: ow, original_height: oh, format: name, content_hash: None })
 }
 
 /// Reduce by the largest power-of-two factor (≤ 8, like JPEG DCT scaling) that keeps the

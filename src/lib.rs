@@ -8,6 +8,7 @@ pub mod config;
 pub mod ctl;
 pub mod daemon;
 pub mod decode;
+pub mod duplicates;
 pub mod embed;
 pub mod error;
 pub mod events;

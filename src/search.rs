@@ -91,6 +91,35 @@ pub struct SearchHit {
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub indexed_at: String,
+    /// Copies of this image among the hits (identical bytes or a near-identical dHash),
+    /// folded into this one (shown as "+N similar copies").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub similar_copies: Vec<CopyHit>,
+}
+
+/// A hit folded into a better-scoring copy of itself.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyHit {
+    pub asset_id: i64,
+    pub path: String,
+    pub score: f32,
+    /// Same bytes (else a near-duplicate by dHash).
+    pub identical: bool,
+}
+
+/// `GET /api/v1/duplicates`: copies in the library (or under one folder).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DuplicateReport {
+    pub path: Option<String>,
+    /// dHash bits two images may differ in and still count as near-duplicates.
+    pub near_threshold_bits: u32,
+    pub groups: Vec<crate::duplicates::Group>,
+    /// Assets that are a copy of an earlier one (all members but the first of each group).
+    pub copies: usize,
+    /// Assets compared (those already decoded once by the pipeline).
+    pub hashed_assets: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -227,11 +256,66 @@ impl Search {
                     width: p.width,
                     height: p.height,
                     indexed_at: crate::catalog::rows_ts(p.indexed_at),
+                    similar_copies: Vec::new(),
                 })
             })
             .collect();
+        let results = self.fold_copies(results).await?;
         let hint = if results.is_empty() { self.empty_hint(&sv.store).await } else { None };
         Ok(SearchResults { total: total.max(results.len()), results, hint, matched_labels: matched, model: sv.model.clone(), words_via: None, note: None })
+    }
+
+    /// Fold hits that are copies of a better-scoring hit into it (hits come best first).
+    async fn fold_copies(&self, hits: Vec<SearchHit>) -> Result<Vec<SearchHit>, SearchError> {
+        if hits.len() < 2 {
+            return Ok(hits);
+        }
+        let ids: Vec<i64> = hits.iter().map(|h| h.asset_id).collect();
+        let hashes = self.catalog.asset_hashes(&ids).await.map_err(catalog_err)?;
+        let mut kept: Vec<SearchHit> = Vec::with_capacity(hits.len());
+        for hit in hits {
+            let mine = hashes.get(&hit.asset_id);
+            let copy_of = mine.and_then(|m| {
+                kept.iter().position(|k| {
+                    let Some(o) = hashes.get(&k.asset_id) else { return false };
+                    let same = m.content_hash.is_some() && m.content_hash == o.content_hash;
+                    let near = matches!((m.dhash, o.dhash), (Some(a), Some(b)) if crate::duplicates::distance(a, b) <= crate::duplicates::NEAR_BITS);
+                    same || near
+                })
+            });
+            match copy_of {
+                Some(k) => {
+                    let identical =
+                        mine.is_some_and(|m| m.content_hash.is_some() && m.content_hash == hashes.get(&kept[k].asset_id).and_then(|o| o.content_hash.clone()));
+                    kept[k].similar_copies.push(CopyHit { asset_id: hit.asset_id, path: hit.path, score: hit.score, identical });
+                }
+                None => kept.push(hit),
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Groups of copies (identical bytes, or dHash within [`crate::duplicates::NEAR_BITS`])
+    /// in the library or under `dir` (a folder inside the roots).
+    pub async fn duplicates(&self, dir: Option<&str>) -> Result<DuplicateReport, SearchError> {
+        let dir = match dir.map(str::trim).filter(|d| !d.is_empty()) {
+            None => None,
+            Some(d) => Some(
+                self.library
+                    .resolve_dir(Path::new(d))
+                    .map_err(|e| match e {
+                        crate::library::LibraryError::OutsideRoots { .. } => SearchError::Forbidden(e.to_string()),
+                        crate::library::LibraryError::NotFound { .. } => SearchError::NotFound(format!("path: {e}")),
+                        e => SearchError::BadRequest(format!("path: {e}")),
+                    })?
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+        };
+        let assets = self.catalog.hashed_assets(dir.as_deref()).await.map_err(catalog_err)?;
+        let groups = crate::duplicates::groups(&assets);
+        let copies = groups.iter().map(|g| g.members.len() - 1).sum();
+        Ok(DuplicateReport { path: dir, near_threshold_bits: crate::duplicates::NEAR_BITS, groups, copies, hashed_assets: assets.len() })
     }
 
     pub async fn by_image(&self, q: ImageQuery, limit: usize, offset: usize, filters: &Filters) -> Result<SearchResults, SearchError> {

@@ -103,6 +103,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/assets/{id}", get(images::get_asset))
         .route("/api/v1/library", get(library::overview))
         .route("/api/v1/models", get(library::models))
+        .route("/api/v1/duplicates", get(library::duplicates))
         .route("/api/v1/events", get(events::stream))
         .route("/api/v1/health", get(health))
         .route("/health", get(health))

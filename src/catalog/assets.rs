@@ -123,7 +123,7 @@ impl Catalog {
             out.renamed += 1;
         }
         for (id, f) in &cs.changes {
-            sqlx::query("UPDATE image_assets SET file_size = $1, file_modified_at = $2, indexed_at = NULL, updated_at = $3 WHERE id = $4")
+            sqlx::query("UPDATE image_assets SET file_size = $1, file_modified_at = $2, indexed_at = NULL, content_hash = NULL, dhash = NULL, updated_at = $3 WHERE id = $4")
                 .bind(f.size as i64)
                 .bind(f.modified_ms)
                 .bind(now)

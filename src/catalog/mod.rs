@@ -11,6 +11,7 @@
 //! their own pool (WAL lets them run beside the writer). PostgreSQL uses one pool for both.
 
 mod assets;
+mod duplicates;
 mod models;
 mod pipeline;
 mod rows;
@@ -26,7 +27,9 @@ use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 pub use assets::{Applied, AssetFile, ChangeSet, JobTarget};
+pub use duplicates::AssetHashes;
 pub use models::{ModelRow, ModelState};
+pub use pipeline::AssetMeta;
 pub use rows::{Asset, Job, JobsSummary, Session, Subdirectory};
 pub use transitions::StartOutcome;
 pub use web::{AssetRow, Category, CategoryPatch, DirTraining, IgnoredDir, LibraryVersion};

@@ -49,12 +49,12 @@ impl Catalog {
     /// record dimensions and labels from `meta`, refresh the sessions' counts and complete
     /// sessions with nothing left — one transaction. Jobs no longer running under `owner` with
     /// that lease token (cancelled meanwhile, lease taken over) are left as they are.
-    pub async fn complete_embedded(&self, owner: &str, leases: &[Lease], meta: &[(i64, u32, u32, String)]) -> Result<u64> {
+    pub async fn complete_embedded(&self, owner: &str, leases: &[Lease], meta: &[AssetMeta]) -> Result<u64> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         // Width/height/labels only for jobs still leased to us: a job sent back to pending
         // (its file changed while in flight) keeps nothing from the old bytes.
-        let meta: HashMap<i64, &(i64, u32, u32, String)> = meta.iter().map(|m| (m.0, m)).collect();
+        let meta: HashMap<i64, &AssetMeta> = meta.iter().map(|m| (m.asset_id, m)).collect();
         let mut sessions = BTreeSet::new();
         let mut done = 0;
         for l in leases {
@@ -74,11 +74,16 @@ impl Catalog {
                 if let Some(asset) = row.try_get::<Option<i64>, _>(1)? {
                     // One statement per asset: the stamp, plus what the embedding learnt.
                     let q = match meta.get(&asset) {
-                        Some((_, w, h, labels)) => sqlx::query("UPDATE image_assets SET indexed_at = $1, width = $2, height = $3, labels = $4 WHERE id = $5")
-                            .bind(now)
-                            .bind(*w as i64)
-                            .bind(*h as i64)
-                            .bind(labels.as_str()),
+                        Some(m) => sqlx::query(
+                            "UPDATE image_assets SET indexed_at = $1, width = $2, height = $3, labels = $4, \
+                             content_hash = COALESCE($5, content_hash), dhash = COALESCE($6, dhash) WHERE id = $7",
+                        )
+                        .bind(now)
+                        .bind(m.width as i64)
+                        .bind(m.height as i64)
+                        .bind(m.labels.as_str())
+                        .bind(m.hashes.as_ref().map(|h| h.0.clone()))
+                        .bind(m.hashes.as_ref().map(|h| h.1 as i64)),
                         None => sqlx::query("UPDATE image_assets SET indexed_at = $1 WHERE id = $2").bind(now),
                     };
                     q.bind(asset).execute(&mut *tx).await?;
@@ -93,6 +98,18 @@ impl Catalog {
         tx.commit().await?;
         Ok(done)
     }
+}
+
+/// What the pipeline learnt of an asset it indexed.
+#[derive(Debug, Clone)]
+pub struct AssetMeta {
+    pub asset_id: i64,
+    pub width: u32,
+    pub height: u32,
+    /// The labels as JSON.
+    pub labels: String,
+    /// SHA-256 of the bytes and the dHash, when read from disk.
+    pub hashes: Option<(String, u64)>,
 }
 
 impl Catalog {

@@ -34,7 +34,7 @@ impl Prepared {
 impl Outcome {
     pub fn job(&self) -> &ClaimedJob {
         match self {
-            Outcome::Embedded { job, .. } | Outcome::Failed { job, .. } | Outcome::Skipped { job, .. } => job,
+            Outcome::Embedded { job, .. } | Outcome::Failed { job, .. } | Outcome::Skipped { job, .. } | Outcome::Duplicate { job, .. } => job,
         }
     }
 }
@@ -55,5 +55,13 @@ pub enum Outcome {
     Skipped {
         job: ClaimedJob,
         reason: String,
+    },
+    /// The file's bytes are identical to another asset's (`twin`) that is indexed or in
+    /// flight: not embedded again; the writer stores the twin's vector under this asset's id.
+    Duplicate {
+        job: ClaimedJob,
+        twin: i64,
+        twin_path: String,
+        original: (u32, u32),
     },
 }

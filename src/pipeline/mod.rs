@@ -77,6 +77,11 @@ pub struct Shared {
     pub waiting_for: std::sync::Mutex<Option<String>>,
     /// Completions of the last minute, for a current images/s.
     pub recent: std::sync::Mutex<std::collections::VecDeque<(Instant, u64)>>,
+    /// Hashes the decoder computed, by job id, until the writer records them with the job.
+    pub hashes: std::sync::Mutex<std::collections::HashMap<i64, (String, u64)>>,
+    /// Content hash → asset of a job in flight with that content: a second file with the same
+    /// bytes waits for its vector instead of being embedded again.
+    pub first_copy: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl Default for Shared {
@@ -102,6 +107,8 @@ impl Shared {
             last_write: RwLock::new(Instant::now()),
             waiting_for: std::sync::Mutex::new(None),
             recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            hashes: std::sync::Mutex::new(std::collections::HashMap::new()),
+            first_copy: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -131,6 +138,12 @@ impl Shared {
     /// A job left this pipeline (completed, failed, dropped): its lease is no longer renewed.
     pub fn release(&self, job: &crate::catalog::ClaimedJob) {
         self.in_flight.lock().unwrap().remove(&job.lease());
+        if let Some((content, _)) = self.hashes.lock().unwrap().remove(&job.job_id) {
+            let mut first = self.first_copy.lock().unwrap();
+            if first.get(&content) == Some(&job.asset_id) {
+                first.remove(&content);
+            }
+        }
     }
 
     /// Drop a job whose session was cancelled (the catalog has already cancelled it).

@@ -44,6 +44,7 @@ pub(super) fn spawn(
 ) -> (Queues, Vec<JoinHandle<()>>) {
     let bs = embedder.batch_size();
     let gpu = embedder.is_gpu();
+    let cfg_model = embedder.model_name();
     // claim → decode: holds only job ids and paths; two per decoder keeps every decoder fed
     // while bounding how many leased jobs wait unstarted.
     let decode_cap = cfg.decode_workers * 2;
@@ -78,6 +79,7 @@ pub(super) fn spawn(
             shared: shared.clone(),
             limits: cfg.limits.clone(),
             library: cfg.library.clone(),
+            twins: Some((catalog.clone(), store.clone(), rt.clone())),
         };
         threads.push(named(format!("pixdex-decode-{i}"), Box::new(move || d.run())));
     }
@@ -91,7 +93,15 @@ pub(super) fn spawn(
     let e = EmbedStage { input: embed_rx, out: write_tx.clone(), shared: shared.clone(), embedder };
     threads.push(named("pixdex-embed".into(), Box::new(move || e.run())));
     drop(write_tx);
-    let w = Writer { input: write_rx, catalog: catalog.clone(), store: store.clone(), rt: rt.clone(), shared: shared.clone(), owner: cfg.owner.clone() };
+    let w = Writer {
+        input: write_rx,
+        catalog: catalog.clone(),
+        store: store.clone(),
+        rt: rt.clone(),
+        shared: shared.clone(),
+        owner: cfg.owner.clone(),
+        model: cfg_model.clone(),
+    };
     threads.push(named("pixdex-write".into(), Box::new(move || w.run())));
     let o = Optimizer { store, rt: rt.clone(), shared: shared.clone() };
     threads.push(named("pixdex-optimize".into(), Box::new(move || o.run())));
@@ -178,9 +188,47 @@ struct Decoder {
     shared: Arc<Shared>,
     limits: crate::decode::DecodeLimits,
     library: Option<Arc<crate::library::Library>>,
+    /// Where to look for an indexed asset with the same bytes and its vector (`None`: no
+    /// duplicate check).
+    twins: Option<(Catalog, VectorStore, tokio::runtime::Handle)>,
 }
 
 impl Decoder {
+    /// An asset with the same bytes that is indexed or in flight, if any; otherwise this job
+    /// becomes the first copy of its content.
+    fn twin(&self, job: &crate::catalog::ClaimedJob, content: &str) -> Option<(i64, String)> {
+        let (catalog, store, rt) = self.twins.as_ref()?;
+        {
+            let mut first = self.shared.first_copy.lock().unwrap();
+            match first.get(content) {
+                Some(&other) if other != job.asset_id => return Some((other, String::new())),
+                Some(_) => return None,
+                None => {}
+            }
+            // Claimed before the catalog is asked: a copy decoded meanwhile finds this one.
+            first.insert(content.to_string(), job.asset_id);
+        }
+        // Indexed with this pipeline's model: its vector is in this store (during a model
+        // switch the catalog's "indexed" may mean the previous model).
+        let indexed = rt.block_on(async {
+            match catalog.indexed_twin(content, job.asset_id).await {
+                Ok(Some(t)) if matches!(store.get(t.0 as u64).await, Ok(Some(_))) => Some(t),
+                _ => None,
+            }
+        });
+        match indexed {
+            Some(t) => {
+                let mut first = self.shared.first_copy.lock().unwrap();
+                if first.get(content) == Some(&job.asset_id) {
+                    first.remove(content);
+                }
+                Some(t)
+            }
+            // Not indexed anywhere (or unavailable to ask: embedding it is always right).
+            None => None,
+        }
+    }
+
     fn run(self) {
         while let Ok(DecodeTask { job }) = self.input.recv() {
             if self.shared.dropped(&job) {
@@ -207,7 +255,17 @@ impl Decoder {
             let r = std::panic::catch_unwind(|| crate::decode::decode_for_embedding(&path, &self.limits));
             self.shared.decode.busy(t, 1);
             let sent = match r {
-                Ok(Ok(d)) => self.out.send(Decoded { job, image: d.image, original: (d.original_width, d.original_height) }).is_ok(),
+                Ok(Ok(d)) => {
+                    let original = (d.original_width, d.original_height);
+                    let twin = d.content_hash.as_deref().and_then(|c| {
+                        self.shared.hashes.lock().unwrap().insert(job.job_id, (c.to_string(), crate::duplicates::dhash(&d.image)));
+                        self.twin(&job, c)
+                    });
+                    match twin {
+                        Some((twin, twin_path)) => self.fail.send(Outcome::Duplicate { job, twin, twin_path, original }).is_ok(),
+                        None => self.out.send(Decoded { job, image: d.image, original }).is_ok(),
+                    }
+                }
                 Ok(Err(e @ crate::decode::DecodeError::Vanished { .. })) => {
                     // Deleted or moved away since it was claimed: nothing to index, no error.
                     let reason = format!("{e}; nothing to index (if it moved, the watcher queues it under its new path)");
@@ -408,39 +466,162 @@ struct Writer {
     rt: tokio::runtime::Handle,
     shared: Arc<Shared>,
     owner: String,
+    /// The model whose vectors these are (stored in each point's payload).
+    model: String,
 }
+
+/// How long a copy waits for its first copy's vector before its job is handed back (to be
+/// claimed again later: by then the first copy is indexed, or failed and this one embeds).
+const TWIN_WAIT: Duration = Duration::from_secs(30);
 
 impl Writer {
     fn run(self) {
-        while let Ok(first) = self.input.recv() {
-            let mut batch = vec![first];
-            let deadline = Instant::now() + Duration::from_millis(50);
-            while batch.len() < 128 {
-                match self.input.recv_deadline(deadline) {
-                    Ok(o) => batch.push(o),
-                    Err(_) => break,
+        // Copies waiting for their first copy's vector, with when they started waiting.
+        let mut waiting: Vec<(Outcome, Instant)> = Vec::new();
+        loop {
+            let first = if waiting.is_empty() {
+                match self.input.recv() {
+                    Ok(o) => Some(o),
+                    Err(_) => return,
                 }
+            } else {
+                match self.input.recv_timeout(Duration::from_millis(200)) {
+                    Ok(o) => Some(o),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            };
+            let mut batch = Vec::new();
+            if let Some(first) = first {
+                batch.push(first);
+                let deadline = Instant::now() + Duration::from_millis(50);
+                while batch.len() < 128 {
+                    match self.input.recv_deadline(deadline) {
+                        Ok(o) => batch.push(o),
+                        Err(_) => break,
+                    }
+                }
+            }
+            let mut since: Vec<Instant> = vec![Instant::now(); batch.len()];
+            for (o, t) in waiting.drain(..) {
+                batch.push(o);
+                since.push(t);
             }
             let t = Instant::now();
             let n = batch.len() as u64;
-            if let Err(p) = catch_unwind(AssertUnwindSafe(|| self.write(&batch))) {
-                // A bug while writing: write the batch's items one by one; the one that crashes
-                // again fails alone (fencing makes a second completion or failure a no-op).
-                tracing::error!(panic = %crate::error::panic_message(p.as_ref()), jobs = batch.len(), "the write stage panicked; writing the batch item by item");
-                for o in &batch {
-                    if let Err(p) = catch_unwind(AssertUnwindSafe(|| self.write(std::slice::from_ref(o)))) {
-                        self.shared.write.failures.fetch_add(1, Ordering::Relaxed);
-                        let reason = crashed("write", o.job(), p.as_ref());
-                        self.fail(o.job(), &reason);
+            let deferred = match catch_unwind(AssertUnwindSafe(|| self.write(&batch))) {
+                Ok(d) => d,
+                Err(p) => {
+                    // A bug while writing: write the batch's items one by one; the one that crashes
+                    // again fails alone (fencing makes a second completion or failure a no-op).
+                    tracing::error!(panic = %crate::error::panic_message(p.as_ref()), jobs = batch.len(), "the write stage panicked; writing the batch item by item");
+                    let mut deferred = Vec::new();
+                    for (i, o) in batch.iter().enumerate() {
+                        match catch_unwind(AssertUnwindSafe(|| self.write(std::slice::from_ref(o)))) {
+                            Ok(d) if !d.is_empty() => deferred.push(i),
+                            Ok(_) => {}
+                            Err(p) => {
+                                self.shared.write.failures.fetch_add(1, Ordering::Relaxed);
+                                let reason = crashed("write", o.job(), p.as_ref());
+                                self.fail(o.job(), &reason);
+                            }
+                        }
                     }
+                    deferred
+                }
+            };
+            for (i, (o, since)) in batch.into_iter().zip(since).enumerate() {
+                if !deferred.contains(&i) {
+                    continue;
+                }
+                if since.elapsed() < TWIN_WAIT {
+                    waiting.push((o, since));
+                } else {
+                    // The first copy never got a vector (failed, or stuck): hand the job back,
+                    // not counted as an attempt; claimed again, it embeds on its own.
+                    let job = o.job();
+                    tracing::info!(path = %job.path, "a copy waited too long for its first copy's vector; handing its job back");
+                    let leases = [job.lease()];
+                    self.catalog_call("handing back a copy's job", || self.catalog.return_leases(&self.owner, &leases));
+                    self.shared.release(job);
                 }
             }
             self.shared.write.busy(t, n);
         }
     }
 
+    /// Write a batch: vectors first, then the copies of identical content (whose first copy
+    /// may be in this very batch). Returns the indices of copies whose first copy has no vector
+    /// yet (to try again shortly).
+    fn write(&self, batch: &[Outcome]) -> Vec<usize> {
+        self.write_embedded(batch);
+        self.write_duplicates(batch)
+    }
+
+    fn write_duplicates(&self, batch: &[Outcome]) -> Vec<usize> {
+        let mut deferred = Vec::new();
+        for (i, o) in batch.iter().enumerate() {
+            let Outcome::Duplicate { job, twin, twin_path, original } = o else { continue };
+            if self.shared.dropped(job) {
+                continue;
+            }
+            let twin_point = match self.rt.block_on(self.store.get(*twin as u64)) {
+                Ok(Some(p)) => p,
+                // Not stored yet (in flight) or the store is unavailable: try again shortly.
+                Ok(None) | Err(_) => {
+                    deferred.push(i);
+                    continue;
+                }
+            };
+            let (vector, twin_payload) = twin_point;
+            let ids = [job.asset_id];
+            let Some((sessions, categories)) = self.catalog_call("reading the sessions of assets", || self.catalog.asset_sessions(&ids)) else {
+                return deferred;
+            };
+            let mut sids: BTreeSet<i64> = sessions.get(&job.asset_id).cloned().unwrap_or_default();
+            sids.insert(job.session_id);
+            let point = Point {
+                id: job.asset_id as u64,
+                vector,
+                payload: Payload {
+                    asset_id: job.asset_id,
+                    path: job.path.clone(),
+                    session_ids: sids.into_iter().collect(),
+                    category_id: categories.get(&job.session_id).copied().flatten(),
+                    labels: twin_payload.labels.clone(),
+                    indexed_at: crate::model::now_ms(),
+                    model: self.model.clone(),
+                    width: Some(original.0),
+                    height: Some(original.1),
+                },
+            };
+            match self.store_points(vec![point]) {
+                Stored::Yes => {}
+                Stored::Shutdown => return deferred,
+                Stored::Refused(e) => {
+                    self.refuse(job, &e);
+                    continue;
+                }
+            }
+            let path = if twin_path.is_empty() { twin_payload.path.clone() } else { twin_path.clone() };
+            let reason = format!("identical to {path} (asset {twin}): the same bytes are embedded once, this file shares that vector");
+            let labels = serde_json::to_string(&twin_payload.labels).unwrap_or_default();
+            let hashes = self.shared.hashes.lock().unwrap().get(&job.job_id).cloned();
+            let done = self
+                .catalog_call("completing a copy", || self.catalog.complete_duplicate(&self.owner, job.lease(), (original.0, original.1, &labels), &reason));
+            if done == Some(true) {
+                if let Some((content, dhash)) = hashes {
+                    self.catalog_call("recording hashes", || self.catalog.set_asset_hashes(job.asset_id, &content, dhash));
+                }
+                self.shared.completed_now(1);
+            }
+            self.shared.release(job);
+        }
+        deferred
+    }
+
     /// Borrows the batch, so that after a panic the caller can still write it item by item.
-    fn write(&self, batch: &[Outcome]) {
+    fn write_embedded(&self, batch: &[Outcome]) {
         let mut embedded = Vec::new();
         for o in batch {
             match o {
@@ -458,6 +639,7 @@ impl Writer {
                     let reason = format!("{}: the model produced a non-finite embedding (NaN or infinity) for this image", job.path);
                     self.fail(job, &reason);
                 }
+                Outcome::Duplicate { .. } => {}
                 Outcome::Embedded { job, embedding, original } => {
                     crate::failpoint::check("write", &job.path);
                     if !self.shared.dropped(job) {
@@ -489,7 +671,7 @@ impl Writer {
                     category_id: categories.get(&job.session_id).copied().flatten(),
                     labels: emb.labels.iter().map(|l| LabelPayload { class_id: l.class_id, label: l.label.clone(), probability: l.probability }).collect(),
                     indexed_at: now,
-                    model: crate::embed::MODEL_NAME.into(),
+                    model: self.model.clone(),
                     width: Some(original.0),
                     height: Some(original.1),
                 },
@@ -520,8 +702,19 @@ impl Writer {
         if embedded.is_empty() {
             return;
         }
-        let meta: Vec<(i64, u32, u32, String)> =
-            embedded.iter().map(|(job, emb, o)| (job.asset_id, o.0, o.1, serde_json::to_string(&emb.labels).unwrap_or_default())).collect();
+        let meta: Vec<crate::catalog::AssetMeta> = {
+            let hashes = self.shared.hashes.lock().unwrap();
+            embedded
+                .iter()
+                .map(|(job, emb, o)| crate::catalog::AssetMeta {
+                    asset_id: job.asset_id,
+                    width: o.0,
+                    height: o.1,
+                    labels: serde_json::to_string(&emb.labels).unwrap_or_default(),
+                    hashes: hashes.get(&job.job_id).cloned(),
+                })
+                .collect()
+        };
         let leases: Vec<crate::catalog::Lease> = embedded.iter().map(|e| e.0.lease()).collect();
         if let Some(n) = self.catalog_call("marking jobs completed", || self.catalog.complete_embedded(&self.owner, &leases, &meta)) {
             self.shared.completed_now(n);
@@ -728,7 +921,15 @@ mod tests {
         jobs.sort_by_key(|j| j.job_id);
         assert_eq!(jobs.len(), 4);
         let (_tx, rx) = bounded(1);
-        let w = Writer { input: rx, catalog: catalog.clone(), store, rt: rt.handle().clone(), shared: Arc::new(Shared::new()), owner: "w".into() };
+        let w = Writer {
+            input: rx,
+            catalog: catalog.clone(),
+            store,
+            rt: rt.handle().clone(),
+            shared: Arc::new(Shared::new()),
+            owner: "w".into(),
+            model: "m".into(),
+        };
         let vectors = [vec![1.0, 0.0, 0.0, 0.0], vec![f32::NAN, 0.0, 0.0, 1.0], vec![0.0, 1.0, 0.0], vec![0.0, 0.0, 1.0, 0.0]];
         let batch: Vec<Outcome> = jobs
             .iter()
@@ -778,6 +979,7 @@ mod tests {
             shared: Arc::new(Shared::new()),
             limits: crate::decode::DecodeLimits::default(),
             library: Some(Arc::new(library)),
+            twins: None,
         };
         let canon = std::fs::canonicalize(&root).unwrap();
         for (i, name) in ["ok.png", "swapped.png"].iter().enumerate() {

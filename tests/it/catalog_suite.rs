@@ -176,7 +176,12 @@ async fn jobs_body(db: Db) {
     let applied = c.apply_changes(&changed).await.unwrap();
     assert_eq!((applied.updated, applied.jobs_requeued), (1, 1));
     let lease = alive.iter().find(|j| j.job_id == inflight).unwrap().lease();
-    assert_eq!(c.complete_embedded("alive", &[lease], &[(asset, 7, 7, "[]".into())]).await.unwrap(), 0);
+    assert_eq!(
+        c.complete_embedded("alive", &[lease], &[pixdex::catalog::AssetMeta { asset_id: asset, width: 7, height: 7, labels: "[]".into(), hashes: None }])
+            .await
+            .unwrap(),
+        0
+    );
     let a = c.asset_by_path(&path).await.unwrap().unwrap();
     assert!(a.indexed_at.is_none() && a.width.is_none(), "nothing from the old bytes is kept: {a:?}");
     let sum = c.jobs_summary(s.id).await.unwrap();

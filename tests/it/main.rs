@@ -8,6 +8,7 @@ mod browser;
 mod catalog_suite;
 mod clip;
 mod config_sessions;
+mod duplicates;
 mod embed_model;
 mod faults;
 mod pipeline;

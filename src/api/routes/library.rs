@@ -84,3 +84,15 @@ pub(crate) async fn models(State(st): St) -> ApiResult {
     let models = st.sessions.catalog().models().await.map_err(SessionError::from)?;
     ok(serde_json::to_value(models).unwrap_or_default())
 }
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DupParams {
+    path: Option<String>,
+}
+
+/// `GET /api/v1/duplicates[?path=<folder>]`: groups of identical and near-identical images.
+pub(crate) async fn duplicates(State(st): St, super::super::extract::Q(p): super::super::extract::Q<DupParams>) -> ApiResult {
+    let r = st.search.duplicates(p.path.as_deref()).await?;
+    ok(r)
+}
