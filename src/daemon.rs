@@ -336,7 +336,7 @@ async fn load_model(spec: &crate::embed::ModelSpec, device: &str, bs: usize) -> 
     let device: crate::embed::DeviceChoice = device.parse().unwrap_or_default();
     let spec = spec.clone();
     let loaded = tokio::task::spawn_blocking(move || {
-        let main = crate::embed::Embedder::load_spec(&spec, device, bs)?;
+        let main = crate::embed::Embedder::load_spec_images(&spec, device, bs)?;
         let search = crate::embed::Embedder::load_spec(&spec, device, 1)?;
         Ok::<_, crate::embed::EmbedError>((main, search))
     })

@@ -328,11 +328,14 @@ async function pageSearch() {
 
 function showResults(r, what) {
   const items = r.results || [];
-  $('#s-info').textContent = items.length ? `${items.length} result${items.length === 1 ? '' : 's'} ${what}${r.matchedLabels && r.matchedLabels.length ? ` (labels: ${r.matchedLabels.slice(0, 3).join('; ')})` : ''}` : (r.hint || `No results ${what}.`);
+  const via = r.wordsVia === 'clip' ? ' by meaning (CLIP)' : r.wordsVia === 'labels' ? ' by ImageNet labels' : '';
+  const model = r.model ? ` · model ${r.model}` : '';
+  $('#s-info').textContent = (items.length ? `${items.length} result${items.length === 1 ? '' : 's'} ${what}${via}${r.matchedLabels && r.matchedLabels.length ? ` (labels: ${r.matchedLabels.slice(0, 3).join('; ')})` : ''}` : (r.hint || `No results ${what}.`)) + model;
+  $('#s-info').title = r.note || '';
   $('#results').innerHTML = items.map((h) => `<li data-id="${h.assetId}">
     <img src="/api/v1/images/${h.assetId}/thumbnail" alt="${esc(base(h.path))}" loading="lazy" tabindex="0" data-open="${h.assetId}">
     <div class="meta"><span class="name" title="${esc(h.path)}">${esc(base(h.path))}</span><span class="pill" aria-label="score">${h.score.toFixed(3)}</span></div>
-    <div class="meta"><button type="button" data-similar="${h.assetId}">Similar</button></div></li>`).join('');
+    <div class="meta"><button type="button" data-similar="${h.assetId}">Similar</button>${(h.similarCopies || []).length ? `<span class="pill copies" title="${esc(h.similarCopies.map((c) => `${c.path}${c.identical ? ' (identical)' : ''}`).join('\n'))}">+${h.similarCopies.length} similar cop${h.similarCopies.length === 1 ? 'y' : 'ies'}</span>` : ''}</div></li>`).join('');
   document.querySelectorAll('#results [data-similar]').forEach((b) => b.addEventListener('click', () => window.searchSimilar(b.dataset.similar)));
   document.querySelectorAll('#results [data-open]').forEach((img) => {
     const open = () => openDetail(img.dataset.open);

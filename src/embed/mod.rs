@@ -9,7 +9,7 @@
 //! `models/efficientnet-lite0.pth`.
 
 pub mod clip;
-mod cpu;
+pub(crate) mod cpu;
 mod efficientnet;
 
 use std::fmt;
@@ -269,6 +269,16 @@ impl Embedder {
     /// Load any model (see [`Embedder::load`]); CLIP runs on Burn: wgpu on a GPU, else flex
     /// (`cpu` means flex for CLIP: pixdex's own CPU kernels are EfficientNet's).
     pub fn load_spec(spec: &ModelSpec, choice: DeviceChoice, batch_size: usize) -> Result<Embedder, EmbedError> {
+        Self::load_spec_with(spec, choice, batch_size, true)
+    }
+
+    /// Like [`Embedder::load_spec`] for the pipeline: images only (CLIP's text tower, ~150 MB
+    /// on the CPU, is left out; queries load their own instance).
+    pub fn load_spec_images(spec: &ModelSpec, choice: DeviceChoice, batch_size: usize) -> Result<Embedder, EmbedError> {
+        Self::load_spec_with(spec, choice, batch_size, false)
+    }
+
+    fn load_spec_with(spec: &ModelSpec, choice: DeviceChoice, batch_size: usize, text: bool) -> Result<Embedder, EmbedError> {
         let ModelKind::Clip(variant) = spec.kind else {
             return Self::load(&spec.weights, choice, batch_size);
         };
@@ -287,7 +297,7 @@ impl Embedder {
             None => flex(),
         };
         let start = Instant::now();
-        let rt = clip::ClipRuntime::load(&spec.weights, &spec.vocab, variant, device, name, batch_size, pad)?;
+        let rt = clip::ClipRuntime::load(&spec.weights, &spec.vocab, variant, device, name, batch_size, pad, text)?;
         let embedder = Embedder::Clip(Box::new(rt));
         embedder.warm_up()?;
         tracing::info!(device = %embedder.device_name(), batch_size, ms = start.elapsed().as_millis() as u64, model = %embedder.model_name(), "CLIP ready");
@@ -323,7 +333,9 @@ impl Embedder {
             Embedder::Clip(c) => c.warmup_batch(),
         };
         self.embed_normalized(&vec![0f32; warm * IMAGE_FLOATS], warm)?;
-        if let Embedder::Clip(c) = self {
+        if let Embedder::Clip(c) = self
+            && c.has_text()
+        {
             c.embed_texts(&["a photo"])?;
         }
         Ok(())
@@ -356,7 +368,7 @@ impl Embedder {
 
     /// True when the model embeds words into the image space (CLIP).
     pub fn has_text(&self) -> bool {
-        matches!(self, Embedder::Clip(_))
+        matches!(self, Embedder::Clip(c) if c.has_text())
     }
 
     /// The L2-normalized text embedding of `text` (CLIP only).

@@ -91,6 +91,10 @@ try {
   console.log(`timing: search page usable in ${tReady - t0} ms; query to first thumbnail shown in ${Date.now() - tQuery} ms`);
   const first = await page.$eval('#results li img', (i) => i.alt);
   if (first !== 'chelsea.png') fail(`first result for "cat" is ${first}`);
+  const copies = await page.$eval('#results li', (li) => li.querySelector('.copies')?.textContent || '');
+  if (copies !== '+1 similar copy') fail(`the cat's card shows ${JSON.stringify(copies)}, expected "+1 similar copy"`);
+  const info = await page.$eval('#s-info', (p) => p.textContent);
+  if (!/by ImageNet labels/.test(info) || !/model efficientnet-lite0-imagenet/.test(info)) fail(`search info does not say how and which model: ${info}`);
   await shot('search.png');
 
   step('pick an image from disk');

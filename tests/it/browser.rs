@@ -36,6 +36,8 @@ async fn web_app_journey_in_chromium() {
             std::fs::create_dir_all(root.join(dir)).unwrap();
             std::fs::copy(sample(name), root.join(dir).join(name)).unwrap();
         }
+        // A byte-identical copy: embedded once, shown as "+1 similar copy" on the cat's card.
+        std::fs::copy(sample("chelsea.png"), root.join("photos/zz-copy-of-chelsea.png")).unwrap();
         std::fs::create_dir_all(root.join("empty")).unwrap();
     })
     .await;

@@ -176,32 +176,10 @@ fn full_size_state_dict_loads_with_the_right_shapes() {
     assert!(img[0].labels.is_empty(), "CLIP has no ImageNet labels");
 }
 
-/// A safetensors file with the given keys and shapes, f16 values in ±0.02 from a fixed LCG.
 fn write_random_safetensors(path: &Path, shapes: &serde_json::Map<String, Value>) {
-    let mut header = serde_json::Map::new();
-    let mut data: Vec<u8> = Vec::new();
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    for (key, shape) in shapes {
-        let dims: Vec<usize> = shape.as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-        let n: usize = dims.iter().product();
-        let start = data.len();
-        for _ in 0..n {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let u = ((state >> 40) as f32) / (1u64 << 24) as f32;
-            let v = if key.contains("ln") && key.ends_with("weight") { 1.0 } else { (u - 0.5) * 0.04 };
-            data.extend_from_slice(&half::f16::from_f32(v).to_le_bytes());
-        }
-        header.insert(key.clone(), serde_json::json!({"dtype": "F16", "shape": dims, "data_offsets": [start, data.len()]}));
-    }
-    let mut h = serde_json::to_vec(&Value::Object(header)).unwrap();
-    while !h.len().is_multiple_of(8) {
-        h.push(b' ');
-    }
-    let mut out = Vec::with_capacity(8 + h.len() + data.len());
-    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
-    out.extend_from_slice(&h);
-    out.extend_from_slice(&data);
-    std::fs::write(path, out).unwrap();
+    let shapes: Vec<(String, Vec<usize>)> =
+        shapes.iter().map(|(k, v)| (k.clone(), v.as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect())).collect();
+    pixdex::embed::clip::random::write_safetensors(path, &shapes).unwrap();
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! by it: `scripts/fetch-clip` fetches a checkpoint when the machine is online, and
 //! `scripts/fetch-clip-vocab` the tokenizer's merges.
 
+mod host;
 mod model;
 pub mod tokenizer;
 mod weights;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::{EmbedError, INPUT};
-use model::{ClipModel, Variant};
+use model::{ClipModel, TextMode, Variant};
 pub use tokenizer::Tokenizer;
 
 /// Default checkpoint location (`scripts/fetch-clip`).
@@ -84,7 +85,9 @@ pub struct Custom {
 }
 
 impl ClipRuntime {
-    /// Load the checkpoint and the tokenizer onto `device`.
+    /// Load the checkpoint and the tokenizer onto `device`. `text`: the text tower too (query
+    /// instances; the pipeline's embeds images only).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn load(
         weights: &Path,
         vocab: &Path,
@@ -93,8 +96,9 @@ impl ClipRuntime {
         name: String,
         batch_size: usize,
         pad: bool,
+        text: bool,
     ) -> Result<ClipRuntime, EmbedError> {
-        Self::load_custom(weights, vocab, which.variant(), which.as_str(), device, name, batch_size, pad)
+        Self::load_custom(weights, vocab, which.variant(), which.as_str(), device, name, batch_size, pad, text)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -107,6 +111,7 @@ impl ClipRuntime {
         name: String,
         batch_size: usize,
         pad: bool,
+        text: bool,
     ) -> Result<ClipRuntime, EmbedError> {
         let fetch = "run `scripts/fetch-clip` (or point model.weights at an open_clip ViT-B-32 checkpoint: safetensors or a PyTorch state dict)";
         if !weights.is_file() {
@@ -122,7 +127,13 @@ impl ClipRuntime {
         let invalid = |path: &Path, reason: String, fix: &str| EmbedError::Invalid { path: path.to_path_buf(), reason, fix: fix.into() };
         let tokenizer = Tokenizer::load(vocab).map_err(|r| invalid(vocab, r, "re-run `scripts/fetch-clip-vocab`"))?;
         let ck = weights::Checkpoint::load(weights).map_err(|r| invalid(weights, r, fetch))?;
-        let model = ClipModel::load(ck, v, &device).map_err(|r| invalid(weights, format!("not a CLIP {label} checkpoint: {r}"), fetch))?;
+        // On the CPU the text tower runs on the host (`host.rs`); on wgpu through Burn.
+        let mode = match (text, pad) {
+            (false, _) => TextMode::None,
+            (true, false) => TextMode::Host,
+            (true, true) => TextMode::Burn,
+        };
+        let model = ClipModel::load(ck, v, &device, mode).map_err(|r| invalid(weights, format!("not a CLIP {label} checkpoint: {r}"), fetch))?;
         if model.shape.image_size() != INPUT {
             return Err(invalid(weights, format!("the image tower takes {0}x{0} px; pixdex feeds {INPUT}x{INPUT}", model.shape.image_size()), fetch));
         }
@@ -137,14 +148,14 @@ impl ClipRuntime {
     /// A tiny model for tests (head width and activation given, not implied by a name).
     pub fn load_for_tests(weights: &Path, vocab: &Path, custom: Custom) -> Result<ClipRuntime, EmbedError> {
         let v = Variant { head_width: custom.head_width, quick_gelu: custom.quick_gelu };
-        Self::load_custom(weights, vocab, v, "test", Device::flex(), "cpu (burn flex)".into(), 8, false)
+        Self::load_custom(weights, vocab, v, "test", Device::flex(), "cpu (burn flex)".into(), 8, false, true)
     }
 
     /// The same on a wgpu device (tests).
     pub fn load_for_tests_on_wgpu(weights: &Path, vocab: &Path, custom: Custom) -> Result<ClipRuntime, EmbedError> {
         let device = super::preprocess::init_wgpu_device().map_err(EmbedError::Device)?;
         let v = Variant { head_width: custom.head_width, quick_gelu: custom.quick_gelu };
-        Self::load_custom(weights, vocab, v, "test", device, "wgpu".into(), 4, true)
+        Self::load_custom(weights, vocab, v, "test", device, "wgpu".into(), 4, true, true)
     }
 
     /// The architecture as read from the checkpoint.
@@ -167,6 +178,11 @@ impl ClipRuntime {
 
     pub(crate) fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// True when this instance has the text tower (query instances).
+    pub fn has_text(&self) -> bool {
+        self.model.has_text()
     }
 
     pub(crate) fn is_wgpu(&self) -> bool {
@@ -204,8 +220,8 @@ impl ClipRuntime {
             return Ok(Vec::new());
         }
         let pad = if self.pad { 16 } else { 1 };
-        let out = self.model.encode_text(seqs, pad).map_err(EmbedError::Input)?;
-        read_rows(out, seqs.len())
+        let rows = self.model.encode_text(seqs, pad).map_err(EmbedError::Input)?;
+        Ok(rows.iter().map(|r| l2_normalize(r)).collect())
     }
 }
 
@@ -250,4 +266,46 @@ pub(crate) fn l2_normalize(v: &[f32]) -> Vec<f32> {
 pub struct ClipFiles {
     pub weights: PathBuf,
     pub vocab: PathBuf,
+}
+
+/// Checkpoints with random values for tests and benchmarks (sizes are what matter there).
+pub mod random {
+    use std::path::Path;
+
+    /// Write a safetensors file holding `shapes` (name, dims) as f16 values in ±0.02 from a
+    /// fixed generator (LayerNorm gains 1).
+    pub fn write_safetensors(path: &Path, shapes: &[(String, Vec<usize>)]) -> std::io::Result<()> {
+        let mut header = serde_json::Map::new();
+        let mut data: Vec<u8> = Vec::new();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for (key, dims) in shapes {
+            let n: usize = dims.iter().product();
+            let start = data.len();
+            data.reserve(n * 2);
+            for _ in 0..n {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let u = ((state >> 40) as f32) / (1u64 << 24) as f32;
+                let v = if key.contains("ln") && key.ends_with("weight") { 1.0 } else { (u - 0.5) * 0.04 };
+                data.extend_from_slice(&half::f16::from_f32(v).to_le_bytes());
+            }
+            header.insert(key.clone(), serde_json::json!({"dtype": "F16", "shape": dims, "data_offsets": [start, data.len()]}));
+        }
+        let mut h = serde_json::to_vec(&serde_json::Value::Object(header))?;
+        while !h.len().is_multiple_of(8) {
+            h.push(b' ');
+        }
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+        use std::io::Write;
+        f.write_all(&(h.len() as u64).to_le_bytes())?;
+        f.write_all(&h)?;
+        f.write_all(&data)?;
+        f.flush()
+    }
+
+    /// open_clip's ViT-B-32 keys and shapes (`tests/fixtures/clip/vit-b-32-shapes.json`,
+    /// dumped from `open_clip.create_model("ViT-B-32")`).
+    pub fn vit_b_32_shapes(json: &str) -> Vec<(String, Vec<usize>)> {
+        let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).expect("shapes JSON");
+        v.into_iter().map(|(k, d)| (k, d.as_array().expect("dims").iter().map(|x| x.as_u64().expect("dim") as usize).collect())).collect()
+    }
 }

@@ -15,6 +15,7 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::host::{HostBlock, HostLinear, HostNorm, HostText};
 use super::weights::Checkpoint;
 
 const LN_EPS: f64 = 1e-5;
@@ -129,10 +130,32 @@ pub(crate) struct ClipModel {
     // Text tower.
     token_embedding: Vec<f32>,
     text_pos: Vec<f32>,
-    text: Transformer,
-    ln_final: LayerNorm,
-    text_proj: Tensor<2>,
+    /// `None`: an instance that embeds images only (the pipeline's).
+    text: Option<TextTower>,
     device: Device,
+}
+
+/// Where the text tower runs, if this instance has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TextMode {
+    /// On the host, pixdex's CPU kernels (CPU devices).
+    Host,
+    /// Through Burn on the device (wgpu).
+    Burn,
+    /// Not loaded.
+    None,
+}
+
+/// The text transformer on the device (wgpu), or on the host for CPU queries (`host.rs`).
+enum TextTower {
+    Burn(Box<BurnText>),
+    Host(HostText),
+}
+
+struct BurnText {
+    transformer: Transformer,
+    ln_final: LayerNorm,
+    proj: Tensor<2>,
 }
 
 fn count_blocks(ck: &Checkpoint, prefix: &str) -> usize {
@@ -185,7 +208,7 @@ impl Shape {
 }
 
 impl ClipModel {
-    pub(crate) fn load(mut ck: Checkpoint, variant: Variant, device: &Device) -> Result<ClipModel, String> {
+    pub(crate) fn load(mut ck: Checkpoint, variant: Variant, device: &Device, text_mode: TextMode) -> Result<ClipModel, String> {
         let shape = Shape::read(&ck)?;
         for (what, width) in [("image", shape.vision_width), ("text", shape.text_width)] {
             if width % variant.head_width != 0 {
@@ -223,11 +246,23 @@ impl ClipModel {
         let visual_proj = Tensor::<2>::from_data(TensorData::new(ck.take("visual.proj", &[vw, e])?, [vw, e]), device);
 
         let tw = shape.text_width;
-        let token_embedding = ck.take("token_embedding.weight", &[shape.vocab, tw])?;
-        let text_pos = ck.take("positional_embedding", &[shape.context, tw])?;
-        let text = transformer(&mut ck, "transformer", shape.text_layers, tw, variant, device)?;
-        let ln_final = layer_norm(&mut ck, "ln_final", tw, device)?;
-        let text_proj = Tensor::<2>::from_data(TensorData::new(ck.take("text_projection", &[tw, e])?, [tw, e]), device);
+        let (token_embedding, text_pos) = if text_mode == TextMode::None {
+            (Vec::new(), Vec::new())
+        } else {
+            (ck.take("token_embedding.weight", &[shape.vocab, tw])?, ck.take("positional_embedding", &[shape.context, tw])?)
+        };
+        let text = match text_mode {
+            TextMode::None => None,
+            TextMode::Host => {
+                let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+                Some(TextTower::Host(host_text_tower(&mut ck, shape.text_layers, tw, e, variant, threads)?))
+            }
+            TextMode::Burn => Some(TextTower::Burn(Box::new(BurnText {
+                transformer: transformer(&mut ck, "transformer", shape.text_layers, tw, variant, device)?,
+                ln_final: layer_norm(&mut ck, "ln_final", tw, device)?,
+                proj: Tensor::<2>::from_data(TensorData::new(ck.take("text_projection", &[tw, e])?, [tw, e]), device),
+            }))),
+        };
         Ok(ClipModel {
             shape,
             patch_w,
@@ -241,15 +276,22 @@ impl ClipModel {
             token_embedding,
             text_pos,
             text,
-            ln_final,
-            text_proj,
             device: device.clone(),
         })
     }
 
+    pub(crate) fn has_text(&self) -> bool {
+        self.text.is_some()
+    }
+
     /// Attention heads of the image and text towers.
     pub(crate) fn heads(&self) -> (usize, usize) {
-        (self.visual.heads, self.text.heads)
+        let text = match &self.text {
+            Some(TextTower::Burn(b)) => b.transformer.heads,
+            Some(TextTower::Host(h)) => h.heads,
+            None => self.shape.text_width / 64,
+        };
+        (self.visual.heads, text)
     }
 
     /// Image features (not normalized), `[n, embed_dim]`, from `[n, 3, S, S]` pipeline input.
@@ -266,36 +308,55 @@ impl ClipModel {
         self.ln_post.forward(pooled).matmul(self.visual_proj.clone())
     }
 
-    /// Text features (not normalized), `[n, embed_dim]`, of token sequences (each from the
-    /// tokenizer: start, ..., end; at most `context`). `pad_to` rounds the sequence length up
+    /// Text features (not normalized), one row per token sequence (each from the tokenizer:
+    /// start, ..., end; at most `context`). `pad_to` rounds the Burn tower's sequence length up
     /// (wgpu compiles kernels per shape).
-    pub(crate) fn encode_text(&self, seqs: &[Vec<u32>], pad_to: usize) -> Result<Tensor<2>, String> {
+    pub(crate) fn encode_text(&self, seqs: &[Vec<u32>], pad_to: usize) -> Result<Vec<Vec<f32>>, String> {
         let (tw, ctx) = (self.shape.text_width, self.shape.context);
         let mut pool_at = Vec::with_capacity(seqs.len());
         for (i, s) in seqs.iter().enumerate() {
             if s.is_empty() || s.len() > ctx {
                 return Err(format!("text {i} has {} tokens, expected 1..={ctx}", s.len()));
             }
-            // open_clip pools at argmax(tokens): the first end-of-text (the largest id).
-            let max = *s.iter().max().expect("non-empty");
-            pool_at.push(s.iter().position(|t| *t == max).expect("present"));
             if let Some(bad) = s.iter().find(|t| **t as usize >= self.shape.vocab) {
                 return Err(format!("token {bad} is outside the vocabulary of {}", self.shape.vocab));
             }
+            // open_clip pools at argmax(tokens): the first end-of-text (the largest id).
+            let max = *s.iter().max().expect("non-empty");
+            pool_at.push(s.iter().position(|t| *t == max).expect("present"));
         }
-        let need = pool_at.iter().max().map(|p| p + 1).unwrap_or(1);
-        let len = need.div_ceil(pad_to.max(1)).saturating_mul(pad_to.max(1)).min(ctx);
-        let n = seqs.len();
-        let mut data = vec![0f32; n * len * tw];
-        for (i, s) in seqs.iter().enumerate() {
+        // Token embeddings plus positions for the first `len` tokens of a sequence.
+        let embed = |s: &[u32], len: usize, out: &mut [f32]| {
             for j in 0..len {
                 let tok = s.get(j).copied().unwrap_or(0) as usize;
-                let row = &mut data[(i * len + j) * tw..(i * len + j + 1) * tw];
+                let row = &mut out[j * tw..(j + 1) * tw];
                 row.copy_from_slice(&self.token_embedding[tok * tw..(tok + 1) * tw]);
                 for (r, p) in row.iter_mut().zip(&self.text_pos[j * tw..(j + 1) * tw]) {
                     *r += p;
                 }
             }
+        };
+        let (transformer, ln_final, proj) = match &self.text {
+            None => return Err("this instance embeds images only (the pipeline's); queries use their own".into()),
+            Some(TextTower::Host(h)) => {
+                return Ok(seqs
+                    .iter()
+                    .zip(&pool_at)
+                    .map(|(s, &p)| {
+                        let mut x = vec![0f32; (p + 1) * tw];
+                        embed(s, p + 1, &mut x);
+                        h.forward(x, p + 1, p)
+                    })
+                    .collect());
+            }
+            Some(TextTower::Burn(b)) => (&b.transformer, &b.ln_final, &b.proj),
+        };
+        let need = pool_at.iter().max().map(|p| p + 1).unwrap_or(1);
+        let len = need.div_ceil(pad_to.max(1)).saturating_mul(pad_to.max(1)).min(ctx);
+        let n = seqs.len();
+        let mut data = vec![0f32; n * len * tw];
+        for (i, s) in seqs.iter().enumerate() {
+            embed(s, len, &mut data[i * len * tw..(i + 1) * len * tw]);
         }
         let x = Tensor::<3>::from_data(TensorData::new(data, [n, len, tw]), &self.device);
         let mut mask = vec![0f32; len * len];
@@ -305,11 +366,48 @@ impl ClipModel {
             }
         }
         let mask = Tensor::<2>::from_data(TensorData::new(mask, [len, len]), &self.device);
-        let x = self.text.forward(x, Some(&mask));
+        let x = transformer.forward(x, Some(&mask));
         let rows: Vec<Tensor<2>> = pool_at.iter().enumerate().map(|(i, &p)| x.clone().narrow(0, i, 1).narrow(1, p, 1).reshape([1, tw])).collect();
         let pooled = Tensor::cat(rows, 0);
-        Ok(self.ln_final.forward(pooled).matmul(self.text_proj.clone()))
+        let out = ln_final.forward(pooled).matmul(proj.clone());
+        let e = self.shape.embed_dim;
+        let data = out.try_into_data().map_err(|e| format!("{e:?}"))?;
+        let flat: Vec<f32> = data.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+        Ok(flat.chunks_exact(e).map(<[f32]>::to_vec).collect())
     }
+}
+
+fn host_norm(ck: &mut Checkpoint, prefix: &str, width: usize) -> Result<HostNorm, String> {
+    Ok(HostNorm { g: ck.take(&format!("{prefix}.weight"), &[width])?, b: ck.take(&format!("{prefix}.bias"), &[width])? })
+}
+
+fn host_linear(ck: &mut Checkpoint, w_key: &str, b_key: &str, out: usize, inp: usize, threads: usize) -> Result<HostLinear, String> {
+    let (w, b) = transposed(ck, w_key, b_key, out, inp)?;
+    Ok(HostLinear::new(w, b, inp, out, threads))
+}
+
+fn host_text_tower(ck: &mut Checkpoint, layers: usize, width: usize, embed: usize, variant: Variant, threads: usize) -> Result<HostText, String> {
+    let mut blocks = Vec::with_capacity(layers);
+    for i in 0..layers {
+        let p = format!("transformer.resblocks.{i}");
+        let hidden = ck.shape(&format!("{p}.mlp.c_fc.weight"))?[0];
+        blocks.push(HostBlock {
+            ln_1: host_norm(ck, &format!("{p}.ln_1"), width)?,
+            qkv: host_linear(ck, &format!("{p}.attn.in_proj_weight"), &format!("{p}.attn.in_proj_bias"), 3 * width, width, threads)?,
+            out: host_linear(ck, &format!("{p}.attn.out_proj.weight"), &format!("{p}.attn.out_proj.bias"), width, width, threads)?,
+            ln_2: host_norm(ck, &format!("{p}.ln_2"), width)?,
+            fc: host_linear(ck, &format!("{p}.mlp.c_fc.weight"), &format!("{p}.mlp.c_fc.bias"), hidden, width, threads)?,
+            proj: host_linear(ck, &format!("{p}.mlp.c_proj.weight"), &format!("{p}.mlp.c_proj.bias"), width, hidden, threads)?,
+        });
+    }
+    Ok(HostText {
+        blocks,
+        heads: width / variant.head_width,
+        quick_gelu: variant.quick_gelu,
+        ln_final: host_norm(ck, "ln_final", width)?,
+        proj: ck.take("text_projection", &[width, embed])?,
+        embed,
+    })
 }
 
 fn layer_norm(ck: &mut Checkpoint, prefix: &str, width: usize, device: &Device) -> Result<LayerNorm, String> {
@@ -318,8 +416,8 @@ fn layer_norm(ck: &mut Checkpoint, prefix: &str, width: usize, device: &Device) 
     Ok(LayerNorm { g: Tensor::from_data(TensorData::new(g, [width]), device), b: Tensor::from_data(TensorData::new(b, [width]), device) })
 }
 
-/// PyTorch `[out, in]` weight + bias → [`Linear`].
-fn linear(ck: &mut Checkpoint, w_key: &str, b_key: &str, out: usize, inp: usize, device: &Device) -> Result<Linear, String> {
+/// PyTorch `[out, in]` weight + bias, the weight transposed to `[in, out]`.
+fn transposed(ck: &mut Checkpoint, w_key: &str, b_key: &str, out: usize, inp: usize) -> Result<(Vec<f32>, Vec<f32>), String> {
     let w = ck.take(w_key, &[out, inp])?;
     let mut t = vec![0f32; out * inp];
     for o in 0..out {
@@ -327,7 +425,12 @@ fn linear(ck: &mut Checkpoint, w_key: &str, b_key: &str, out: usize, inp: usize,
             t[i * out + o] = w[o * inp + i];
         }
     }
-    let b = ck.take(b_key, &[out])?;
+    Ok((t, ck.take(b_key, &[out])?))
+}
+
+/// PyTorch `[out, in]` weight + bias → [`Linear`].
+fn linear(ck: &mut Checkpoint, w_key: &str, b_key: &str, out: usize, inp: usize, device: &Device) -> Result<Linear, String> {
+    let (t, b) = transposed(ck, w_key, b_key, out, inp)?;
     Ok(Linear { w: Tensor::from_data(TensorData::new(t, [inp, out]), device), b: Tensor::from_data(TensorData::new(b, [out]), device) })
 }
 

@@ -13,7 +13,7 @@
 //! at a time (no synchronisation inside a forward pass; throughput does not fall with batch).
 //! Activation buffers are reused across calls from a small pool (no page faults per image).
 
-mod kernels;
+pub(crate) mod kernels;
 
 use std::sync::Mutex;
 

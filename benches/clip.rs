@@ -1,0 +1,133 @@
+//! Search by words with CLIP on the CPU: tokenize + text tower (Burn flex) + ANN over 100 000
+//! 512-d vectors in the embedded store — the whole query, and each part.
+//!
+//! `cargo bench --bench clip`. The model is a full-size ViT-B-32 with open_clip's exact keys
+//! and shapes and random values (latency does not depend on the values; no CLIP weights ship
+//! with pixdex), written once under the target directory. The store is built once per run
+//! (upsert + `optimize()`), its build time printed. Also prints p50/p95 over 200 queries.
+//! `PIXDEX_BENCH_SIZES=10000` for a smaller store.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use pixdex::embed::{DeviceChoice, Embedder, ModelKind, ModelSpec};
+use pixdex::vectors::{Filter, Payload, Point, VectorStore, VectorsConfig};
+
+const DIM: usize = 512;
+
+const QUERIES: [&str; 8] = [
+    "a dog on a beach at sunset",
+    "cat",
+    "two children playing football in the rain",
+    "a red car parked in the snow",
+    "an aerial view of a city skyline at night with lights",
+    "espresso",
+    "a black and white photo of an old man reading a newspaper on a bench in the park",
+    "mountains",
+];
+
+fn model() -> Embedder {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo.join("target"));
+    let path = target.join("bench-clip-vit-b-32-random.safetensors");
+    if !path.is_file() {
+        let json = std::fs::read_to_string(repo.join("tests/fixtures/clip/vit-b-32-shapes.json")).expect("shapes fixture");
+        let t = Instant::now();
+        pixdex::embed::clip::random::write_safetensors(&path, &pixdex::embed::clip::random::vit_b_32_shapes(&json)).expect("write weights");
+        eprintln!("wrote a random full-size ViT-B-32 in {:.1} s", t.elapsed().as_secs_f64());
+    }
+    let spec = ModelSpec { kind: ModelKind::Clip("ViT-B-32".parse().unwrap()), weights: path, vocab: repo.join(pixdex::embed::clip::DEFAULT_VOCAB) };
+    Embedder::load_spec(&spec, DeviceChoice::Flex, 1).expect("load CLIP (scripts/fetch-clip-vocab for the merges)")
+}
+
+fn unit(seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v: Vec<f32> = (0..DIM)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+async fn store(dir: &std::path::Path, n: usize) -> VectorStore {
+    let store = VectorStore::open(&VectorsConfig::embedded(dir), "bench-clip", DIM).await.expect("open store");
+    let t = Instant::now();
+    for start in (0..n).step_by(1000) {
+        let points: Vec<Point> = (start..(start + 1000).min(n))
+            .map(|i| Point {
+                id: i as u64 + 1,
+                vector: unit(i as u64),
+                payload: Payload {
+                    asset_id: i as i64 + 1,
+                    path: format!("/photos/{}/img{i}.jpg", i % 50),
+                    session_ids: vec![1],
+                    category_id: None,
+                    labels: Vec::new(),
+                    indexed_at: 1_700_000_000_000,
+                    model: "clip".into(),
+                    width: Some(640),
+                    height: Some(480),
+                },
+            })
+            .collect();
+        store.upsert(points).await.expect("upsert");
+    }
+    let upsert = t.elapsed();
+    store.optimize().await.expect("optimize");
+    eprintln!("{n} vectors: upsert {:.1} s, optimize {:.1} s", upsert.as_secs_f64(), (t.elapsed() - upsert).as_secs_f64());
+    store
+}
+
+fn percentiles(mut v: Vec<Duration>) -> (f64, f64) {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    (ms(v[v.len() / 2]), ms(v[v.len() * 95 / 100]))
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let e = model();
+    let n = std::env::var("PIXDEX_BENCH_SIZES").ok().and_then(|s| s.split(',').next().and_then(|x| x.trim().parse().ok())).unwrap_or(100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let store = rt.block_on(store(dir.path(), n));
+    let Embedder::Clip(clip) = &e else { unreachable!() };
+    let filter = Filter::default();
+
+    // p50/p95 of the whole query, as the search path runs it (tokenize inside embed_text).
+    let mut times = Vec::new();
+    for i in 0..200 {
+        let q = QUERIES[i % QUERIES.len()];
+        let t = Instant::now();
+        let v = e.embed_text(q).unwrap();
+        let hits = rt.block_on(store.search(&v, 20, 0, &filter)).unwrap();
+        times.push(t.elapsed());
+        assert_eq!(hits.len(), 20);
+    }
+    let (p50, p95) = percentiles(times);
+    eprintln!("text query at {n} vectors (tokenize + text tower + ANN, limit 20): p50 {p50:.1} ms, p95 {p95:.1} ms over 200 queries");
+
+    let mut g = c.benchmark_group("clip_text_query");
+    g.sample_size(30);
+    g.bench_function("tokenize", |b| b.iter(|| clip.tokenizer().tokenize(QUERIES[6])));
+    g.bench_function("text_tower_short", |b| b.iter(|| e.embed_text(QUERIES[0]).unwrap()));
+    g.bench_function("text_tower_long", |b| b.iter(|| e.embed_text(QUERIES[6]).unwrap()));
+    let v = e.embed_text(QUERIES[0]).unwrap();
+    g.bench_function(format!("ann_{n}"), |b| b.iter(|| rt.block_on(store.search(&v, 20, 0, &filter)).unwrap()));
+    g.bench_function(format!("whole_query_{n}"), |b| {
+        b.iter(|| {
+            let v = e.embed_text(QUERIES[0]).unwrap();
+            rt.block_on(store.search(&v, 20, 0, &filter)).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
