@@ -604,12 +604,23 @@ fn render_search(v: &Value) -> String {
         .iter()
         .map(|h| {
             let label = h["labels"][0]["label"].as_str().unwrap_or("").split(',').next().unwrap_or("").to_string();
-            vec![format!("{:.3}", h["score"].as_f64().unwrap_or(0.0)), s(&h["assetId"]), label, s(&h["path"])]
+            let copies = h["similarCopies"].as_array().map_or(0, |c| c.len());
+            let path =
+                if copies > 0 { format!("{} (+{copies} similar {})", s(&h["path"]), if copies == 1 { "copy" } else { "copies" }) } else { s(&h["path"]) };
+            vec![format!("{:.3}", h["score"].as_f64().unwrap_or(0.0)), s(&h["assetId"]), label, path]
         })
         .collect();
     let mut out = table(&["SCORE", "ASSET", "LABEL", "PATH"], &rows);
     if let Some(h) = v["hint"].as_str() {
         out.push_str(&format!("\n{h}"));
+    }
+    if let Some(m) = v["model"].as_str() {
+        let via = match v["wordsVia"].as_str() {
+            Some("clip") => " (words through CLIP's text tower)",
+            Some("labels") => " (words matched ImageNet labels)",
+            _ => "",
+        };
+        out.push_str(&format!("\nmodel: {m}{via}"));
     }
     out
 }

@@ -201,6 +201,8 @@ pub struct Pipeline {
 struct Running {
     shared: Arc<Shared>,
     device: String,
+    /// The model the pipeline embeds with (it writes that model's vectors).
+    model: String,
     batch_size: usize,
     store: VectorStore,
     queues: stages::Queues,
@@ -221,6 +223,7 @@ impl Pipeline {
     pub fn start(cfg: PipelineConfig, embedder: Embedder, store: VectorStore, catalog: Catalog, rt: tokio::runtime::Handle) -> Pipeline {
         let shared = Arc::new(Shared::new());
         let device = embedder.device_name();
+        let model = embedder.model_name();
         let gpu = embedder.is_gpu();
         let batch_size = embedder.batch_size();
         // Wake-ups (a session started): one pending is enough, more would say nothing new.
@@ -232,6 +235,7 @@ impl Pipeline {
             inner: Some(Arc::new(Running {
                 shared,
                 device,
+                model,
                 batch_size,
                 store,
                 queues,
@@ -274,7 +278,7 @@ impl Pipeline {
                 running: false,
                 reason: self.reason.clone(),
                 device: None,
-                model: crate::embed::MODEL_NAME.into(),
+                model: String::new(),
                 batch_size: 0,
                 jpeg_decoder: crate::decode::jpeg_backend(),
                 vector_store: None,
@@ -305,7 +309,7 @@ impl Pipeline {
             running: !s.stop.load(Ordering::Relaxed),
             reason: None,
             device: Some(r.device.clone()),
-            model: crate::embed::MODEL_NAME.into(),
+            model: r.model.clone(),
             batch_size: r.batch_size,
             jpeg_decoder: crate::decode::jpeg_backend(),
             vector_store: Some(r.store.describe()),

@@ -332,3 +332,33 @@ async fn fencing_body(db: Db) {
     assert_eq!(status(mine.id).await, SessionStatus::Pending);
     assert_eq!(status(live.id).await, SessionStatus::Discovering);
 }
+
+both_backends!(models_serve_build_retire, models_body);
+/// The configured model serves on a fresh catalog; another one builds until promoted (one
+/// transaction: it serves, the previous one is retired); going back builds again.
+async fn models_body(db: Db) {
+    use pixdex::catalog::{ModelRow, ModelState};
+    let (c, _d) = open(db).await;
+    let row = |name: &str, dim: i64| ModelRow {
+        name: name.into(),
+        kind: "k".into(),
+        dim,
+        weights: format!("/m/{name}"),
+        vocab: "/m/vocab".into(),
+        state: ModelState::Serving,
+        updated_at: 0,
+    };
+    assert!(c.serving_model().await.unwrap().is_none());
+    assert_eq!(c.register_model(&row("effnet", 1280)).await.unwrap(), ModelState::Serving);
+    assert_eq!(c.register_model(&row("effnet", 1280)).await.unwrap(), ModelState::Serving, "a restart keeps it serving");
+    assert_eq!(c.register_model(&row("clip-a", 512)).await.unwrap(), ModelState::Building);
+    assert_eq!(c.serving_model().await.unwrap().unwrap().name, "effnet", "the old model serves while the new builds");
+    assert!(!c.promote_model("nope").await.unwrap());
+    assert!(c.promote_model("clip-a").await.unwrap());
+    assert!(!c.promote_model("clip-a").await.unwrap(), "promoting twice changes nothing");
+    let m = c.models().await.unwrap();
+    let state = |n: &str| m.iter().find(|r| r.name == n).unwrap().state;
+    assert_eq!((state("clip-a"), state("effnet")), (ModelState::Serving, ModelState::Retired));
+    assert_eq!(c.serving_model().await.unwrap().unwrap().dim, 512);
+    assert_eq!(c.register_model(&row("effnet", 1280)).await.unwrap(), ModelState::Building, "switching back re-embeds too");
+}

@@ -430,15 +430,20 @@ async fn concurrent_searches_are_bounded() {
     let one = || {
         let c = d.client.clone();
         let b = bytes.clone();
-        async move { c.raw("POST".parse().unwrap(), "/api/v1/search/image?limit=3", &[("content-type", "image/png")], b).await.unwrap() }
+        async move { c.raw("POST".parse().unwrap(), "/api/v1/search/image?limit=3", &[("content-type", "image/png")], b).await }
     };
-    let answers = futures_util::future::join_all((0..8).map(|_| one())).await;
+    let results = futures_util::future::join_all((0..8).map(|_| one())).await;
+    // A refusal can arrive while the client is still sending its 2 MB body: the daemon answers
+    // 503 without reading it and closes, and the client sees a broken pipe instead of the 503.
+    let cut = results.iter().filter(|r| r.as_ref().is_err_and(|e| format!("{e:?}").contains("BrokenPipe"))).count();
+    assert!(results.iter().all(|r| r.is_ok() || format!("{:?}", r.as_ref().err()).contains("BrokenPipe")), "{results:?}");
+    let answers: Vec<_> = results.into_iter().filter_map(Result::ok).collect();
     let busy: Vec<_> = answers.iter().filter(|r| r.status == 503).collect();
     let ok = answers.iter().filter(|r| r.status == 200).count();
-    assert!(ok >= 1 && !busy.is_empty(), "statuses: {:?}", answers.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert!(ok >= 1 && busy.len() + cut >= 1, "statuses: {:?}, {cut} cut off while uploading", answers.iter().map(|r| r.status).collect::<Vec<_>>());
     for r in &busy {
         assert_eq!(r.header("retry-after"), Some("5"));
         assert!(r.json()["detail"].as_str().unwrap().contains("max_concurrent_searches"), "{:?}", r.json());
     }
-    assert_eq!(one().await.status, 200, "free again");
+    assert_eq!(one().await.unwrap().status, 200, "free again");
 }
