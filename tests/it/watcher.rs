@@ -272,8 +272,13 @@ async fn changes_while_down_body(db: Db) {
     d.respawn().await;
     until_paths(&d, &["a/img002.png", "a/later.png", "c/img001.png"]).await;
     assert_eq!(id_of(&d, "c/img001.png").await, Some(moved_id));
-    let st = d.get("/api/v1/training/watcher").await.body;
-    assert!(st["reconciles"].as_u64().unwrap() >= 1 && st["lastReconcileAt"].is_string(), "{st:?}");
+    // The status is stamped once the whole reconcile is done, just after its last catalog write.
+    let stamped = eventually(10, || async {
+        let st = d.get("/api/v1/training/watcher").await.body;
+        st["reconciles"].as_u64().unwrap_or(0) >= 1 && st["lastReconcileAt"].is_string()
+    })
+    .await;
+    assert!(stamped, "{:?}", d.get("/api/v1/training/watcher").await.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
