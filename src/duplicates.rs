@@ -53,6 +53,18 @@ pub fn distance(a: u64, b: u64) -> u32 {
     (a ^ b).count_ones()
 }
 
+/// Whether two assets are copies of each other: `Some(true)` for the same bytes,
+/// `Some(false)` for near-identical pixels (dHash within [`NEAR_BITS`]), `None` otherwise.
+pub fn copy_kind(a: &AssetHashes, b: &AssetHashes) -> Option<bool> {
+    if a.content_hash.is_some() && a.content_hash == b.content_hash {
+        return Some(true);
+    }
+    match (a.dhash, b.dhash) {
+        (Some(x), Some(y)) if distance(x, y) <= NEAR_BITS => Some(false),
+        _ => None,
+    }
+}
+
 /// One asset in a group.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]

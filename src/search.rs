@@ -274,21 +274,14 @@ impl Search {
         let hashes = self.catalog.asset_hashes(&ids).await.map_err(catalog_err)?;
         let mut kept: Vec<SearchHit> = Vec::with_capacity(hits.len());
         for hit in hits {
-            let mine = hashes.get(&hit.asset_id);
-            let copy_of = mine.and_then(|m| {
-                kept.iter().position(|k| {
-                    let Some(o) = hashes.get(&k.asset_id) else { return false };
-                    let same = m.content_hash.is_some() && m.content_hash == o.content_hash;
-                    let near = matches!((m.dhash, o.dhash), (Some(a), Some(b)) if crate::duplicates::distance(a, b) <= crate::duplicates::NEAR_BITS);
-                    same || near
-                })
+            // The first better hit this one is a copy of, and whether its bytes are the same.
+            let copy_of = hashes.get(&hit.asset_id).and_then(|mine| {
+                kept.iter()
+                    .enumerate()
+                    .find_map(|(k, better)| hashes.get(&better.asset_id).and_then(|o| crate::duplicates::copy_kind(o, mine)).map(|same| (k, same)))
             });
             match copy_of {
-                Some(k) => {
-                    let identical =
-                        mine.is_some_and(|m| m.content_hash.is_some() && m.content_hash == hashes.get(&kept[k].asset_id).and_then(|o| o.content_hash.clone()));
-                    kept[k].similar_copies.push(CopyHit { asset_id: hit.asset_id, path: hit.path, score: hit.score, identical });
-                }
+                Some((k, identical)) => kept[k].similar_copies.push(CopyHit { asset_id: hit.asset_id, path: hit.path, score: hit.score, identical }),
                 None => kept.push(hit),
             }
         }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::{Catalog, Lease, Result, finish_if_done, refresh_counts};
+use super::{AssetMeta, Catalog, Lease, Result, finish_if_done, refresh_counts};
 use crate::model::now_ms;
 
 /// An asset's hashes, for grouping duplicates.
@@ -18,17 +18,6 @@ pub struct AssetHashes {
 }
 
 impl Catalog {
-    /// Record what the decoder learnt of an asset's bytes and pixels.
-    pub async fn set_asset_hashes(&self, asset_id: i64, content_hash: &str, dhash: u64) -> Result<()> {
-        sqlx::query("UPDATE image_assets SET content_hash = $1, dhash = $2 WHERE id = $3")
-            .bind(content_hash)
-            .bind(dhash as i64)
-            .bind(asset_id)
-            .execute(&self.write)
-            .await?;
-        Ok(())
-    }
-
     /// Another indexed asset with exactly this content (the oldest), if any.
     pub async fn indexed_twin(&self, content_hash: &str, not: i64) -> Result<Option<(i64, String)>> {
         let row = sqlx::query("SELECT id, path FROM image_assets WHERE content_hash = $1 AND id <> $2 AND indexed_at IS NOT NULL ORDER BY id LIMIT 1")
@@ -40,9 +29,9 @@ impl Catalog {
     }
 
     /// Finish a duplicate's job: skipped with `reason` (its vector is the twin's, already
-    /// stored under its own id), its asset stamped indexed with the twin's size and labels —
-    /// one transaction, fenced by the lease like every completion.
-    pub async fn complete_duplicate(&self, owner: &str, lease: Lease, meta: (u32, u32, &str), reason: &str) -> Result<bool> {
+    /// stored under its own id), its asset stamped indexed with its size, the twin's labels and
+    /// its own hashes — one transaction, fenced by the lease like every completion.
+    pub async fn complete_duplicate(&self, owner: &str, lease: Lease, meta: &AssetMeta, reason: &str) -> Result<bool> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
@@ -59,14 +48,19 @@ impl Catalog {
         let Some(row) = row else { return Ok(false) };
         let sid: i64 = row.try_get(0)?;
         if let Some(asset) = row.try_get::<Option<i64>, _>(1)? {
-            sqlx::query("UPDATE image_assets SET indexed_at = $1, width = $2, height = $3, labels = $4 WHERE id = $5")
-                .bind(now)
-                .bind(meta.0 as i64)
-                .bind(meta.1 as i64)
-                .bind(meta.2)
-                .bind(asset)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE image_assets SET indexed_at = $1, width = $2, height = $3, labels = $4, \
+                 content_hash = COALESCE($5, content_hash), dhash = COALESCE($6, dhash) WHERE id = $7",
+            )
+            .bind(now)
+            .bind(meta.width as i64)
+            .bind(meta.height as i64)
+            .bind(meta.labels.as_str())
+            .bind(meta.hashes.as_ref().map(|h| h.0.clone()))
+            .bind(meta.hashes.as_ref().map(|h| h.1 as i64))
+            .bind(asset)
+            .execute(&mut *tx)
+            .await?;
         }
         refresh_counts(&mut tx, sid, now).await?;
         finish_if_done(&mut tx, sid, now).await?;

@@ -605,14 +605,14 @@ impl Writer {
             }
             let path = if twin_path.is_empty() { twin_payload.path.clone() } else { twin_path.clone() };
             let reason = format!("identical to {path} (asset {twin}): the same bytes are embedded once, this file shares that vector");
-            let labels = serde_json::to_string(&twin_payload.labels).unwrap_or_default();
-            let hashes = self.shared.hashes.lock().unwrap().get(&job.job_id).cloned();
-            let done = self
-                .catalog_call("completing a copy", || self.catalog.complete_duplicate(&self.owner, job.lease(), (original.0, original.1, &labels), &reason));
-            if done == Some(true) {
-                if let Some((content, dhash)) = hashes {
-                    self.catalog_call("recording hashes", || self.catalog.set_asset_hashes(job.asset_id, &content, dhash));
-                }
+            let meta = crate::catalog::AssetMeta {
+                asset_id: job.asset_id,
+                width: original.0,
+                height: original.1,
+                labels: serde_json::to_string(&twin_payload.labels).unwrap_or_default(),
+                hashes: self.shared.hashes.lock().unwrap().get(&job.job_id).cloned(),
+            };
+            if self.catalog_call("completing a copy", || self.catalog.complete_duplicate(&self.owner, job.lease(), &meta, &reason)) == Some(true) {
                 self.shared.completed_now(1);
             }
             self.shared.release(job);

@@ -9,7 +9,7 @@ pub mod tokenizer;
 mod weights;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -259,13 +259,6 @@ fn read_rows(t: Tensor<2>, n: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
 pub(crate) fn l2_normalize(v: &[f32]) -> Vec<f32> {
     let norm = v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
     if norm > 0.0 { v.iter().map(|x| (*x as f64 / norm) as f32).collect() } else { v.to_vec() }
-}
-
-/// Where the weights and merges are (config `model.weights`, `model.vocab`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClipFiles {
-    pub weights: PathBuf,
-    pub vocab: PathBuf,
 }
 
 /// Checkpoints with random values for tests and benchmarks (sizes are what matter there).
