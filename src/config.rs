@@ -161,6 +161,38 @@ pub struct RawDaemon {
     /// A request (other than the live event stream) that takes longer is answered 503.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,
+    /// TCP connections open at once (at most a quarter of the open-file limit): beyond, a
+    /// connection is answered 503 and closed at once, so idle clients cannot take the
+    /// descriptors the control socket, the catalog and the vector store need.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections to the control socket open at once: their own slots (at most an eighth of
+    /// the open-file limit), so `pixdex ctl` gets in even while TCP is flooded.
+    #[serde(default = "default_max_socket_connections")]
+    pub max_socket_connections: usize,
+    /// A request head (request line and headers) not received in this time closes the
+    /// connection (slow or idle clients do not hold a connection slot).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// At shutdown, connections get this long to finish their request; then they are dropped.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u64,
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+
+fn default_max_socket_connections() -> usize {
+    64
+}
+
+fn default_header_read_timeout() -> u64 {
+    10
+}
+
+fn default_shutdown_grace() -> u64 {
+    5
 }
 
 fn default_max_in_flight() -> usize {
@@ -244,6 +276,10 @@ impl Default for RawConfig {
                 max_concurrent_searches: None,
                 max_in_flight_requests: default_max_in_flight(),
                 request_timeout_secs: default_request_timeout(),
+                max_connections: default_max_connections(),
+                max_socket_connections: default_max_socket_connections(),
+                header_read_timeout_secs: default_header_read_timeout(),
+                shutdown_grace_secs: default_shutdown_grace(),
             },
             catalog: RawCatalog { url: None, max_connections: 8 },
             library: RawLibrary {
@@ -325,6 +361,12 @@ pub struct WebSettings {
     pub max_concurrent_searches: usize,
     pub max_in_flight_requests: usize,
     pub request_timeout: Duration,
+    /// `daemon.max_connections` (TCP), before the open-file limit's share is applied.
+    pub max_connections: usize,
+    /// `daemon.max_socket_connections` (control socket), idem.
+    pub max_socket_connections: usize,
+    pub header_read_timeout: Duration,
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -780,10 +822,19 @@ fn validate_web(d: &RawDaemon, listen: Option<SocketAddr>, data_dir: &Path) -> R
         ("daemon.max_concurrent_searches", d.max_concurrent_searches == Some(0)),
         ("daemon.max_in_flight_requests", d.max_in_flight_requests == 0),
         ("daemon.request_timeout_secs", d.request_timeout_secs == 0),
+        ("daemon.max_connections", d.max_connections == 0),
+        ("daemon.max_socket_connections", d.max_socket_connections == 0),
     ] {
         if zero {
             return Err((key, "must be at least 1".into()));
         }
+    }
+    if !(1..=300).contains(&d.header_read_timeout_secs) {
+        return Err(("daemon.header_read_timeout_secs", format!("{} is not between 1 and 300", d.header_read_timeout_secs)));
+    }
+    // systemd's stop timeout is 90 s by default: the whole shutdown must fit well inside it.
+    if !(1..=60).contains(&d.shutdown_grace_secs) {
+        return Err(("daemon.shutdown_grace_secs", format!("{} is not between 1 and 60", d.shutdown_grace_secs)));
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     Ok(WebSettings {
@@ -794,6 +845,10 @@ fn validate_web(d: &RawDaemon, listen: Option<SocketAddr>, data_dir: &Path) -> R
         max_concurrent_searches: d.max_concurrent_searches.unwrap_or(2 * cores),
         max_in_flight_requests: d.max_in_flight_requests,
         request_timeout: Duration::from_secs(d.request_timeout_secs),
+        max_connections: d.max_connections,
+        max_socket_connections: d.max_socket_connections,
+        header_read_timeout: Duration::from_secs(d.header_read_timeout_secs),
+        shutdown_grace: Duration::from_secs(d.shutdown_grace_secs),
     })
 }
 
@@ -829,6 +884,28 @@ mod tests {
         assert!(c.catalog_url.starts_with("sqlite://"));
         assert_eq!(c.library.extensions, ["jpg", "jpeg", "png", "webp"]);
         assert!(c.listen.is_none());
+    }
+
+    #[test]
+    fn connection_settings() {
+        let c = Config::validate(RawConfig::default(), None).unwrap();
+        assert_eq!((c.web.max_connections, c.web.max_socket_connections), (1024, 64));
+        assert_eq!((c.web.header_read_timeout, c.web.shutdown_grace), (Duration::from_secs(10), Duration::from_secs(5)));
+        let d = tempfile::tempdir().unwrap();
+        let f = write(d.path(), "[daemon]\nmax_connections = 100\nmax_socket_connections = 8\nheader_read_timeout_secs = 3\nshutdown_grace_secs = 2\n");
+        let c = Config::load(Some(&f)).unwrap();
+        assert_eq!((c.web.max_connections, c.web.max_socket_connections), (100, 8));
+        assert_eq!((c.web.header_read_timeout, c.web.shutdown_grace), (Duration::from_secs(3), Duration::from_secs(2)));
+        for (body, key) in [
+            ("max_connections = 0", "daemon.max_connections"),
+            ("max_socket_connections = 0", "daemon.max_socket_connections"),
+            ("header_read_timeout_secs = 0", "daemon.header_read_timeout_secs"),
+            ("shutdown_grace_secs = 61", "daemon.shutdown_grace_secs"),
+        ] {
+            let f = write(d.path(), &format!("[daemon]\n{body}\n"));
+            let e = Config::load(Some(&f)).unwrap_err().to_string();
+            assert!(e.contains(key), "{body}: {e}");
+        }
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    // Before anything opens a file: the stores, the catalog, the watcher and the clients share
+    // one descriptor table; the connection caps below are shares of this limit.
+    let nofile = raise_nofile_limit();
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create daemon.data_dir {}", cfg.data_dir.display()))?;
     // The catalog, vectors, token and thumbnails are the daemon's alone.
     if let Err(e) = std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700)) {
@@ -134,19 +137,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     });
     let app = api::router(state);
 
+    let (tcp_limits, unix_limits) = connection_limits(&cfg.web, nofile);
+    tracing::info!(
+        nofile,
+        tcp_max_connections = tcp_limits.max_connections,
+        socket_max_connections = unix_limits.max_connections,
+        header_read_timeout_s = tcp_limits.header_read_timeout.as_secs(),
+        shutdown_grace_s = tcp_limits.grace.as_secs(),
+        "connection limits"
+    );
     let mut tasks = tokio::task::JoinSet::new();
-    {
-        let mut rx = shutdown.subscribe();
-        let app = app.clone();
-        tasks.spawn(async move {
-            let r = axum::serve(unix, app).with_graceful_shutdown(async move {
-                let _ = rx.recv().await;
-            });
-            if let Err(e) = r.await {
-                tracing::error!(error = %e, "control socket server failed");
-            }
-        });
-    }
+    tasks.spawn(api::serve::serve(unix, app.clone(), unix_limits, "socket", shutdown.subscribe()));
     if let (Some(addr), Some(guard)) = (cfg.listen, guard) {
         // The TCP listener sits behind the guard: Host check, CORS, token.
         let tcp = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on daemon.listen = {addr}"))?;
@@ -159,15 +160,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             None => tracing::warn!(%addr, "TCP listener serving the API and the web app WITHOUT authentication (daemon.tcp_auth = \"none\"; loopback only)"),
         }
         let app = app.clone().layer(axum::middleware::from_fn_with_state(guard, api::guard::tcp_guard));
-        let mut rx = shutdown.subscribe();
-        tasks.spawn(async move {
-            let r = axum::serve(tcp, app).with_graceful_shutdown(async move {
-                let _ = rx.recv().await;
-            });
-            if let Err(e) = r.await {
-                tracing::error!(error = %e, "TCP server failed");
-            }
-        });
+        tasks.spawn(api::serve::serve(tcp, app, tcp_limits, "tcp", shutdown.subscribe()));
     }
     {
         // The reaper: this daemon's heartbeat, then a peer that died (or stalled) holding
@@ -224,6 +217,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     let _ = shutdown.send(());
+    // The listeners stop accepting and give their connections `daemon.shutdown_grace_secs`
+    // before dropping them, so this wait is bounded whatever clients do.
     while tasks.join_next().await.is_some() {}
     let w = watcher.clone();
     let _ = tokio::task::spawn_blocking(move || w.shutdown()).await;
@@ -234,6 +229,49 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     catalog.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raise the soft open-file limit (RLIMIT_NOFILE) to the hard one: the default soft limit
+/// (1024) is easily reached by the vector store's segments, the catalog and clients together.
+/// Returns the soft limit now in force.
+pub fn raise_nofile_limit() -> u64 {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `r` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open-file limit (RLIMIT_NOFILE); assuming 1024");
+        return 1024;
+    }
+    let before = r.rlim_cur;
+    // An unlimited hard limit is not a valid soft one for descriptors (the kernel caps it at
+    // fs.nr_open): take 2^20, Linux's default nr_open.
+    let target = if r.rlim_max == libc::RLIM_INFINITY { 1 << 20 } else { r.rlim_max };
+    if r.rlim_cur < target {
+        let want = libc::rlimit { rlim_cur: target, rlim_max: r.rlim_max };
+        // SAFETY: `want` is a valid rlimit; raising the soft limit up to the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            r.rlim_cur = target;
+        } else {
+            tracing::warn!(error = %std::io::Error::last_os_error(), soft = before, hard = r.rlim_max, "cannot raise the soft open-file limit");
+        }
+    }
+    tracing::info!(soft_before = before, soft = r.rlim_cur, hard = r.rlim_max, "open-file limit (RLIMIT_NOFILE)");
+    r.rlim_cur
+}
+
+/// The listeners' limits: TCP gets at most a quarter of the open-file limit, the control socket
+/// its own slots (at most an eighth), so together they leave well over half of the descriptors
+/// to the vector store, the catalog, the watcher and decoding.
+fn connection_limits(web: &crate::config::WebSettings, nofile: u64) -> (api::serve::Limits, api::serve::Limits) {
+    let share = |n: u64| usize::try_from(n).unwrap_or(usize::MAX).max(1);
+    let tcp = api::serve::Limits {
+        max_connections: web.max_connections.min(share(nofile / 4)),
+        setting: "daemon.max_connections",
+        header_read_timeout: web.header_read_timeout,
+        grace: web.shutdown_grace,
+    };
+    let unix =
+        api::serve::Limits { max_connections: web.max_socket_connections.min(share(nofile / 8)), setting: "daemon.max_socket_connections", ..tcp.clone() };
+    (tcp, unix)
 }
 
 /// A daemon whose heartbeat is this many beats old is taken for dead (its starts in progress

@@ -86,7 +86,11 @@ fn main() -> ExitCode {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log));
             tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match rt.block_on(pixdex::daemon::run(cfg)) {
+            let ran = rt.block_on(pixdex::daemon::run(cfg));
+            // A blocking task still running (a handler's walk or store call whose connection
+            // was dropped at shutdown) must not hold the exit: the daemon has shut down.
+            rt.shutdown_timeout(std::time::Duration::from_secs(2));
+            match ran {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -10,6 +10,7 @@ mod error;
 mod extract;
 pub mod guard;
 mod routes;
+pub mod serve;
 pub mod wire;
 
 use std::sync::Arc;

@@ -93,7 +93,10 @@ fn sqlx_transient(e: &sqlx::Error) -> bool {
             // SQLite: BUSY (5), LOCKED (6), IOERR (10) and their extended codes; FULL (13).
             // PostgreSQL: class 08 (connection), 53 (resources: disk full, out of memory,
             // too many connections), 57P0x (shutting down), 40001/40P01 (retry the transaction).
-            let sqlite = code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13));
+            // SQLite CANTOPEN (14) on a catalog that is already open means a journal or temp
+            // file could not be opened: out of file descriptors (EMFILE/ENFILE), transient.
+            let sqlite = code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13 | 14));
+            let sqlite = sqlite || crate::error::mentions_fd_exhaustion(d.message());
             sqlite || code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || code == "40001" || code == "40P01"
         }
         _ => false,

@@ -34,7 +34,11 @@ impl Prepared {
 impl Outcome {
     pub fn job(&self) -> &ClaimedJob {
         match self {
-            Outcome::Embedded { job, .. } | Outcome::Failed { job, .. } | Outcome::Skipped { job, .. } | Outcome::Duplicate { job, .. } => job,
+            Outcome::Embedded { job, .. }
+            | Outcome::Failed { job, .. }
+            | Outcome::Skipped { job, .. }
+            | Outcome::Retry { job, .. }
+            | Outcome::Duplicate { job, .. } => job,
         }
     }
 }
@@ -48,6 +52,12 @@ pub enum Outcome {
     },
     /// The job's own fault (bad file): it fails, the session goes on.
     Failed {
+        job: ClaimedJob,
+        reason: String,
+    },
+    /// Not the file's fault and not for now (the process is out of file descriptors): the job
+    /// is handed back (pending again, not counted as an attempt) and claimed again later.
+    Retry {
         job: ClaimedJob,
         reason: String,
     },

@@ -229,6 +229,15 @@ impl Decoder {
         }
     }
 
+    /// A transient fault reading the file (out of file descriptors…): the job goes back to
+    /// pending through the writer, after a short pause so that this decoder does not spin on
+    /// a process that has no descriptor to give. False when the pipeline is stopping.
+    fn retry_later(&self, job: crate::catalog::ClaimedJob, reason: String) -> bool {
+        tracing::warn!(path = %job.path, error = %reason, "transient fault reading the file; its job is handed back and retried");
+        std::thread::sleep(Duration::from_millis(200));
+        self.fail.send(Outcome::Retry { job, reason }).is_ok()
+    }
+
     fn run(self) {
         while let Ok(DecodeTask { job }) = self.input.recv() {
             if self.shared.dropped(&job) {
@@ -242,6 +251,12 @@ impl Decoder {
                 match lib.resolve_file(&path) {
                     Ok(canon) => path = canon,
                     Err(crate::library::LibraryError::NotFound { .. }) => {} // decode says "vanished"
+                    Err(e) if crate::error::Classify::is_transient(&e) => {
+                        if !self.retry_later(job, e.to_string()) {
+                            return;
+                        }
+                        continue;
+                    }
                     Err(e) => {
                         self.shared.decode.failures.fetch_add(1, Ordering::Relaxed);
                         let reason = format!("{e}; the file was not read");
@@ -271,6 +286,8 @@ impl Decoder {
                     let reason = format!("{e}; nothing to index (if it moved, the watcher queues it under its new path)");
                     self.fail.send(Outcome::Skipped { job, reason }).is_ok()
                 }
+                // Out of file descriptors (EMFILE/ENFILE) and the like: not the file's fault.
+                Ok(Err(e)) if crate::error::Classify::is_transient(&e) => self.retry_later(job, e.to_string()),
                 Ok(Err(e)) => {
                     self.shared.decode.failures.fetch_add(1, Ordering::Relaxed);
                     self.fail.send(Outcome::Failed { job, reason: e.to_string() }).is_ok()
@@ -631,6 +648,13 @@ impl Writer {
                 }
                 Outcome::Skipped { job, reason } => {
                     self.catalog_call("recording a skipped job", || self.catalog.skip_job(&self.owner, job.lease(), reason));
+                    self.shared.release(job);
+                }
+                Outcome::Retry { job, reason } => {
+                    // Handed back, not failed: pending again, the claim not counted.
+                    tracing::info!(path = %job.path, %reason, "handing a job back after a transient fault");
+                    let leases = [job.lease()];
+                    self.catalog_call("handing back a job", || self.catalog.return_leases(&self.owner, &leases));
                     self.shared.release(job);
                 }
                 Outcome::Embedded { job, embedding, .. } if !embedding.vector.iter().all(|x| x.is_finite()) => {

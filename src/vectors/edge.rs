@@ -61,9 +61,19 @@ fn op_err(e: OperationError) -> VectorError {
     }
 }
 
+/// A qdrant-edge call that panicked: its message is kept (qdrant-edge panics on some I/O
+/// errors, "Too many open files" among them, which `is_retryable` must still read as an
+/// outage to wait out, not a refusal of the points).
 fn join_err(e: tokio::task::JoinError) -> VectorError {
-    let what = if e.is_panic() { "panicked" } else { "was cancelled" };
-    VectorError::Backend { backend: Backend::Embedded, message: format!("qdrant-edge call {what}: {e}") }
+    let message = if e.is_panic() {
+        format!("qdrant-edge call panicked: {}", crate::error::panic_message(&*e.into_panic()))
+    } else {
+        format!("qdrant-edge call was cancelled: {e}")
+    };
+    if crate::error::mentions_fd_exhaustion(&message) {
+        tracing::warn!(error = %message, "qdrant-edge ran out of file descriptors; the call is retried");
+    }
+    VectorError::Backend { backend: Backend::Embedded, message }
 }
 
 /// Bytes available to this (unprivileged) process on the filesystem holding `dir`.

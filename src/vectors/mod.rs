@@ -229,8 +229,13 @@ impl VectorError {
         use std::io::ErrorKind as K;
         match self {
             VectorError::Unavailable { .. } => true,
+            // Out of file descriptors (EMFILE/ENFILE), whatever error carries it: qdrant-edge
+            // opening a segment or its WAL reports it as a storage error (or panics; the
+            // caught panic's message says it): descriptors come back, the write waits.
+            VectorError::Invalid(m) | VectorError::Corrupt(m) | VectorError::Config(m) if crate::error::mentions_fd_exhaustion(m) => true,
             VectorError::Io { source, .. } => {
-                matches!(source.kind(), K::StorageFull | K::TimedOut | K::Interrupted | K::WouldBlock | K::ResourceBusy | K::QuotaExceeded)
+                crate::error::is_fd_exhaustion(source)
+                    || matches!(source.kind(), K::StorageFull | K::TimedOut | K::Interrupted | K::WouldBlock | K::ResourceBusy | K::QuotaExceeded)
             }
             VectorError::Backend { message, .. } => looks_transient(message),
             _ => false,
@@ -241,6 +246,9 @@ impl VectorError {
 /// Words of an error message that mean "try again later": a connection refused, reset or
 /// broken, a transport failure, a full disk.
 pub(crate) fn looks_transient(message: &str) -> bool {
+    if crate::error::mentions_fd_exhaustion(message) {
+        return true;
+    }
     let m = message.to_ascii_lowercase();
     [
         "connection refused",

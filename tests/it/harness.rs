@@ -115,6 +115,8 @@ pub struct TestDaemon {
     pub run_as: Option<u32>,
     /// Extra environment for the daemon process (e.g. `PIXDEX_FAILPOINT`).
     pub env: Vec<(String, String)>,
+    /// A command the daemon runs under (e.g. `["prlimit", "--nofile=256:256", "--"]`).
+    pub wrapper: Vec<String>,
     child: Option<Child>,
 }
 
@@ -151,6 +153,7 @@ impl TestDaemon {
             library_extra: String::new(),
             run_as: None,
             env: vec![],
+            wrapper: vec![],
             dir,
             child: None,
         };
@@ -176,6 +179,7 @@ impl TestDaemon {
             library_extra: self.library_extra.clone(),
             run_as: None,
             env: vec![],
+            wrapper: vec![],
             dir,
             child: None,
         };
@@ -222,6 +226,11 @@ impl TestDaemon {
     async fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("daemon.log")).unwrap();
         let mut cmd = match self.run_as {
+            None if !self.wrapper.is_empty() => {
+                let mut c = Command::new(&self.wrapper[0]);
+                c.args(&self.wrapper[1..]).arg(BIN);
+                c
+            }
             None => Command::new(BIN),
             Some(id) => {
                 let mut c = Command::new("setpriv");
@@ -262,13 +271,19 @@ impl TestDaemon {
 
     /// SIGTERM and wait: the daemon drains and exits 0.
     pub fn stop(&mut self) {
+        self.stop_timed();
+    }
+
+    /// `stop`, returning how long the daemon took to exit after the SIGTERM.
+    pub fn stop_timed(&mut self) -> Duration {
         if let Some(mut c) = self.child.take() {
             unsafe_kill(c.id(), "TERM");
             let t = Instant::now();
             loop {
                 if let Ok(Some(st)) = c.try_wait() {
+                    let took = t.elapsed();
                     assert!(st.success(), "daemon exited with {st}:\n{}", self.log());
-                    return;
+                    return took;
                 }
                 if t.elapsed() > Duration::from_secs(20) {
                     let _ = c.kill();
@@ -277,6 +292,12 @@ impl TestDaemon {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+        Duration::ZERO
+    }
+
+    /// Whether the daemon process is still running (not exited).
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// kill -9: no chance to clean up.
@@ -414,8 +435,14 @@ impl TestDaemon {
     /// A daemon that also listens on TCP (`daemon_lines` go into `[daemon]`, e.g. tcp_auth);
     /// returns it and the listener's address.
     pub async fn start_tcp(db: Db, daemon_lines: &str, extra_toml: &str, setup: impl FnOnce(&Path)) -> (TestDaemon, String) {
+        Self::start_tcp_under(&[], db, daemon_lines, extra_toml, setup).await
+    }
+
+    /// `start_tcp` with the daemon run under `wrapper` (e.g. `prlimit --nofile=256:256 --`).
+    pub async fn start_tcp_under(wrapper: &[&str], db: Db, daemon_lines: &str, extra_toml: &str, setup: impl FnOnce(&Path)) -> (TestDaemon, String) {
         let addr = format!("127.0.0.1:{}", free_port());
         let mut d = Self::prepare(db, extra_toml, "", setup).await;
+        d.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
         d.daemon_extra = format!("listen = \"{addr}\"\n{daemon_lines}");
         d.write_config(extra_toml);
         d.spawn().await;

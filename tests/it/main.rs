@@ -8,6 +8,7 @@ mod browser;
 mod catalog_suite;
 mod clip;
 mod config_sessions;
+mod connections;
 mod duplicates;
 mod embed_model;
 mod faults;
