@@ -69,7 +69,7 @@ impl Classify for crate::library::LibraryError {
         match self {
             E::OutsideRoots { .. } => Cause::Forbidden,
             E::NotFound { .. } => Cause::NotFound,
-            E::NotADirectory { .. } | E::Io { .. } => Cause::UserInput,
+            E::NotADirectory { .. } | E::NotAFile { .. } | E::Io { .. } => Cause::UserInput,
         }
     }
 }
