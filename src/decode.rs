@@ -42,7 +42,23 @@ impl Default for DecodeLimits {
     }
 }
 
+/// What one PNG/WebP decode may allocate beside its pixels (metadata chunks kept, the ICC
+/// profile inflated, row buffers), at most: an eighth of the decode memory budget, between
+/// 1 MiB and 16 MiB (16 MiB without a budget). Reserved from the budget with the pixels, and
+/// given to the decoder as its allocation limit, so metadata that inflates to hundreds of MB
+/// (a "zip bomb" in iCCP/zTXt/iTXt) is refused instead of allocated.
+const METADATA_MAX: u64 = 16 << 20;
+const METADATA_MIN: u64 = 1 << 20;
+
 impl DecodeLimits {
+    /// Bytes one decode may allocate for metadata and working buffers beside its pixels.
+    pub fn metadata_allowance(&self) -> u64 {
+        match &self.memory.0 {
+            Some(b) => (b.total() / 8).clamp(METADATA_MIN, METADATA_MAX),
+            None => METADATA_MAX,
+        }
+    }
+
     /// Reserve `bytes` of the memory budget for one decode (waiting for room), or refuse an
     /// image that could never fit.
     fn reserve(&self, path: &Path, width: u32, height: u32, bytes: u64) -> Result<Reservation, DecodeError> {
@@ -110,6 +126,11 @@ pub enum DecodeError {
         .path.display(), .bytes / 1_000_000, .total / 1_000_000
     )]
     OverBudget { path: PathBuf, width: u32, height: u32, bytes: u64, total: u64 },
+    #[error(
+        "{}: the image's metadata (ICC profile, text or EXIF chunks) needs more than the {} KB one decode may use beside its pixels under the decode memory budget (pipeline.memory_mb); refused",
+        .path.display(), .limit / 1024
+    )]
+    MetadataTooLarge { path: PathBuf, limit: u64 },
     #[error("{}: the image data is truncated (the file ends before the image does)", .path.display())]
     Truncated { path: PathBuf },
     #[error("{}: unsupported image: {what}", .path.display())]
@@ -122,16 +143,27 @@ fn megapixels(width: &u32, height: &u32) -> f64 {
     *width as f64 * *height as f64 / 1e6
 }
 
-/// Decode the file at `path` for embedding.
+/// Decode the file at `path` for embedding, opening it by name: for files outside the
+/// library's rules only (tests, benches). A library file is opened by
+/// [`crate::library::Library::open_file`] (check and open in one step) and handed to
+/// [`decode_file`].
 pub fn decode_for_embedding(path: &Path, limits: &DecodeLimits) -> Result<Decoded, DecodeError> {
-    let io_err = |source: std::io::Error| {
-        if source.kind() == ErrorKind::NotFound {
-            DecodeError::Vanished { path: path.to_path_buf() }
-        } else {
-            DecodeError::Unreadable { path: path.to_path_buf(), source }
-        }
-    };
-    let file = std::fs::File::open(path).map_err(io_err)?;
+    let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+    decode_file(file, path, limits)
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> DecodeError {
+    if source.kind() == ErrorKind::NotFound {
+        DecodeError::Vanished { path: path.to_path_buf() }
+    } else {
+        DecodeError::Unreadable { path: path.to_path_buf(), source }
+    }
+}
+
+/// Decode an already open file (`path` names it in messages): the door that opened it decided
+/// it may be read.
+pub fn decode_file(file: std::fs::File, path: &Path, limits: &DecodeLimits) -> Result<Decoded, DecodeError> {
+    let io_err = |e| io_error(path, e);
     let meta = file.metadata().map_err(io_err)?;
     if meta.is_dir() {
         return Err(DecodeError::Unsupported { path: path.to_path_buf(), what: "is a directory, not an image file".into() });
@@ -390,12 +422,13 @@ pub(crate) fn apply_orientation(img: RgbImage, orientation: u8) -> RgbImage {
 
 // ---------------------------------------------------------------- PNG / WebP
 
-fn image_error(path: &Path, e: image::ImageError) -> DecodeError {
+/// `allowance`: the allocation limit the decoder was given (what a limit error refers to).
+fn image_error(path: &Path, e: image::ImageError, allowance: u64) -> DecodeError {
     use image::ImageError as E;
     let p = path.to_path_buf();
     match e {
         E::IoError(io) if io.kind() == ErrorKind::UnexpectedEof => DecodeError::Truncated { path: p },
-        E::Limits(l) => DecodeError::Corrupt { path: p, reason: format!("decoder memory limit exceeded ({l}); see pipeline.max_megapixels") },
+        E::Limits(_) => DecodeError::MetadataTooLarge { path: p, limit: allowance },
         E::Unsupported(u) => DecodeError::Unsupported { path: p, what: u.to_string() },
         other => {
             let reason = other.to_string();
@@ -409,15 +442,37 @@ fn image_error(path: &Path, e: image::ImageError) -> DecodeError {
     }
 }
 
-/// Width and height from a PNG IHDR, read by hand so a bomb is refused before any decoder
-/// allocates anything.
-fn png_header_dims(bytes: &[u8]) -> Option<(u32, u32)> {
+/// Width, height and an upper bound of the decoded bytes per pixel (what `image` hands over:
+/// palettes and low bit depths expanded, a tRNS chunk may add alpha, 16 bits kept) from a
+/// PNG IHDR, read by hand so a bomb is refused before any decoder allocates anything.
+fn png_header(bytes: &[u8]) -> Option<(u32, u32, u64)> {
     if bytes.get(12..16)? != b"IHDR" {
         return None;
     }
     let w = u32::from_be_bytes(bytes.get(16..20)?.try_into().ok()?);
     let h = u32::from_be_bytes(bytes.get(20..24)?.try_into().ok()?);
-    Some((w, h))
+    let (depth, color) = (*bytes.get(24)?, *bytes.get(25)?);
+    let channels = match color {
+        0 | 4 => 2,     // grey (+ alpha from tRNS), grey + alpha
+        2 | 3 | 6 => 4, // RGB (+ alpha from tRNS), palette, RGBA
+        _ => 4,
+    };
+    Some((w, h, channels * if depth == 16 { 2 } else { 1 }))
+}
+
+/// Every top-level RIFF chunk of a WebP must lie inside the bytes: the decoder would allocate
+/// what a chunk header claims (up to 4 GiB) before finding the file too short.
+fn webp_chunks_fit(bytes: &[u8]) -> bool {
+    let mut pos = 12usize;
+    while pos + 8 <= bytes.len() {
+        let size = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        let end = pos + 8 + size;
+        if end > bytes.len() {
+            return false;
+        }
+        pos = end + (size & 1);
+    }
+    true
 }
 
 fn decode_with_image(bytes: &[u8], format: Format, path: &Path, limits: &DecodeLimits) -> Result<Decoded, DecodeError> {
@@ -427,9 +482,22 @@ fn decode_with_image(bytes: &[u8], format: Format, path: &Path, limits: &DecodeL
         Format::Webp => (image::ImageFormat::WebP, "webp"),
         Format::Jpeg => unreachable!(),
     };
+    // What the decoder may allocate beside the pixels (metadata, row buffers): reserved from
+    // the budget with them, and its allocation limit. The png decoder counts every chunk it
+    // keeps and the inflated ICC profile against it; inflating grows a buffer up to twice
+    // what it holds, hence half the allowance as the limit. (Text chunks are kept compressed
+    // and only inflated on request, which pixdex never makes.)
+    let allowance = limits.metadata_allowance();
+    let mut reserved = None;
     if format == Format::Png {
-        match png_header_dims(bytes) {
-            Some((w, h)) => check_bomb(path, w, h, limits)?,
+        match png_header(bytes) {
+            Some((w, h, bpp)) => {
+                check_bomb(path, w, h, limits)?;
+                // Reserved before the decoder reads any chunk: the pixels (upper bound until
+                // the header is read) and the allowance.
+                let px = w as u64 * h as u64;
+                reserved = Some(limits.reserve(path, w, h, px * bpp + px * 3 + allowance)?);
+            }
             None if bytes.len() < 24 => {
                 return Err(DecodeError::Truncated { path: path.to_path_buf() });
             }
@@ -437,19 +505,28 @@ fn decode_with_image(bytes: &[u8], format: Format, path: &Path, limits: &DecodeL
                 return Err(DecodeError::Corrupt { path: path.to_path_buf(), reason: "PNG without an IHDR chunk first".into() });
             }
         }
+    } else if !webp_chunks_fit(bytes) {
+        return Err(DecodeError::Truncated { path: path.to_path_buf() });
     }
     let mut img_limits = image::Limits::default();
-    // Output RGBA8/16 plus decoder working memory, bounded by the megapixel limit.
-    img_limits.max_alloc = Some((limits.max_megapixels * 1e6 * 8.0 + 64e6) as u64);
+    img_limits.max_alloc = Some(allowance / 2);
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), fmt);
     reader.limits(img_limits);
-    let mut decoder = reader.into_decoder().map_err(|e| image_error(path, e))?;
+    let mut decoder = reader.into_decoder().map_err(|e| image_error(path, e, allowance))?;
     let (ow, oh) = decoder.dimensions();
     check_bomb(path, ow, oh, limits)?;
-    // Full-size decode: the decoder's own pixels (RGBA8 … RGBA16) plus the RGB8 copy.
-    let _reserved = limits.reserve(path, ow, oh, decoder.total_bytes() + ow as u64 * oh as u64 * 3)?;
+    // Full-size decode: the decoder's own pixels (RGBA8 … RGBA16) plus the RGB8 copy, and the
+    // allowance.
+    let need = decoder.total_bytes().saturating_add(ow as u64 * oh as u64 * 3).saturating_add(allowance);
+    let _reserved = match reserved {
+        Some(mut r) => {
+            r.shrink_to(need);
+            r
+        }
+        None => limits.reserve(path, ow, oh, need)?,
+    };
     let orientation = decoder.orientation().ok();
-    let dynamic = image::DynamicImage::from_decoder(decoder).map_err(|e| image_error(path, e))?;
+    let dynamic = image::DynamicImage::from_decoder(decoder).map_err(|e| image_error(path, e, allowance))?;
     let rgb = dynamic.into_rgb8();
     let (w, h) = rgb.dimensions();
     let img = RgbImage { width: w, height: h, data: rgb.into_raw() };
@@ -817,8 +894,9 @@ mod tests {
         let e = decode_bytes(&png, "big.png", &tight).unwrap_err();
         assert!(matches!(e, DecodeError::OverBudget { .. }), "{e:?}");
         assert!(e.to_string().contains("pipeline.memory_mb") && e.to_string().contains("1000x800"), "{e}");
-        // Room for two at once: four decoders take turns, never over the budget.
-        let b = MemoryBudget::new(10_000_000);
+        // Room for two at once (4.8 MB of pixels and the 2 MB metadata allowance each): four
+        // decoders take turns, never over the budget.
+        let b = MemoryBudget::new(16_000_000);
         let limits = DecodeLimits { memory: Budget(Some(b.clone())), ..DecodeLimits::default() };
         std::thread::scope(|s| {
             for _ in 0..4 {
@@ -829,6 +907,104 @@ mod tests {
                 });
             }
         });
-        assert!(b.peak() <= 10_000_000 && b.peak() >= 4_800_000, "peak {}", b.peak());
+        assert!(b.peak() <= 16_000_000 && b.peak() >= 4_800_000, "peak {}", b.peak());
+    }
+
+    /// A zlib stream of `n` zero bytes (a few hundred KB for hundreds of MB).
+    fn zlib_zeros(n: usize) -> Vec<u8> {
+        use std::io::Write;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        let block = vec![0u8; 1 << 20];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(block.len());
+            z.write_all(&block[..k]).unwrap();
+            left -= k;
+        }
+        z.finish().unwrap()
+    }
+
+    /// `png` with `chunks` inserted right after its IHDR.
+    fn with_chunks(png: &[u8], chunks: &[(&[u8; 4], Vec<u8>)]) -> Vec<u8> {
+        let mut out = png[..33].to_vec();
+        for (ty, data) in chunks {
+            png_chunk(&mut out, ty, data);
+        }
+        out.extend_from_slice(&png[33..]);
+        out
+    }
+
+    /// Bytes nothing compresses (xorshift).
+    fn noise(n: usize) -> Vec<u8> {
+        let mut x = 0x2545_F491u32;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x >> 8) as u8
+            })
+            .collect()
+    }
+
+    /// Metadata never costs more than the allowance reserved from the budget: a 64x64 PNG whose
+    /// ICC profile inflates to 128 MiB decodes (the png decoder inflates at most the allowance,
+    /// then drops the profile), as do zTXt/iTXt chunks of the same size (kept compressed, never
+    /// inflated); metadata whose bytes alone exceed the allowance is refused with the reason
+    /// (file, limit, config key), through bytes and through a file alike.
+    #[test]
+    fn decode_png_metadata_stays_within_the_budget() {
+        let base = encode_png(&gradient(64, 64));
+        let z = zlib_zeros(128 << 20);
+        assert!(z.len() < 1 << 20, "{} bytes", z.len());
+        let mut iccp = b"bomb\0\0".to_vec();
+        iccp.extend_from_slice(&z);
+        let mut ztxt = b"Comment\0\0".to_vec();
+        ztxt.extend_from_slice(&z);
+        let mut itxt = b"XML:com.adobe.xmp\0\x01\0\0\0".to_vec();
+        itxt.extend_from_slice(&z);
+        let budget = MemoryBudget::new(16 << 20);
+        let limits = DecodeLimits { memory: Budget(Some(budget.clone())), ..DecodeLimits::default() };
+        assert_eq!(limits.metadata_allowance(), 2 << 20);
+        assert_eq!(DecodeLimits::default().metadata_allowance(), 16 << 20);
+
+        let bomb = with_chunks(&base, &[(b"iCCP", iccp), (b"zTXt", ztxt), (b"iTXt", itxt)]);
+        for l in [&limits, &DecodeLimits::default()] {
+            let t = Instant::now();
+            let d = decode_bytes(&bomb, "bomb.png", l).unwrap();
+            assert_eq!((d.image.width, d.image.height), (64, 64));
+            assert_eq!(d.image.pixel(10, 10), gradient(64, 64).get_pixel(10, 10).0);
+            assert!(t.elapsed().as_millis() < 2000, "took {:?}", t.elapsed());
+        }
+
+        let mut text = b"Comment\0".to_vec();
+        text.extend_from_slice(&noise(3 << 20));
+        let fat = with_chunks(&base, &[(b"tEXt", text)]);
+        let e = decode_bytes(&fat, "fat.png", &limits).unwrap_err();
+        assert!(matches!(e, DecodeError::MetadataTooLarge { limit, .. } if limit == 2 << 20), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains("fat.png") && msg.contains("pipeline.memory_mb") && msg.contains("2048 KB"), "{msg}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("fat.png"), &fat).unwrap();
+        let e = decode_for_embedding(&dir.path().join("fat.png"), &limits).unwrap_err();
+        assert!(matches!(e, DecodeError::MetadataTooLarge { .. }), "{e:?}");
+        // A larger budget has room for it.
+        assert!(decode_bytes(&fat, "fat.png", &DecodeLimits::default()).is_ok());
+        assert!(budget.peak() <= 16 << 20, "peak {}", budget.peak());
+    }
+
+    /// A WebP whose chunk header claims more than the file holds is refused before the decoder
+    /// allocates what it claims.
+    #[test]
+    fn decode_webp_chunk_claiming_too_much_is_refused() {
+        let mut webp = Vec::new();
+        image::DynamicImage::ImageRgb8(gradient(32, 32)).write_to(&mut Cursor::new(&mut webp), image::ImageFormat::WebP).unwrap();
+        let mut bad = webp.clone();
+        bad.extend_from_slice(b"EXIF");
+        bad.extend_from_slice(&0xFFFF_FF00u32.to_le_bytes());
+        let riff = (bad.len() - 8) as u32;
+        bad[4..8].copy_from_slice(&riff.to_le_bytes());
+        assert!(matches!(decode_bytes(&bad, "x.webp", &DecodeLimits::default()), Err(DecodeError::Truncated { .. })));
+        assert!(decode_bytes(&webp, "ok.webp", &DecodeLimits::default()).is_ok());
     }
 }

@@ -84,7 +84,7 @@ impl Classify for crate::library::LibraryError {
             E::OutsideRoots { .. } => Cause::Forbidden,
             E::NotFound { .. } => Cause::NotFound,
             E::Io { source, .. } if is_fd_exhaustion(source) => Cause::Transient,
-            E::NotADirectory { .. } | E::Io { .. } => Cause::UserInput,
+            E::NotADirectory { .. } | E::NotAFile { .. } | E::Io { .. } => Cause::UserInput,
         }
     }
 }

@@ -5,6 +5,8 @@ use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+mod open;
+
 use crate::config::LibraryConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -13,8 +15,13 @@ pub enum LibraryError {
     NotFound { path: PathBuf },
     #[error("{path} is not a directory")]
     NotADirectory { path: PathBuf },
+    /// Also the answer for a path that goes through a symbolic link leading out of the roots
+    /// (or to nothing, or swapped while it was opened): the same words whether the target
+    /// exists or not, so answers cannot be used to probe the disk.
     #[error("{path} is outside the library roots ({roots}); add it to `library.roots` in the config or choose a folder inside them")]
     OutsideRoots { path: PathBuf, roots: String },
+    #[error("{path} is not a regular file (a directory, FIFO, socket or device is never read)")]
+    NotAFile { path: PathBuf },
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
@@ -117,23 +124,49 @@ impl Library {
         Ok(canon)
     }
 
-    /// A file a request names: lexically inside a root first (so nothing outside is even looked
-    /// at), then resolved (symlinks) and checked again. Outside → `OutsideRoots` whether or not
-    /// the path exists, so answers cannot be used to probe the disk.
-    pub fn resolve_file(&self, path: &Path) -> Result<PathBuf, LibraryError> {
+    /// Open a library file for reading, the check and the open in one step: every door that
+    /// reads a library file (full image, thumbnails, previews, the pipeline's decode, search
+    /// by path) reads through this, never through a checked path opened later.
+    ///
+    /// The path must lie lexically inside a root (else `OutsideRoots`, the filesystem
+    /// untouched). It is opened relative to that root's directory with `openat2(RESOLVE_BENEATH
+    /// | RESOLVE_NO_SYMLINKS)` (or, where the kernel lacks openat2, component by component
+    /// with `O_NOFOLLOW`), so a symlink swapped in after any check cannot redirect the open.
+    /// Links that lead inside the roots stay allowed (walks follow them): when the open meets
+    /// a link, the path is canonicalized, must lie inside a root, and the canonical path is
+    /// opened the same way (no link allowed at all this time). Whatever else a link does
+    /// (leads out, leads nowhere, changes in between) is `OutsideRoots`, the same answer
+    /// whether its target exists or not. The open file must be a regular file (`fstat`).
+    pub fn open_file(&self, path: &Path) -> Result<std::fs::File, LibraryError> {
+        self.open_file_with(path, open::Mode::Auto)
+    }
+
+    fn open_file_with(&self, path: &Path, mode: open::Mode) -> Result<std::fs::File, LibraryError> {
         let outside = || LibraryError::OutsideRoots { path: path.to_path_buf(), roots: self.roots_list() };
+        let io = |source| LibraryError::Io { path: path.to_path_buf(), source };
         let lexical = self.check_lexically(path)?;
-        let canon = std::fs::canonicalize(&lexical).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => LibraryError::NotFound { path: path.to_path_buf() },
-            _ => LibraryError::Io { path: path.to_path_buf(), source: e },
+        let canon_roots = self.roots();
+        let any_roots: Vec<PathBuf> = canon_roots.iter().chain(self.cfg.roots.iter()).cloned().collect();
+        match open::open_beneath(&any_roots, &lexical, mode) {
+            Ok(f) => return open::regular(f).ok_or_else(|| LibraryError::NotAFile { path: path.to_path_buf() }),
+            Err(open::Failed::Missing) => return Err(LibraryError::NotFound { path: path.to_path_buf() }),
+            Err(open::Failed::Io(e)) => return Err(io(e)),
+            Err(open::Failed::Link) => {}
+        }
+        // A symbolic link on the way: allowed only where it leads inside the roots, and then
+        // the resolved path is opened with no link allowed (one swapped in meanwhile fails).
+        let canon = std::fs::canonicalize(&lexical).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP) => outside(),
+            _ => io(e),
         })?;
-        if !self.is_inside_roots(&canon) {
+        if !canon_roots.iter().any(|r| canon.starts_with(r)) {
             return Err(outside());
         }
-        if !canon.is_file() {
-            return Err(LibraryError::NotFound { path: path.to_path_buf() });
+        match open::open_beneath(&canon_roots, &canon, mode) {
+            Ok(f) => open::regular(f).ok_or_else(|| LibraryError::NotAFile { path: path.to_path_buf() }),
+            Err(open::Failed::Missing | open::Failed::Link) => Err(outside()),
+            Err(open::Failed::Io(e)) => Err(io(e)),
         }
-        Ok(canon)
     }
 
     /// The path made absolute with `.`/`..` resolved, if that lies inside a root (as configured
@@ -506,9 +539,9 @@ mod tests {
         std::fs::write(d.path().join("secret.png"), b"x").unwrap();
         std::os::unix::fs::symlink(d.path().join("secret.png"), root.join("link.png")).unwrap();
         let l = lib(&root);
-        assert!(l.resolve_file(&root.join("a.png")).is_ok());
+        assert!(l.open_file(&root.join("a.png")).is_ok());
         for p in [d.path().join("secret.png"), d.path().join("missing.png"), root.join("../secret.png"), root.join("link.png"), PathBuf::from("/etc/passwd")] {
-            assert!(matches!(l.resolve_file(&p), Err(LibraryError::OutsideRoots { .. })), "{}", p.display());
+            assert!(matches!(l.open_file(&p), Err(LibraryError::OutsideRoots { .. })), "{}", p.display());
         }
         // Walks never catalogue the linked file leading out; an in-root link is followed.
         std::os::unix::fs::symlink(root.join("a.png"), root.join("inside-link.png")).unwrap();
@@ -517,6 +550,116 @@ mod tests {
         assert_eq!(names, ["a.png", "inside-link.png"], "{names:?}");
         let tree: Vec<String> = l.walk_parallel(&root_c, 2).files.iter().map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned()).collect();
         assert_eq!(tree, ["a.png", "inside-link.png"]);
-        assert!(matches!(l.resolve_file(&root.join("nope.png")), Err(LibraryError::NotFound { .. })));
+        assert!(matches!(l.open_file(&root.join("nope.png")), Err(LibraryError::NotFound { .. })));
+    }
+
+    /// Check and open are one step: links leading out, through a file or a folder, are never
+    /// opened; links inside the roots are; FIFOs, folders and `..` escapes are refused — with
+    /// openat2 and with the O_NOFOLLOW walk alike.
+    #[test]
+    fn open_file_never_leaves_the_roots() {
+        use std::io::Read;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let out = d.path().join("out");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(root.join("a.png"), b"inside").unwrap();
+        std::fs::write(root.join("sub/b.png"), b"below").unwrap();
+        std::fs::write(out.join("secret.png"), b"SECRET").unwrap();
+        let sl = |target: &Path, link: &str| std::os::unix::fs::symlink(target, root.join(link)).unwrap();
+        sl(&out.join("secret.png"), "link-out.png");
+        sl(&out.join("missing.png"), "dangling.png");
+        sl(&out, "dir-out");
+        sl(&root.join("a.png"), "link-in.png");
+        sl(Path::new("a.png"), "relative-in.png");
+        sl(Path::new("../out/secret.png"), "relative-out.png");
+        sl(&root.join("sub"), "dir-in");
+        std::fs::create_dir_all(root.join("folder.png")).unwrap();
+        let fifo = std::ffi::CString::new(root.join("fifo.png").as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let l = lib(&root);
+        let root = std::fs::canonicalize(&root).unwrap();
+        for mode in [open::Mode::Auto, open::Mode::Walk] {
+            let read = |rel: &str| -> Result<String, LibraryError> {
+                let mut s = String::new();
+                l.open_file_with(&root.join(rel), mode)?.read_to_string(&mut s).unwrap();
+                Ok(s)
+            };
+            assert_eq!(read("a.png").unwrap(), "inside");
+            assert_eq!(read("sub/b.png").unwrap(), "below");
+            assert_eq!(read("sub/../a.png").unwrap(), "inside", "lexical .. inside a root");
+            assert_eq!(read("link-in.png").unwrap(), "inside", "{mode:?}: a link inside the roots is followed");
+            assert_eq!(read("relative-in.png").unwrap(), "inside");
+            assert_eq!(read("dir-in/b.png").unwrap(), "below", "a linked folder inside the roots");
+            let outside_answer = |rel: &str| match read(rel) {
+                Err(e @ LibraryError::OutsideRoots { .. }) => e.to_string().replace(&root.join(rel).display().to_string(), "P"),
+                other => panic!("{mode:?} {rel}: {other:?}"),
+            };
+            let answers: Vec<String> = [
+                "link-out.png",
+                "dangling.png",
+                "dir-out/secret.png",
+                "dir-out/missing.png",
+                "relative-out.png",
+                "../out/secret.png",
+                "sub/../../out/secret.png",
+            ]
+            .iter()
+            .map(|r| outside_answer(r))
+            .collect();
+            assert!(answers.windows(2).all(|w| w[0] == w[1]), "refusals must not reveal whether a target exists: {answers:?}");
+            assert!(matches!(read("fifo.png"), Err(LibraryError::NotAFile { .. })), "a FIFO is refused without blocking");
+            assert!(matches!(read("folder.png"), Err(LibraryError::NotAFile { .. })));
+            assert!(matches!(read(""), Err(LibraryError::NotAFile { .. })), "the root itself");
+            assert!(matches!(read("nope.png"), Err(LibraryError::NotFound { .. })));
+            assert!(matches!(read("nope/x.png"), Err(LibraryError::NotFound { .. })));
+            assert!(matches!(read("a.png/x.png"), Err(LibraryError::NotFound { .. })));
+            assert!(matches!(l.open_file_with(Path::new("/etc/passwd"), mode), Err(LibraryError::OutsideRoots { .. })));
+        }
+    }
+
+    /// A link swapped in over a checked file between two opens is never followed: the file
+    /// is replaced (rename(2)) by a link to a secret outside while another thread opens it.
+    #[test]
+    fn open_file_races_a_swapped_link() {
+        use std::io::Read;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(d.path().join("secret"), b"SECRET").unwrap();
+        std::fs::write(root.join(".real"), b"inside").unwrap();
+        std::fs::copy(root.join(".real"), root.join("a.png")).unwrap();
+        let l = lib(&root);
+        let root = std::fs::canonicalize(&root).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = std::fs::remove_file(root.join(".link"));
+                    std::os::unix::fs::symlink(d.path().join("secret"), root.join(".link")).unwrap();
+                    std::fs::rename(root.join(".link"), root.join("a.png")).unwrap();
+                    let _ = std::fs::remove_file(root.join(".copy"));
+                    std::fs::hard_link(root.join(".real"), root.join(".copy")).unwrap();
+                    std::fs::rename(root.join(".copy"), root.join("a.png")).unwrap();
+                }
+            });
+            let (mut opened, mut refused) = (0, 0);
+            for i in 0..20_000 {
+                let mode = if i % 2 == 0 { open::Mode::Auto } else { open::Mode::Walk };
+                match l.open_file_with(&root.join("a.png"), mode) {
+                    Ok(mut f) => {
+                        let mut s = String::new();
+                        f.read_to_string(&mut s).unwrap();
+                        assert_eq!(s, "inside");
+                        opened += 1;
+                    }
+                    Err(LibraryError::OutsideRoots { .. }) => refused += 1,
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            assert!(opened > 0 && refused > 0, "the race ran both ways: {opened} opened, {refused} refused");
+        });
     }
 }

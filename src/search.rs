@@ -315,30 +315,35 @@ impl Search {
         Self::check_limit(limit)?;
         let filter = self.filter(filters)?;
         // Containment first, model or not: only files inside the library roots, checked
-        // lexically before anything is opened and again after symlinks are resolved. The answer
-        // is the same whether an outside path exists or not.
-        let q = match q {
+        // lexically before anything is opened, then opened beneath their root with the check
+        // in the same step (a symlink leading out, even one swapped in meanwhile, is never
+        // followed). The answer is the same whether an outside path exists or not.
+        enum Input {
+            File(std::fs::File, PathBuf),
+            Bytes(Vec<u8>),
+        }
+        let input = match q {
             ImageQuery::Path(p) => {
                 let library = self.library.clone();
-                let p2 = p.clone();
-                let resolved =
-                    tokio::task::spawn_blocking(move || library.resolve_file(&PathBuf::from(&p2))).await.map_err(|e| SearchError::Internal(e.to_string()))?;
-                let path = resolved.map_err(|e| match e {
+                let path = PathBuf::from(&p);
+                let p2 = path.clone();
+                let opened = tokio::task::spawn_blocking(move || library.open_file(&p2)).await.map_err(|e| SearchError::Internal(e.to_string()))?;
+                let file = opened.map_err(|e| match e {
                     crate::library::LibraryError::OutsideRoots { .. } => {
                         SearchError::Forbidden(format!("{e}; to search with an image from elsewhere, upload its bytes instead of naming a path"))
                     }
-                    crate::library::LibraryError::NotFound { .. } => {
+                    crate::library::LibraryError::NotFound { .. } | crate::library::LibraryError::NotAFile { .. } => {
                         SearchError::NotFound(format!("{p} is not an image file inside the library roots (upload the image bytes instead)"))
                     }
                     e => SearchError::BadRequest(e.to_string()),
                 })?;
-                ImageQuery::Path(path.to_string_lossy().into_owned())
+                Input::File(file, path)
             }
             ImageQuery::Bytes(b) => {
                 if b.is_empty() {
                     return Err(SearchError::BadRequest("the uploaded image is empty".into()));
                 }
-                ImageQuery::Bytes(b)
+                Input::Bytes(b)
             }
         };
         let sv = self.serving();
@@ -346,9 +351,9 @@ impl Search {
         let limits = self.limits.clone();
         let vector = tokio::task::spawn_blocking(move || -> Result<Vec<f32>, SearchError> {
             // The input first: a bad image is the client's to fix whatever else is wrong.
-            let decoded = match q {
-                ImageQuery::Path(p) => crate::decode::decode_for_embedding(Path::new(&p), &limits),
-                ImageQuery::Bytes(b) => crate::decode::decode_bytes(&b, "uploaded image", &limits),
+            let decoded = match input {
+                Input::File(file, path) => crate::decode::decode_file(file, &path, &limits),
+                Input::Bytes(b) => crate::decode::decode_bytes(&b, "uploaded image", &limits),
             }
             .map_err(|e| SearchError::BadRequest(e.to_string()))?;
             let embedder = embedder.map_err(SearchError::Unavailable)?;

@@ -67,7 +67,7 @@ impl From<LibraryError> for SessionError {
         match e {
             LibraryError::OutsideRoots { .. } => SessionError::Forbidden(e.to_string()),
             LibraryError::NotFound { .. } => SessionError::NotFound(e.to_string()),
-            LibraryError::NotADirectory { .. } | LibraryError::Io { .. } => SessionError::BadRequest(e.to_string()),
+            LibraryError::NotADirectory { .. } | LibraryError::NotAFile { .. } | LibraryError::Io { .. } => SessionError::BadRequest(e.to_string()),
         }
     }
 }

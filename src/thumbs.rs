@@ -6,7 +6,7 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use crate::decode::{DecodeError, DecodeLimits, decode_for_embedding};
+use crate::decode::{DecodeError, DecodeLimits, decode_file};
 
 /// The longer side of a thumbnail.
 pub const SIZE: u32 = 256;
@@ -45,19 +45,20 @@ impl Thumbs {
         self.dir.join(format!("{:02x}", asset_id.rem_euclid(256)))
     }
 
-    /// The thumbnail of asset `asset_id` whose file is `path` (already checked to be inside the
-    /// library roots) with the catalogued or current `size` and `mtime_ms`.
-    pub fn get(&self, asset_id: i64, path: &Path, size: i64, mtime_ms: i64) -> Result<Thumb, ThumbError> {
+    /// The thumbnail of asset `asset_id` whose file is `file` (opened by
+    /// [`crate::library::Library::open_file`]; `path` names it in messages) with the current
+    /// `size` and `mtime_ms` (of the open file).
+    pub fn get(&self, asset_id: i64, file: std::fs::File, path: &Path, size: i64, mtime_ms: i64) -> Result<Thumb, ThumbError> {
         let etag = format!("\"{asset_id}-{size}-{mtime_ms}\"");
         let shard = self.shard(asset_id);
-        let file = shard.join(format!("{asset_id}-{size}-{mtime_ms}.jpg"));
-        match std::fs::read(&file) {
+        let cached = shard.join(format!("{asset_id}-{size}-{mtime_ms}.jpg"));
+        match std::fs::read(&cached) {
             Ok(bytes) if !bytes.is_empty() => return Ok(Thumb { bytes, etag, cached: true }),
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(file = %file.display(), error = %e, "thumbnail cache unreadable; regenerating"),
+            Err(e) => tracing::warn!(file = %cached.display(), error = %e, "thumbnail cache unreadable; regenerating"),
         }
-        let bytes = render(path, &self.limits)?;
+        let bytes = render(file, path, &self.limits)?;
         let cache_err = |source| ThumbError::Cache { dir: self.dir.display().to_string(), source };
         std::fs::create_dir_all(&shard).map_err(cache_err)?;
         // Drop this asset's older thumbnails (the file changed), then write atomically.
@@ -71,14 +72,15 @@ impl Thumbs {
         }
         let tmp = shard.join(format!(".{asset_id}-{}.tmp", std::process::id()));
         std::fs::write(&tmp, &bytes).map_err(cache_err)?;
-        std::fs::rename(&tmp, &file).map_err(cache_err)?;
+        std::fs::rename(&tmp, &cached).map_err(cache_err)?;
         Ok(Thumb { bytes, etag, cached: false })
     }
 }
 
-/// Decode (DCT-scaled), fit inside SIZE×SIZE, encode as JPEG.
-pub fn render(path: &Path, limits: &DecodeLimits) -> Result<Vec<u8>, DecodeError> {
-    let d = decode_for_embedding(path, &DecodeLimits { target: SIZE, ..limits.clone() })?;
+/// Decode (DCT-scaled) the open `file` (`path` names it in messages), fit inside SIZE×SIZE,
+/// encode as JPEG.
+pub fn render(file: std::fs::File, path: &Path, limits: &DecodeLimits) -> Result<Vec<u8>, DecodeError> {
+    let d = decode_file(file, path, &DecodeLimits { target: SIZE, ..limits.clone() })?;
     let (w, h) = (d.image.width, d.image.height);
     let scale = (SIZE as f64 / w.max(h) as f64).min(1.0);
     let (tw, th) = (((w as f64 * scale).round() as u32).max(1), ((h as f64 * scale).round() as u32).max(1));
@@ -123,13 +125,14 @@ mod tests {
         let src = d.path().join("wide.png");
         image::RgbImage::from_fn(1200, 600, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 80])).save(&src).unwrap();
         let t = Thumbs::new(d.path(), &DecodeLimits::default());
-        let a = t.get(7, &src, 100, 1).unwrap();
+        let open = || std::fs::File::open(&src).unwrap();
+        let a = t.get(7, open(), &src, 100, 1).unwrap();
         assert!(!a.cached);
         let img = image::load_from_memory(&a.bytes).unwrap();
         assert_eq!((img.width(), img.height()), (256, 128));
-        let b = t.get(7, &src, 100, 1).unwrap();
+        let b = t.get(7, open(), &src, 100, 1).unwrap();
         assert!(b.cached && b.etag == a.etag);
-        let c = t.get(7, &src, 100, 2).unwrap();
+        let c = t.get(7, open(), &src, 100, 2).unwrap();
         assert!(!c.cached && c.etag != a.etag);
         // Only the current thumbnail of asset 7 stays.
         assert_eq!(std::fs::read_dir(t.shard(7)).unwrap().count(), 1);
@@ -140,7 +143,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let src = d.path().join("bad.jpg");
         std::fs::write(&src, b"not an image at all").unwrap();
-        let e = Thumbs::new(d.path(), &DecodeLimits::default()).get(1, &src, 1, 1).err().unwrap();
+        let e = Thumbs::new(d.path(), &DecodeLimits::default()).get(1, std::fs::File::open(&src).unwrap(), &src, 1, 1).err().unwrap();
         assert!(e.to_string().contains("bad.jpg"), "{e}");
         assert!(placeholder_svg("a <b>").contains("a &lt;b&gt;"));
     }

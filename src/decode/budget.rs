@@ -75,6 +75,20 @@ impl MemoryBudget {
 }
 
 impl Reservation {
+    /// Give back what is held beyond `bytes` (an upper bound reserved first, the exact need
+    /// known later); never grows.
+    pub fn shrink_to(&mut self, bytes: u64) {
+        if bytes >= self.bytes {
+            return;
+        }
+        if let Some(b) = &self.budget {
+            let mut s = b.state.lock().unwrap();
+            s.used -= self.bytes - bytes;
+            b.freed.notify_all();
+        }
+        self.bytes = bytes;
+    }
+
     /// No budget configured: nothing reserved.
     pub fn none() -> Reservation {
         Reservation { budget: None, bytes: 0 }

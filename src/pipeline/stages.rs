@@ -244,13 +244,24 @@ impl Decoder {
                 continue;
             }
             let t = Instant::now();
-            let mut path = std::path::PathBuf::from(&job.path);
-            // Re-resolved now, not trusted from the catalog: the file (or a folder above it)
-            // may have become a symlink leading out of the roots since it was catalogued.
-            if let Some(lib) = &self.library {
-                match lib.resolve_file(&path) {
-                    Ok(canon) => path = canon,
-                    Err(crate::library::LibraryError::NotFound { .. }) => {} // decode says "vanished"
+            let path = std::path::PathBuf::from(&job.path);
+            // Opened now beneath its root, the check and the open one step, not trusted from
+            // the catalog: the file (or a folder above it) may have become a symlink leading
+            // out of the roots since it was catalogued, or become one while it is opened.
+            let file = match &self.library {
+                None => None,
+                Some(lib) => match lib.open_file(&path) {
+                    Ok(f) => Some(f),
+                    Err(crate::library::LibraryError::NotFound { .. }) => {
+                        // Deleted or moved away since it was claimed: nothing to index, no error.
+                        let e = crate::decode::DecodeError::Vanished { path: path.clone() };
+                        let reason = format!("{e}; nothing to index (if it moved, the watcher queues it under its new path)");
+                        if self.fail.send(Outcome::Skipped { job, reason }).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    // Out of file descriptors (EMFILE/ENFILE): not the file's fault; retried.
                     Err(e) if crate::error::Classify::is_transient(&e) => {
                         if !self.retry_later(job, e.to_string()) {
                             return;
@@ -265,9 +276,14 @@ impl Decoder {
                         }
                         continue;
                     }
-                }
-            }
-            let r = std::panic::catch_unwind(|| crate::decode::decode_for_embedding(&path, &self.limits));
+                },
+            };
+            let limits = &self.limits;
+            let r = std::panic::catch_unwind(move || match file {
+                Some(f) => crate::decode::decode_file(f, &path, limits),
+                // No library (benches, tests): the path as it is.
+                None => crate::decode::decode_for_embedding(&path, limits),
+            });
             self.shared.decode.busy(t, 1);
             let sent = match r {
                 Ok(Ok(d)) => {

@@ -13,6 +13,7 @@ mod duplicates;
 mod embed_model;
 mod faults;
 mod pipeline;
+mod safe_open;
 mod sessions_api;
 mod watcher;
 mod web_api;

@@ -134,22 +134,25 @@ pub(crate) async fn preview_thumbnail(st: St, headers: HeaderMap, Q(p): Q<PathPa
     if raw.trim().is_empty() {
         return Err(ApiError::BadRequest("the path query parameter is required (an image file inside the library roots)".into()));
     }
-    let file = st.sessions.library().resolve_file(Path::new(&raw)).map_err(|e| match e {
-        LibraryError::NotFound { .. } => ApiError::NotFound(format!("{raw} is not an image file inside the library roots")),
+    let name = Path::new(&raw).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // Opened beneath its root with the check in the same step (no link swapped in between).
+    let file = st.sessions.library().open_file(Path::new(&raw)).map_err(|e| match e {
+        LibraryError::NotFound { .. } | LibraryError::NotAFile { .. } => ApiError::NotFound(format!("{raw} is not an image file inside the library roots")),
         e => SessionError::from(e).into(),
     })?;
-    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     if !st.sessions.library().is_image_name(&name) {
         return Err(ApiError::BadRequest(format!("{name} does not have an image extension ({})", st.sessions.library().extensions().join(", "))));
     }
-    let meta = std::fs::metadata(&file).map_err(|e| ApiError::NotFound(format!("{raw}: {e}")))?;
+    let meta = file.metadata().map_err(|e| ApiError::NotFound(format!("{raw}: {e}")))?;
     let etag = format!("\"p{}-{}\"", meta.len(), crate::library::mtime_ms(&meta));
     if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
     let limits = st.search.limits().clone();
-    let rendered =
-        tokio::task::spawn_blocking(move || crate::thumbs::render(&file, &limits)).await.map_err(|e| ApiError::Internal(format!("thumbnail panicked: {e}")))?;
+    let path = std::path::PathBuf::from(&raw);
+    let rendered = tokio::task::spawn_blocking(move || crate::thumbs::render(file, &path, &limits))
+        .await
+        .map_err(|e| ApiError::Internal(format!("thumbnail panicked: {e}")))?;
     Ok(match rendered {
         Ok(bytes) => (
             [

@@ -36,13 +36,19 @@ async fn asset_or_404(st: &AppState, id: i64) -> Result<AssetRow, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("Asset {id} not found (it was never catalogued, or its file was deleted)")))
 }
 
-/// The asset's file, re-checked against the roots (a symlink swapped in since cataloguing
-/// cannot lead out).
-fn asset_file(st: &AppState, a: &AssetRow) -> Result<std::path::PathBuf, ApiError> {
-    st.sessions.library().resolve_file(Path::new(&a.asset.path)).map_err(|e| match e {
-        LibraryError::NotFound { .. } => ApiError::NotFound(format!("Original image not found: {} (the watcher will drop it from the catalog)", a.asset.path)),
+/// The asset's file, opened beneath its library root with the check in the same step (a
+/// symlink swapped in since cataloguing, or between any check and the read, cannot lead out),
+/// with its size and mtime from the open file; the catalogued path names it.
+fn open_asset(st: &AppState, a: &AssetRow) -> Result<(std::fs::File, std::path::PathBuf, u64, i64), ApiError> {
+    let path = std::path::PathBuf::from(&a.asset.path);
+    let file = st.sessions.library().open_file(&path).map_err(|e| match e {
+        LibraryError::NotFound { .. } | LibraryError::NotAFile { .. } => {
+            ApiError::NotFound(format!("Original image not found: {} (the watcher will drop it from the catalog)", a.asset.path))
+        }
         e => SessionError::from(e).into(),
-    })
+    })?;
+    let meta = file.metadata().map_err(|e| ApiError::NotFound(format!("Original image not found: {} ({e})", a.asset.path)))?;
+    Ok((file, path, meta.len(), crate::library::mtime_ms(&meta)))
 }
 
 fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
@@ -53,16 +59,16 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
 /// placeholder (200, `x-pixdex-image-error` says why, with the job's failure when there is one).
 pub(crate) async fn thumbnail(State(st): St, Id(id): Id, headers: HeaderMap) -> ApiResult {
     let a = asset_or_404(&st, id).await?;
-    let file = asset_file(&st, &a)?;
-    let meta = std::fs::metadata(&file).map_err(|e| ApiError::NotFound(format!("Original image not found: {} ({e})", a.asset.path)))?;
-    let (size, mtime) = (meta.len() as i64, crate::library::mtime_ms(&meta));
+    let (file, path, size, mtime) = open_asset(&st, &a)?;
+    let size = size as i64;
     let etag = format!("\"{id}-{size}-{mtime}\"");
     if not_modified(&headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
     let thumbs = st.thumbs.clone();
-    let got =
-        tokio::task::spawn_blocking(move || thumbs.get(id, &file, size, mtime)).await.map_err(|e| ApiError::Internal(format!("thumbnail panicked: {e}")))?;
+    let got = tokio::task::spawn_blocking(move || thumbs.get(id, file, &path, size, mtime))
+        .await
+        .map_err(|e| ApiError::Internal(format!("thumbnail panicked: {e}")))?;
     match got {
         Ok(t) => {
             Ok(([(header::CONTENT_TYPE, "image/jpeg".to_string()), (header::ETAG, t.etag), (header::CACHE_CONTROL, "private, no-cache".to_string())], t.bytes)
@@ -83,20 +89,23 @@ pub(crate) async fn thumbnail(State(st): St, Id(id): Id, headers: HeaderMap) -> 
 /// `GET /api/v1/images/{id}/full`: the catalogued file's bytes.
 pub(crate) async fn full(State(st): St, Id(id): Id, headers: HeaderMap) -> ApiResult {
     let a = asset_or_404(&st, id).await?;
-    let file = asset_file(&st, &a)?;
+    let (file, _, size, mtime) = open_asset(&st, &a)?;
     let limit = st.search.limits().max_file_bytes;
-    let meta = std::fs::metadata(&file).map_err(|e| ApiError::NotFound(format!("Original image not found: {} ({e})", a.asset.path)))?;
-    let etag = format!("\"f{id}-{}-{}\"", meta.len(), crate::library::mtime_ms(&meta));
+    let etag = format!("\"f{id}-{size}-{mtime}\"");
     if not_modified(&headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
-    if meta.len() > limit {
-        return Err(ApiError::PayloadTooLarge(format!("{} is {} bytes, over pipeline.max_file_bytes ({limit})", a.asset.path, meta.len())));
+    if size > limit {
+        return Err(ApiError::PayloadTooLarge(format!("{} is {size} bytes, over pipeline.max_file_bytes ({limit})", a.asset.path)));
     }
-    let bytes = tokio::task::spawn_blocking(move || std::fs::read(&file))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::NotFound(format!("Original image not readable: {} ({e})", a.asset.path)))?;
+    // The very file that was opened (and checked) is read, at most the limit.
+    let bytes = tokio::task::spawn_blocking(move || {
+        let mut bytes = Vec::with_capacity(size as usize);
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, limit), &mut bytes).map(|_| bytes)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::NotFound(format!("Original image not readable: {} ({e})", a.asset.path)))?;
     let ct = crate::decode::content_type(&bytes).unwrap_or("application/octet-stream");
     Ok(([(header::CONTENT_TYPE, ct.to_string()), (header::ETAG, etag), (header::CACHE_CONTROL, "private, no-cache".to_string())], bytes).into_response())
 }
@@ -116,12 +125,10 @@ pub(crate) async fn thumbnails_batch(State(st): St, Body(b): Body<BatchBody>) ->
     let mut not_found = Vec::new();
     for id in b.asset_ids {
         let got = match st.sessions.catalog().asset(id).await.map_err(SessionError::from)? {
-            Some(a) => match asset_file(&st, &a) {
-                Ok(file) => {
-                    let meta = std::fs::metadata(&file).ok();
-                    let (size, mtime) = meta.map(|m| (m.len() as i64, crate::library::mtime_ms(&m))).unwrap_or((a.asset.file_size, a.asset.file_modified_at));
+            Some(a) => match open_asset(&st, &a) {
+                Ok((file, path, size, mtime)) => {
                     let t = st.thumbs.clone();
-                    tokio::task::spawn_blocking(move || t.get(id, &file, size, mtime).ok()).await.ok().flatten()
+                    tokio::task::spawn_blocking(move || t.get(id, file, &path, size as i64, mtime).ok()).await.ok().flatten()
                 }
                 Err(_) => None,
             },
