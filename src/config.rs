@@ -480,7 +480,13 @@ impl Config {
             Some(f) => format!(" in {}", f.display()),
             None => String::new(),
         };
-        let invalid = |key: &str, reason: String| ConfigError::Invalid { key: key.to_string(), origin: origin.clone(), reason };
+        // A key set by a `PIXDEX_SECTION__KEY` variable is reported as coming from it (it wins
+        // over the file), not from the file.
+        let origin_of = |key: &str| {
+            let var = format!("PIXDEX_{}", key.to_ascii_uppercase().replace('.', "__"));
+            if std::env::var_os(&var).is_some() { format!(" (from the environment variable {var})") } else { origin.clone() }
+        };
+        let invalid = |key: &str, reason: String| ConfigError::Invalid { key: key.to_string(), origin: origin_of(key), reason };
 
         let data_dir = absolutize(&raw.daemon.data_dir);
         let socket = raw.daemon.socket.as_ref().map(|p| absolutize(p)).unwrap_or_else(|| data_dir.join("pixdex.sock"));

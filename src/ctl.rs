@@ -34,6 +34,9 @@ pub enum CtlCommand {
     /// A session's subdirectories and their selection.
     #[command(subcommand)]
     Subdirs(SubdirsCmd),
+    /// The library itself: folders that are away.
+    #[command(subcommand)]
+    Library(LibraryCmd),
     /// A session's jobs.
     Jobs {
         id: i64,
@@ -169,6 +172,13 @@ pub enum SessionsCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum LibraryCmd {
+    /// A folder shown as unavailable (a mount point found unmounted and empty) really was
+    /// emptied: forget the mount and delete its assets and vectors.
+    Emptied { dir: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum SubdirsCmd {
     List {
         id: i64,
@@ -269,6 +279,10 @@ async fn dispatch(c: &Client, a: &CtlArgs) -> Result<i32, ClientError> {
         CtlCommand::Scan { dir, auto_train } => {
             let abs = crate::config::absolutize(std::path::Path::new(dir));
             (c.post(&paths::scan_incremental(&abs.to_string_lossy(), *auto_train), None).await?, render_incremental)
+        }
+        CtlCommand::Library(LibraryCmd::Emptied { dir }) => {
+            let abs = crate::config::absolutize(std::path::Path::new(dir));
+            (c.post(&paths::library_emptied(&abs.to_string_lossy()), None).await?, render_incremental)
         }
         CtlCommand::Watcher => (c.get(&paths::watcher()).await?, render_watcher),
         CtlCommand::Pipeline => (c.get(&paths::pipeline()).await?, render_pipeline),
@@ -560,7 +574,18 @@ fn render_watcher(v: &Value) -> String {
         s(&v["lastReconcileAt"]),
         s(&v["lastReconcileMs"]),
         s(&v["reconciles"]),
-    )
+    ) + &away_lines(v)
+}
+
+/// Unreadable and unavailable folders, one line each (nothing when there are none).
+fn away_lines(v: &Value) -> String {
+    let mut out = String::new();
+    for (key, what) in [("unreadable", "unreadable"), ("unavailable", "unavailable")] {
+        for u in v[key].as_array().cloned().unwrap_or_default() {
+            out.push_str(&format!("\n{what}: {} since {}: {}", s(&u["path"]), s(&u["since"]), s(&u["error"])));
+        }
+    }
+    out
 }
 
 fn render_pipeline(v: &Value) -> String {

@@ -79,7 +79,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Without its weights the daemon still catalogues, watches and serves the vectors of the
     // model that served before, and says what to run.
     let loaded = load_model(&cfg.model.spec, &cfg.model.device, cfg.pipeline.batch_size).await;
-    let models = crate::switch::open_models(&cfg, &catalog, &vectors_config(&cfg), loaded).await?;
+    let models = crate::switch::open_models(&cfg, &catalog, &paired_vectors_config(&cfg, &catalog).await?, loaded).await?;
+    forget_unknown_vectors(&catalog, &models.stores()).await?;
     let store = models.pipeline_store.clone();
     tracing::info!(store = %store.describe(), serving = %models.serving.model, "vector store open");
 
@@ -366,6 +367,39 @@ pub(crate) fn vectors_config(cfg: &Config) -> VectorsConfig {
         v.shard_number = cfg.vectors.shard_number;
     }
     v
+}
+
+/// The vector store's settings, paired with this catalog: a store written with another catalog
+/// is refused (its point ids name other assets), an unmarked one is adopted only by a catalog
+/// that already holds assets (see `vectors::Pairing`).
+async fn paired_vectors_config(cfg: &Config, catalog: &Catalog) -> anyhow::Result<VectorsConfig> {
+    let mut v = vectors_config(cfg);
+    let catalog_id = catalog.identity().await.context("reading the catalog's id")?;
+    let adopt_unmarked = catalog.count_assets().await.context("counting the catalog's assets")? > 0;
+    v.pairing = Some(crate::vectors::Pairing { catalog_id, adopt_unmarked });
+    Ok(v)
+}
+
+/// A catalog restored from an older backup gives ids it never knew to new files: vectors
+/// stored under those ids (images catalogued after the backup) would answer for other images.
+/// They are deleted before the watcher catalogues anything (SQLite catalogs; see
+/// `Catalog::asset_id_high_water`). A store that cannot be reached now is left for later.
+async fn forget_unknown_vectors(catalog: &Catalog, stores: &[VectorStore]) -> anyhow::Result<()> {
+    let Some(high) = catalog.asset_id_high_water().await.context("reading the catalog's highest asset id")? else { return Ok(()) };
+    for s in stores {
+        match s.delete_above(high.max(0) as u64).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                store = %s.describe(),
+                deleted = n,
+                catalog_high_water = high,
+                "deleted vectors of assets this catalog never knew (a catalog restored from an older backup?); their files are catalogued anew and embedded by the sessions that select them"
+            ),
+            Err(e) if e.is_retryable() => tracing::warn!(store = %s.describe(), error = %e, "cannot check for vectors unknown to the catalog now"),
+            Err(e) => return Err(e).context("deleting vectors unknown to the catalog"),
+        }
+    }
+    Ok(())
 }
 
 /// Load the configured model twice (the pipeline's batched instance and a batch-1 one for

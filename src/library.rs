@@ -9,6 +9,8 @@ mod open;
 
 use crate::config::LibraryConfig;
 
+pub mod mounts;
+
 #[derive(Debug, thiserror::Error)]
 pub enum LibraryError {
     #[error("{path} does not exist")]

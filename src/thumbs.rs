@@ -59,10 +59,21 @@ impl Thumbs {
             Err(e) => tracing::warn!(file = %cached.display(), error = %e, "thumbnail cache unreadable; regenerating"),
         }
         let bytes = render(file, path, &self.limits)?;
+        // The cache is an optimisation: a full or read-only data disk serves the thumbnail
+        // uncached (and says so in the log) instead of failing the request.
+        if let Err(e) = self.store(asset_id, &shard, &cached, &bytes) {
+            tracing::warn!(error = %e, "thumbnail served uncached");
+        }
+        Ok(Thumb { bytes, etag, cached: false })
+    }
+
+    /// Drop this asset's older thumbnails (the file changed), then write atomically through a
+    /// temporary name of this render's own (two renders of one thumbnail never share one).
+    fn store(&self, asset_id: i64, shard: &Path, cached: &Path, bytes: &[u8]) -> Result<(), ThumbError> {
+        static RENDERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let cache_err = |source| ThumbError::Cache { dir: self.dir.display().to_string(), source };
-        std::fs::create_dir_all(&shard).map_err(cache_err)?;
-        // Drop this asset's older thumbnails (the file changed), then write atomically.
-        if let Ok(rd) = std::fs::read_dir(&shard) {
+        std::fs::create_dir_all(shard).map_err(cache_err)?;
+        if let Ok(rd) = std::fs::read_dir(shard) {
             let prefix = format!("{asset_id}-");
             for e in rd.flatten() {
                 if e.file_name().to_string_lossy().starts_with(&prefix) {
@@ -70,10 +81,13 @@ impl Thumbs {
                 }
             }
         }
-        let tmp = shard.join(format!(".{asset_id}-{}.tmp", std::process::id()));
-        std::fs::write(&tmp, &bytes).map_err(cache_err)?;
-        std::fs::rename(&tmp, &cached).map_err(cache_err)?;
-        Ok(Thumb { bytes, etag, cached: false })
+        let n = RENDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = shard.join(format!(".{asset_id}-{}-{n}.tmp", std::process::id()));
+        let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, cached));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.map_err(cache_err)
     }
 }
 

@@ -139,7 +139,11 @@ fn date_value(v: &Value, key: &str, end_of_day: bool) -> Result<Option<Value>, A
             let t = if end_of_day { d.and_hms_milli_opt(23, 59, 59, 999) } else { d.and_hms_opt(0, 0, 0) }.expect("valid time");
             Ok(Some(json!(t.and_utc().timestamp_millis())))
         }
-        other => Ok(Some(other.clone())),
+        Value::String(_) => Ok(Some(v.clone())),
+        Value::Number(n) if n.is_i64() => Ok(Some(v.clone())),
+        other => Err(ApiError::BadRequest(format!(
+            "filters.{key}: {other} is not a date; give a date like \"2024-05-31\", an RFC 3339 time, or Unix milliseconds (an integer)"
+        ))),
     }
 }
 
@@ -149,7 +153,17 @@ fn translate_filters(v: &Value, f: &mut Filters) -> Result<(), ApiError> {
         match k.as_str() {
             "categoryId" | "category_id" => f.category_id = id_value(v, "filters.categoryId")?,
             "sessionId" | "session_id" => f.session_id = id_value(v, "filters.sessionId")?,
-            "pathPrefix" | "path_prefix" => f.path_prefix = v.as_str().map(str::to_string),
+            "pathPrefix" | "path_prefix" => {
+                f.path_prefix = match v {
+                    Value::Null => None,
+                    Value::String(p) => Some(p.clone()),
+                    other => {
+                        return Err(ApiError::BadRequest(format!(
+                            "filters.{k}: {other} is not a path; give a folder inside the library as a string, e.g. \"/photos/2024\""
+                        )));
+                    }
+                }
+            }
             // The replaced service's photo-date filters: pixdex dates images by when they were
             // indexed (README: search filters).
             "dateFrom" | "from_date" | "indexedFrom" => f.indexed_from = date_value(v, k, false)?,

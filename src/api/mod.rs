@@ -103,6 +103,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/assets", get(images::list_assets))
         .route("/api/v1/assets/{id}", get(images::get_asset))
         .route("/api/v1/library", get(library::overview))
+        .route("/api/v1/library/emptied", post(library::emptied))
         .route("/api/v1/models", get(library::models))
         .route("/api/v1/duplicates", get(library::duplicates))
         .route("/api/v1/events", get(events::stream))
@@ -190,6 +191,12 @@ async fn health(State(st): St) -> ApiResult {
     if let Err(e) = &catalog_ok {
         problems.push(format!("catalog: {e}"));
     }
+    if let Some((e, since)) = st.sessions.catalog().write_fault() {
+        problems.push(format!(
+            "catalog: writes fail since {} ({e}); nothing is lost — changes wait and are retried (a full disk? free space where the catalog lives)",
+            crate::catalog::rows_ts(since)
+        ));
+    }
     if !p.running {
         problems.push(format!("pipeline: {}", p.reason.clone().unwrap_or_default()));
     }
@@ -206,6 +213,9 @@ async fn health(State(st): St) -> ApiResult {
             u.path, u.error, u.since
         ));
     }
+    for u in &w.unavailable {
+        problems.push(format!("watcher: {} is unavailable since {}: {}", u.path, u.since, u.error));
+    }
     let state = if problems.is_empty() { "healthy" } else { "degraded" };
     ok(json!({
         "status": "ok",
@@ -217,7 +227,7 @@ async fn health(State(st): St) -> ApiResult {
         "vectorStore": {"backend": p.vector_store, "points": points},
         "model": {"name": p.model, "device": p.device, "running": p.running, "reason": p.reason},
         "jpegDecoder": p.jpeg_decoder,
-        "watcher": {"roots": w.roots, "pendingPaths": w.pending_paths, "overflows": w.overflows, "unreadable": w.unreadable},
+        "watcher": {"roots": w.roots, "pendingPaths": w.pending_paths, "overflows": w.overflows, "unreadable": w.unreadable, "unavailable": w.unavailable},
         "queues": p.stages.iter().map(|s| json!({"stage": s.name, "depth": s.queue_depth, "capacity": s.queue_capacity})).collect::<Vec<_>>(),
         "problems": problems,
     }))

@@ -113,6 +113,9 @@ pub mod paths {
     pub fn scan_incremental(dir: &str, auto_train: bool) -> String {
         format!("{TRAINING}/scan/incremental?directory={}&auto_train={auto_train}", encode(dir))
     }
+    pub fn library_emptied(dir: &str) -> String {
+        format!("/api/v1/library/emptied?path={}", encode(dir))
+    }
     pub fn scan_directory() -> String {
         format!("{TRAINING}/directories/scan")
     }

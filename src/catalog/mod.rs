@@ -13,6 +13,7 @@
 mod assets;
 mod duplicates;
 mod models;
+mod mounts;
 mod pipeline;
 mod rows;
 mod transitions;
@@ -24,11 +25,12 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::{Any, AnyPool, Connection, Row, Transaction};
 
 pub use assets::{Applied, AssetFile, ChangeSet, JobTarget};
 pub use duplicates::AssetHashes;
 pub use models::{ModelRow, ModelState};
+pub use mounts::MountRecord;
 pub use pipeline::AssetMeta;
 pub use rows::{Asset, Job, JobsSummary, Session, Subdirectory};
 pub use transitions::StartOutcome;
@@ -62,6 +64,10 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 pub enum CatalogError {
     #[error("cannot open the catalog at {url}: {source} (check `catalog.url`; for PostgreSQL, that the server is running and the database exists)")]
     Connect { url: String, source: sqlx::Error },
+    #[error(
+        "the catalog file {path} is not a SQLite database (a botched restore or copy, or the wrong file): restore it from a backup, or point catalog.url at the right file"
+    )]
+    NotADatabase { path: String },
     #[error("cannot apply catalog migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0}")]
@@ -80,7 +86,7 @@ impl CatalogError {
         match self {
             CatalogError::Connect { .. } => true,
             CatalogError::Db(e) => sqlx_transient(e),
-            CatalogError::Migrate(_) | CatalogError::Conflict(_) | CatalogError::NotFound(_) => false,
+            CatalogError::Migrate(_) | CatalogError::Conflict(_) | CatalogError::NotFound(_) | CatalogError::NotADatabase { .. } => false,
         }
     }
 }
@@ -116,6 +122,9 @@ pub struct Catalog {
     read: AnyPool,
     write: AnyPool,
     backend: Backend,
+    /// The last heartbeat write failed: the error and since when (Unix ms). Reads may still
+    /// work (a full disk, a read-only mount), so health asks this instead of only reading.
+    write_fault: std::sync::Arc<std::sync::Mutex<Option<(String, i64)>>>,
 }
 
 /// A new session row.
@@ -224,6 +233,17 @@ macro_rules! subdir_cols {
     };
 }
 
+/// 128 random bits as hex (the kernel's generator; the time and pid if it cannot be read).
+fn random_id() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        b = (t ^ ((std::process::id() as u128) << 96)).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -249,18 +269,55 @@ impl Catalog {
         }
         let opts = AnyConnectOptions::from_str(&url).map_err(|e| CatalogError::Connect { url: crate::config::mask_url(&url), source: e })?;
         let pool_opts = |max: u32| {
-            AnyPoolOptions::new().max_connections(max).acquire_timeout(Duration::from_secs(30)).after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL", "PRAGMA busy_timeout = 10000", "PRAGMA foreign_keys = ON"] {
-                            sqlx::query(pragma).execute(&mut *conn).await?;
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(30))
+                // Our own health check (below) replaces the pool's ping.
+                .test_before_acquire(false)
+                .before_acquire(|conn, _meta| {
+                    Box::pin(async move {
+                        // A transaction whose COMMIT or ROLLBACK failed leaves the connection
+                        // inside it: SQLite rolls back by itself on SQLITE_FULL / IOERR, so
+                        // sqlx's own ROLLBACK then fails and its depth stays above zero, and
+                        // every later `BEGIN IMMEDIATE` on this (only) writer would fail with
+                        // "non-zero transaction depth" until a restart. The ping flushes any
+                        // rollback a dropped transaction queued; a connection still inside a
+                        // transaction after it is closed, and the pool opens a fresh one.
+                        conn.ping().await?;
+                        if conn.is_in_transaction() {
+                            tracing::warn!("catalog connection left inside a failed transaction: closed, a fresh one is opened");
+                            return Ok(false);
                         }
-                    }
-                    Ok(())
+                        Ok(true)
+                    })
                 })
-            })
+                .after_connect(move |conn, _meta| {
+                    Box::pin(async move {
+                        if backend == Backend::Sqlite {
+                            for pragma in
+                                ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL", "PRAGMA busy_timeout = 10000", "PRAGMA foreign_keys = ON"]
+                            {
+                                sqlx::query(pragma).execute(&mut *conn).await?;
+                            }
+                        }
+                        Ok(())
+                    })
+                })
         };
         let connect_err = |e| CatalogError::Connect { url: crate::config::mask_url(&url), source: e };
+        if backend == Backend::Sqlite {
+            // One plain connection first: a file that is not a SQLite database (a botched
+            // restore, the wrong path) is named as such, not left to a pool time-out.
+            let mut probe = sqlx::AnyConnection::connect_with(&opts).await.map_err(connect_err)?;
+            if let Err(e) = sqlx::query("PRAGMA schema_version").execute(&mut probe).await {
+                let path = url.trim_start_matches("sqlite://").split('?').next().unwrap_or_default().to_string();
+                return Err(match &e {
+                    sqlx::Error::Database(d) if d.code().is_some_and(|c| c == "26") => CatalogError::NotADatabase { path },
+                    _ => connect_err(e),
+                });
+            }
+            probe.close().await.ok();
+        }
         let (read, write) = match backend {
             Backend::Sqlite => {
                 let write = pool_opts(1).connect_with(opts.clone()).await.map_err(connect_err)?;
@@ -276,7 +333,7 @@ impl Catalog {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&write).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&write).await?,
         }
-        Ok(Catalog { read, write, backend })
+        Ok(Catalog { read, write, backend, write_fault: Default::default() })
     }
 
     pub fn backend(&self) -> Backend {
@@ -522,6 +579,31 @@ impl Catalog {
         row.map(|r| rows::asset(&r)).transpose().map_err(Into::into)
     }
 
+    /// This catalog's id: made once (the first time a daemon opens the catalog) and kept; the
+    /// vector store keeps it too (`vectors::Pairing`), so a catalog never reads another
+    /// catalog's vectors.
+    pub async fn identity(&self) -> Result<String> {
+        let fresh = random_id();
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT INTO catalog_meta (key, value) VALUES ('catalog_id', $1) ON CONFLICT (key) DO NOTHING").bind(&fresh).execute(&mut *tx).await?;
+        let id: String = sqlx::query_scalar("SELECT value FROM catalog_meta WHERE key = 'catalog_id'").fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// The highest asset id this catalog ever gave out (SQLite: AUTOINCREMENT's high-water
+    /// mark, so deleted ids count too). `None` on PostgreSQL, where peers give out ids at the
+    /// same time and no daemon can tell alone which ids are unknown to all of them.
+    pub async fn asset_id_high_water(&self) -> Result<Option<i64>> {
+        if self.backend != Backend::Sqlite {
+            return Ok(None);
+        }
+        let seq: i64 =
+            sqlx::query_scalar("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM sqlite_sequence WHERE name = 'image_assets'").fetch_one(&self.read).await?;
+        let max: i64 = sqlx::query_scalar("SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM image_assets").fetch_one(&self.read).await?;
+        Ok(Some(seq.max(max)))
+    }
+
     pub async fn count_assets(&self) -> Result<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM image_assets").fetch_one(&self.read).await?)
     }
@@ -647,12 +729,19 @@ impl Catalog {
                    FOR UPDATE OF j SKIP LOCKED) \
                  RETURNING id"
             }
+            // The same fairness; candidates are each running session's first `$4` pending
+            // jobs read through the (session_id, status) index, so a claim costs O(sessions ×
+            // batch), not O(pending jobs) (1M pending: 0.9 s per claim when every pending job
+            // was ranked). One writer: no locking needed beyond the transaction.
             Backend::Sqlite => {
                 "UPDATE training_jobs SET status = 'running', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, \
                  lease_token = lease_token + 1, started_at = $3, updated_at = $3 WHERE id IN ( \
-                   SELECT id FROM (SELECT j.id, ROW_NUMBER() OVER (PARTITION BY j.session_id ORDER BY j.id) AS rn \
-                     FROM training_jobs j JOIN training_sessions s ON s.id = j.session_id \
-                     WHERE j.status = 'pending' AND s.status = 'running' AND j.asset_id IS NOT NULL) ranked \
+                   SELECT id FROM (SELECT c.id, ROW_NUMBER() OVER (PARTITION BY c.session_id ORDER BY c.id) AS rn \
+                     FROM training_sessions s JOIN training_jobs c ON c.id IN ( \
+                       SELECT t.id FROM training_jobs t \
+                       WHERE t.session_id = s.id AND t.status = 'pending' AND t.asset_id IS NOT NULL \
+                       ORDER BY t.id LIMIT $4) \
+                     WHERE s.status = 'running') ranked \
                    ORDER BY rn, id LIMIT $4) \
                  RETURNING id"
             }
@@ -762,8 +851,32 @@ impl Catalog {
 
     /// This daemon is alive: one row per daemon sharing the catalog, its heartbeat refreshed by
     /// the reaper every tick. Returns the daemons whose heartbeat is within `fresh`.
+    /// Why writes fail now (the last heartbeat's error) and since when (Unix ms), if they do.
+    pub fn write_fault(&self) -> Option<(String, i64)> {
+        self.write_fault.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     pub async fn heartbeat(&self, owner: &str, started_at: i64, version: &str, fresh: Duration) -> Result<Vec<String>> {
         let now = now_ms();
+        let written = self.heartbeat_write(owner, started_at, version, now).await;
+        {
+            let mut fault = self.write_fault.lock().unwrap_or_else(|p| p.into_inner());
+            match &written {
+                Ok(()) => *fault = None,
+                Err(e) => {
+                    let since = fault.as_ref().map(|f| f.1).unwrap_or(now);
+                    *fault = Some((e.to_string(), since));
+                }
+            }
+        }
+        written?;
+        Ok(sqlx::query_scalar("SELECT owner FROM daemons WHERE heartbeat_at >= $1 ORDER BY owner")
+            .bind(now - fresh.as_millis() as i64)
+            .fetch_all(&self.read)
+            .await?)
+    }
+
+    async fn heartbeat_write(&self, owner: &str, started_at: i64, version: &str, now: i64) -> Result<()> {
         sqlx::query(
             "INSERT INTO daemons (owner, started_at, heartbeat_at, version) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (owner) DO UPDATE SET started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, version = excluded.version",
@@ -774,10 +887,7 @@ impl Catalog {
         .bind(version)
         .execute(&self.write)
         .await?;
-        Ok(sqlx::query_scalar("SELECT owner FROM daemons WHERE heartbeat_at >= $1 ORDER BY owner")
-            .bind(now - fresh.as_millis() as i64)
-            .fetch_all(&self.read)
-            .await?)
+        Ok(())
     }
 
     /// A daemon stopping hands back jobs it claimed but did not finish: pending again at once

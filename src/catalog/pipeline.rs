@@ -1,10 +1,10 @@
 //! What the embedding pipeline needs from the catalog beyond claims and completion.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::Row;
 
-use super::{Catalog, Lease, Result, finish_if_done, refresh_counts};
+use super::{Catalog, Lease, Result, finish_if_done};
 use crate::model::now_ms;
 
 impl Catalog {
@@ -46,8 +46,11 @@ impl Catalog {
     }
 
     /// Complete leased jobs (their vectors are stored), stamp their assets' `indexed_at` and
-    /// record dimensions and labels from `meta`, refresh the sessions' counts and complete
-    /// sessions with nothing left — one transaction. Jobs no longer running under `owner` with
+    /// record dimensions and labels from `meta`, add the batch to its sessions' and
+    /// subdirectories' counts and complete sessions with nothing left — one transaction. The
+    /// counts move by what this batch completed (running → completed changes nothing else), so
+    /// a batch costs O(batch), not O(library): recounting every job per batch made indexing
+    /// slow down as the library grew. Jobs no longer running under `owner` with
     /// that lease token (cancelled meanwhile, lease taken over) are left as they are.
     pub async fn complete_embedded(&self, owner: &str, leases: &[Lease], meta: &[AssetMeta]) -> Result<u64> {
         let now = now_ms();
@@ -55,13 +58,14 @@ impl Catalog {
         // Width/height/labels only for jobs still leased to us: a job sent back to pending
         // (its file changed while in flight) keeps nothing from the old bytes.
         let meta: HashMap<i64, &AssetMeta> = meta.iter().map(|m| (m.asset_id, m)).collect();
-        let mut sessions = BTreeSet::new();
+        let mut sessions: BTreeMap<i64, i64> = BTreeMap::new();
+        let mut subdirs: BTreeMap<i64, i64> = BTreeMap::new();
         let mut done = 0;
         for l in leases {
             let row = sqlx::query(
                 "UPDATE training_jobs SET status = 'completed', completed_at = $1, updated_at = $1, lease_owner = NULL, \
                  lease_expires_at = NULL, error_message = NULL WHERE id = $2 AND status = 'running' AND lease_owner = $3 \
-                 AND lease_token = $4 RETURNING session_id, asset_id",
+                 AND lease_token = $4 RETURNING session_id, asset_id, subdirectory_id",
             )
             .bind(now)
             .bind(l.job_id)
@@ -70,7 +74,10 @@ impl Catalog {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(row) = row {
-                sessions.insert(row.try_get::<i64, _>(0)?);
+                *sessions.entry(row.try_get::<i64, _>(0)?).or_default() += 1;
+                if let Some(sub) = row.try_get::<Option<i64>, _>(2)? {
+                    *subdirs.entry(sub).or_default() += 1;
+                }
                 if let Some(asset) = row.try_get::<Option<i64>, _>(1)? {
                     // One statement per asset: the stamp, plus what the embedding learnt.
                     let q = match meta.get(&asset) {
@@ -91,8 +98,16 @@ impl Catalog {
                 done += 1;
             }
         }
-        for sid in sessions {
-            refresh_counts(&mut tx, sid, now).await?;
+        for (sub, n) in subdirs {
+            sqlx::query("UPDATE training_subdirectories SET trained_count = trained_count + $1 WHERE id = $2").bind(n).bind(sub).execute(&mut *tx).await?;
+        }
+        for (sid, n) in sessions {
+            sqlx::query("UPDATE training_sessions SET processed_images = processed_images + $1, updated_at = $2 WHERE id = $3")
+                .bind(n)
+                .bind(now)
+                .bind(sid)
+                .execute(&mut *tx)
+                .await?;
             finish_if_done(&mut tx, sid, now).await?;
         }
         tx.commit().await?;

@@ -36,6 +36,8 @@ use super::{
 
 const LOCK_FILE: &str = ".pixdex.lock";
 const EDGE_CONFIG_FILE: &str = "edge_config.json";
+/// The id of the catalog this shard's vectors belong to (see `super::Pairing`).
+const PAIRING_FILE: &str = "catalog-id";
 
 struct Shared {
     // Field order matters: the shard is dropped (and flushed) before the lock is released.
@@ -339,6 +341,49 @@ impl EdgeStore {
                 .collect()
         })
         .await
+    }
+
+    /// Point ids from `start` on, in id order, at most `limit`.
+    pub(super) async fn ids_from(&self, start: u64, limit: usize) -> Result<Vec<u64>, VectorError> {
+        let request = ScrollRequest {
+            offset: Some(PointId::NumId(start)),
+            limit: Some(limit),
+            filter: None,
+            with_payload: Some(WithPayloadInterface::Bool(false)),
+            with_vector: WithVector::Bool(false),
+            order_by: None,
+        };
+        self.read(move |s| {
+            let (records, _next) = s.scroll(request).map_err(op_err)?;
+            records.into_iter().map(|r| num_id(r.id)).collect()
+        })
+        .await
+    }
+
+    /// Check (and on first use write) the mark naming the catalog these vectors belong to:
+    /// `<dir>/catalog-id`, written to a temporary file, synced and renamed into place.
+    pub(super) async fn check_pairing(&self, pairing: &super::Pairing) -> Result<(), VectorError> {
+        let mark_path = self.dir.join(PAIRING_FILE);
+        let mark = match std::fs::read_to_string(&mark_path) {
+            Ok(m) => Some(m.trim().to_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(VectorError::Io { path: mark_path, source: e }),
+        };
+        let points = if mark.is_some() { 0 } else { self.count().await? };
+        if pairing.check(&self.dir.display().to_string(), mark.as_deref(), points)? {
+            let tmp = self.dir.join(format!(".{PAIRING_FILE}.tmp"));
+            let write = || -> std::io::Result<()> {
+                use std::io::Write;
+                let mut f = File::create(&tmp)?;
+                f.write_all(format!("{}\n", pairing.catalog_id).as_bytes())?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &mark_path)?;
+                File::open(&self.dir)?.sync_all()
+            };
+            write().map_err(|e| VectorError::Io { path: mark_path.clone(), source: e })?;
+            tracing::info!(store = %self.dir.display(), catalog = %pairing.catalog_id, adopted = points > 0, "vector store paired with the catalog");
+        }
+        Ok(())
     }
 
     pub(super) async fn count(&self) -> Result<u64, VectorError> {

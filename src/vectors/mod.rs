@@ -90,6 +90,40 @@ pub struct VectorsConfig {
     /// into memory, and a full disk under a mapping kills the process (SIGBUS).
     #[serde(default = "default_min_free")]
     pub min_free_bytes: u64,
+    /// Which catalog these vectors belong to; set by the daemon from the catalog it opened,
+    /// never read from the config file. `None` (tools, benches, tests of the store alone):
+    /// no check.
+    #[serde(skip)]
+    pub pairing: Option<Pairing>,
+}
+
+/// Point id = asset id only means something in the catalog that numbered the assets: a store
+/// keeps the id of the catalog it was written with and is never served to another one (an
+/// empty catalog file over old vectors numbers its assets from 1 again, and "cat" would
+/// answer with an unrelated new file).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pairing {
+    /// The catalog's id (`Catalog::identity`).
+    pub catalog_id: String,
+    /// A store written before pairing existed carries no mark: it is adopted when the catalog
+    /// already holds assets, and refused (when it holds points) by a new, empty catalog.
+    pub adopt_unmarked: bool,
+}
+
+impl Pairing {
+    /// Compare a store's mark (`None`: unmarked) with this catalog. `Ok(true)`: the store must
+    /// be marked now (new, or adopted).
+    pub(crate) fn check(&self, store: &str, mark: Option<&str>, points: u64) -> Result<bool, VectorError> {
+        match mark {
+            Some(m) if m == self.catalog_id => Ok(false),
+            None if points == 0 || self.adopt_unmarked => Ok(true),
+            other => Err(VectorError::Mismatch {
+                store: store.to_owned(),
+                theirs: other.map(str::to_owned).unwrap_or_else(|| format!("unknown (an unmarked store holding {points} points)")),
+                ours: self.catalog_id.clone(),
+            }),
+        }
+    }
 }
 
 fn default_min_free() -> u64 {
@@ -112,6 +146,7 @@ impl VectorsConfig {
             replication_factor: None,
             shard_number: None,
             min_free_bytes: default_min_free(),
+            pairing: None,
         }
     }
 }
@@ -213,6 +248,14 @@ pub enum VectorError {
     /// Any other error reported by the backend.
     #[error("vector store ({backend}) error: {message}")]
     Backend { backend: Backend, message: String },
+    /// The store was written with another catalog (see `Pairing`): its point ids name other
+    /// assets. Nothing is read from it or written to it until the operator fixes the pairing.
+    #[error(
+        "the vectors in {store} belong to another catalog (catalog id {theirs}; the catalog in use is {ours}): they were not written with this catalog, \
+         so their ids would name other images. Fix: point catalog.url at the catalog these vectors were written with (restore the matching backup), \
+         or move the vectors aside (embedded: the directory named; Qdrant: delete or rename the collection) to start them afresh — sessions then embed again"
+    )]
+    Mismatch { store: String, theirs: String, ours: String },
     #[error("vector store I/O on {path}: {source}")]
     Io {
         path: PathBuf,
@@ -228,7 +271,9 @@ impl VectorError {
     pub fn is_retryable(&self) -> bool {
         use std::io::ErrorKind as K;
         match self {
-            VectorError::Unavailable { .. } => true,
+            // A mismatched store is unusable until the operator acts: writes wait (nothing
+            // fails for it), search and health say why.
+            VectorError::Unavailable { .. } | VectorError::Mismatch { .. } => true,
             // Out of file descriptors (EMFILE/ENFILE), whatever error carries it: qdrant-edge
             // opening a segment or its WAL reports it as a storage error (or panics; the
             // caught panic's message says it): descriptors come back, the write waits.
@@ -289,7 +334,13 @@ impl VectorStore {
             return Err(VectorError::Config("model name must not be empty".into()));
         }
         let inner = match cfg.backend {
-            Backend::Embedded => Inner::Embedded(edge::EdgeStore::open(cfg, model, dim).await?),
+            Backend::Embedded => {
+                let store = edge::EdgeStore::open(cfg, model, dim).await?;
+                if let Some(p) = &cfg.pairing {
+                    store.check_pairing(p).await?;
+                }
+                Inner::Embedded(store)
+            }
             Backend::Qdrant => Inner::Remote(remote::RemoteStore::open(cfg, model, dim).await?),
         };
         Ok(Self { inner: Arc::new(inner) })
@@ -332,6 +383,26 @@ impl VectorStore {
         match &*self.inner {
             Inner::Embedded(s) => s.delete(ids.to_vec()).await,
             Inner::Remote(s) => s.delete(ids).await,
+        }
+    }
+
+    /// Delete every point whose id is above `max_id` (the highest asset id the catalog holds):
+    /// vectors of assets a catalog restored from an older backup never knew. Their ids will
+    /// be given to other files by that catalog, so they must go before anything is
+    /// catalogued. Returns how many were deleted.
+    pub async fn delete_above(&self, max_id: u64) -> Result<u64, VectorError> {
+        let mut deleted = 0;
+        loop {
+            let ids = match &*self.inner {
+                Inner::Embedded(s) => s.ids_from(max_id + 1, 1024).await?,
+                Inner::Remote(s) => s.ids_from(max_id + 1, 1024).await?,
+            };
+            let ids: Vec<u64> = ids.into_iter().filter(|&i| i > max_id).collect();
+            if ids.is_empty() {
+                return Ok(deleted);
+            }
+            self.delete(&ids).await?;
+            deleted += ids.len() as u64;
         }
     }
 

@@ -6,8 +6,8 @@ use qdrant_client::qdrant::point_id::PointIdOptions;
 use qdrant_client::qdrant::vector_output::Vector as OutVector;
 use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance, FieldType, Filter as QFilter,
-    GetPointsBuilder, PointId, PointStruct, PointsIdsList, QueryPointsBuilder, Range, ScrollPointsBuilder, SetPayloadPointsBuilder, UpsertPointsBuilder,
-    Value as QValue, VectorParamsBuilder,
+    GetPointsBuilder, PointId, PointStruct, PointsIdsList, QueryPointsBuilder, Range, ScrollPointsBuilder, SetPayloadPointsBuilder, UpdateCollectionBuilder,
+    UpsertPointsBuilder, Value as QValue, VectorParamsBuilder,
 };
 use qdrant_client::{Payload as QPayload, Qdrant, QdrantError};
 
@@ -34,6 +34,19 @@ pub(super) struct RemoteStore {
     /// the daemon starts leaves it unset: every request checks first (and fails Unavailable,
     /// which callers wait out), so the daemon starts and waits instead of exiting.
     ready: tokio::sync::OnceCell<()>,
+    /// The catalog these vectors belong to (checked when the collection is first seen).
+    pairing: Option<super::Pairing>,
+}
+
+/// Collection metadata key holding the id of the catalog the collection belongs to.
+const PAIRING_KEY: &str = "pixdex_catalog_id";
+
+/// The catalog id a collection is marked with, if any.
+fn mark_of(info: &qdrant_client::qdrant::GetCollectionInfoResponse) -> Option<String> {
+    info.result.as_ref().and_then(|r| r.config.as_ref()).and_then(|c| c.metadata.get(PAIRING_KEY)).and_then(|v| match &v.kind {
+        Some(qdrant_client::qdrant::value::Kind::StringValue(s)) => Some(s.clone()),
+        _ => None,
+    })
 }
 
 fn qerr(e: QdrantError) -> VectorError {
@@ -145,6 +158,7 @@ impl RemoteStore {
             replication_factor: cfg.replication_factor,
             shard_number: cfg.shard_number,
             ready: tokio::sync::OnceCell::new(),
+            pairing: cfg.pairing.clone(),
         };
         match store.ready().await {
             Ok(()) => {}
@@ -196,12 +210,13 @@ impl RemoteStore {
         let c = &self.collection;
         if self.call(|q| async move { q.collection_exists(c).await }).await? {
             let info = self.call(|q| async move { q.collection_info(c).await }).await?;
+            let mark = mark_of(&info);
             let size = info.result.and_then(|r| r.config).and_then(|c| c.params).and_then(|p| p.vectors_config).and_then(|v| v.config).and_then(|c| match c {
                 qdrant_client::qdrant::vectors_config::Config::Params(p) => Some((p.size, p.distance)),
                 _ => None,
             });
             match size {
-                Some((s, d)) if s == self.dim as u64 && d == Distance::Cosine as i32 => Ok(()),
+                Some((s, d)) if s == self.dim as u64 && d == Distance::Cosine as i32 => self.check_pairing(mark).await,
                 other => Err(VectorError::Config(format!(
                     "collection {c} exists with an incompatible vector config {other:?} \
                      (expected one unnamed {}-d cosine vector)",
@@ -210,6 +225,9 @@ impl RemoteStore {
             }
         } else {
             let mut create = CreateCollectionBuilder::new(c).vectors_config(VectorParamsBuilder::new(self.dim as u64, Distance::Cosine));
+            if let Some(p) = &self.pairing {
+                create = create.metadata(std::collections::HashMap::from([(PAIRING_KEY.to_owned(), serde_json::Value::from(p.catalog_id.clone()))]));
+            }
             if let Some(r) = self.replication_factor.filter(|&r| r > 1) {
                 create = create.replication_factor(r);
             }
@@ -218,6 +236,7 @@ impl RemoteStore {
             }
             let create = &create;
             let created = self.call(|q| async move { q.create_collection(create.clone()).await }).await;
+            let lost_race = created.is_err();
             if let Err(e) = created {
                 // Lost a creation race with another pixdex? Fine if it exists now.
                 if !self.call(|q| async move { q.collection_exists(c).await }).await.unwrap_or(false) {
@@ -237,8 +256,35 @@ impl RemoteStore {
                 }
             }
             tracing::info!(collection = %c, dim = self.dim, "created qdrant collection");
-            Ok(())
+            // Lost a creation race: the winner's mark is checked like any other.
+            if lost_race { self.check_existing_mark().await } else { Ok(()) }
         }
+    }
+
+    /// An existing collection's mark (collection metadata `pixdex_catalog_id`) against this
+    /// catalog; an unmarked collection is marked when it is empty or adopted (`Pairing`).
+    async fn check_pairing(&self, mark: Option<String>) -> Result<(), VectorError> {
+        let Some(p) = &self.pairing else { return Ok(()) };
+        let c = &self.collection;
+        let points = if mark.is_some() {
+            0
+        } else {
+            let res = self.call(|q| async move { q.count(CountPointsBuilder::new(c).exact(true)).await }).await?;
+            res.result.map(|r| r.count).unwrap_or(0)
+        };
+        if p.check(&format!("Qdrant collection {c}"), mark.as_deref(), points)? {
+            let meta = std::collections::HashMap::from([(PAIRING_KEY.to_owned(), serde_json::Value::from(p.catalog_id.clone()))]);
+            let update = &UpdateCollectionBuilder::new(c).metadata(meta);
+            self.call(|q| async move { q.update_collection(update.clone()).await }).await?;
+            tracing::info!(collection = %c, catalog = %p.catalog_id, adopted = points > 0, "vector collection paired with the catalog");
+        }
+        Ok(())
+    }
+
+    async fn check_existing_mark(&self) -> Result<(), VectorError> {
+        let c = &self.collection;
+        let info = self.call(|q| async move { q.collection_info(c).await }).await?;
+        self.check_pairing(mark_of(&info)).await
     }
 
     pub(super) fn dim(&self) -> usize {
@@ -334,6 +380,14 @@ impl RemoteStore {
                 Ok(Hit { id, score: p.score, payload: from_qpayload(id, p.payload)? })
             })
             .collect()
+    }
+
+    pub(super) async fn ids_from(&self, start: u64, limit: usize) -> Result<Vec<u64>, VectorError> {
+        self.ready().await?;
+        let req = ScrollPointsBuilder::new(&self.collection).limit(limit as u32).with_payload(false).with_vectors(false).offset(PointId::from(start));
+        let req = &req;
+        let res = self.call(|q| async move { q.scroll(req.clone()).await }).await?;
+        res.result.into_iter().map(|p| num_id(p.id)).collect()
     }
 
     pub(super) async fn scroll(&self, filter: &Filter, limit: usize) -> Result<Vec<Record>, VectorError> {

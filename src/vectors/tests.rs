@@ -388,7 +388,16 @@ async fn remote_store_end_to_end() {
         replication_factor: None,
         shard_number: None,
         min_free_bytes: 0,
+        pairing: None,
     };
+    // Pairing: a new collection is marked with its catalog; another catalog is refused.
+    let paired = |id: &str| VectorsConfig { pairing: Some(Pairing { catalog_id: id.into(), adopt_unmarked: false }), ..cfg.clone() };
+    VectorStore::open(&paired("cat-a"), "pairing", DIM).await.unwrap().count().await.unwrap();
+    VectorStore::open(&paired("cat-a"), "pairing", DIM).await.expect("the same catalog opens its own vectors");
+    match VectorStore::open(&paired("cat-b"), "pairing", DIM).await {
+        Err(VectorError::Mismatch { theirs, ours, .. }) => assert_eq!((theirs.as_str(), ours.as_str()), ("cat-a", "cat-b")),
+        other => panic!("another catalog's collection must be refused: {:?}", other.map(|s| s.describe())),
+    }
     let store = VectorStore::open(&cfg, "efficientnet-lite0", DIM).await.unwrap();
     println!("remote tests against {}", store.describe());
     let result = tokio::spawn({
@@ -426,4 +435,36 @@ fn transient_errors_are_retried_permanent_ones_not() {
     assert!(!VectorError::Backend { backend: Backend::Qdrant, message: "InvalidArgument: bad payload".into() }.is_retryable());
     let denied = VectorError::Io { path: "/x".into(), source: std::io::Error::from(std::io::ErrorKind::PermissionDenied) };
     assert!(!denied.is_retryable());
+}
+
+#[tokio::test]
+async fn embedded_store_is_paired_with_its_catalog() {
+    let tmp = tempfile::tempdir().unwrap();
+    let paired = |id: &str, adopt: bool| VectorsConfig { pairing: Some(Pairing { catalog_id: id.into(), adopt_unmarked: adopt }), ..embedded_cfg(tmp.path()) };
+    {
+        let s = VectorStore::open(&paired("a", false), "m", DIM).await.unwrap();
+        s.upsert(dataset(1, BASE_ID..BASE_ID + 1)).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    drop(VectorStore::open(&paired("a", false), "m", DIM).await.unwrap());
+    match VectorStore::open(&paired("b", true), "m", DIM).await {
+        Err(e @ VectorError::Mismatch { .. }) => {
+            assert!(e.to_string().contains("Fix:"), "{e}");
+            assert!(e.is_retryable(), "a mismatch makes writes wait, it fails no job");
+        }
+        other => panic!("{:?}", other.map(|s| s.describe())),
+    }
+    // Unmarked (a store from before pairing) with a point: refused by an empty catalog,
+    // adopted by one that holds assets.
+    let mark = tmp.path().join("vectors").read_dir().unwrap().flatten().map(|e| e.path().join("catalog-id")).find(|p| p.exists()).unwrap();
+    std::fs::remove_file(&mark).unwrap();
+    assert!(matches!(VectorStore::open(&paired("c", false), "m", DIM).await, Err(VectorError::Mismatch { .. })));
+    drop(VectorStore::open(&paired("c", true), "m", DIM).await.unwrap());
+    assert_eq!(std::fs::read_to_string(&mark).unwrap().trim(), "c");
+    // Vectors above the catalog's highest id go; the rest stay.
+    let s = VectorStore::open(&paired("c", false), "m", DIM).await.unwrap();
+    s.upsert(dataset(2, [BASE_ID + 2, BASE_ID + 3, BASE_ID + 7].into_iter())).await.unwrap();
+    assert_eq!(s.delete_above(BASE_ID + 2).await.unwrap(), 2);
+    assert_eq!(s.count().await.unwrap(), 2);
+    assert_eq!(s.delete_above(BASE_ID + 2).await.unwrap(), 0);
 }

@@ -63,6 +63,9 @@ pub struct WatcherStatus {
     /// Directories that exist but could not be read (EACCES, EIO, ESTALE…) at their last look:
     /// their assets and vectors are kept, nothing is deleted or re-embedded for them.
     pub unreadable: Vec<Unreadable>,
+    /// Directories that are away: a mount point found unmounted and empty, a missing root.
+    /// Their assets and vectors are kept; nothing is re-embedded when they return.
+    pub unavailable: Vec<Unreadable>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -114,6 +117,8 @@ pub(crate) enum Control {
     Scan {
         dir: PathBuf,
         auto_train: bool,
+        /// The operator says the folder really was emptied: forget a mount remembered there.
+        emptied: bool,
         reply: tokio::sync::oneshot::Sender<Result<ScanReport, WatcherError>>,
     },
     Shutdown,
@@ -155,8 +160,18 @@ impl Watcher {
 
     /// Reconcile one directory (inside the roots; the caller checks) right now.
     pub async fn scan(&self, dir: PathBuf, auto_train: bool) -> Result<ScanReport, WatcherError> {
+        self.control_scan(dir, auto_train, false).await
+    }
+
+    /// The operator says `dir` really was emptied (a mount remembered there is not coming
+    /// back): forget it and reconcile `dir`, deleting what is no longer there.
+    pub async fn confirm_emptied(&self, dir: PathBuf) -> Result<ScanReport, WatcherError> {
+        self.control_scan(dir, false, true).await
+    }
+
+    async fn control_scan(&self, dir: PathBuf, auto_train: bool, emptied: bool) -> Result<ScanReport, WatcherError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.control.try_send(Control::Scan { dir, auto_train, reply }).map_err(|e| match e {
+        self.control.try_send(Control::Scan { dir, auto_train, emptied, reply }).map_err(|e| match e {
             crossbeam_channel::TrySendError::Full(_) => WatcherError::Busy,
             crossbeam_channel::TrySendError::Disconnected(_) => WatcherError::Stopped,
         })?;

@@ -10,8 +10,9 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::intake::{self, Flags, RawEvent, RootWatch};
 use super::{AssetObserver, Control, ScanReport, WatcherError, WatcherStatus};
-use crate::catalog::{Catalog, JobTarget};
+use crate::catalog::{Catalog, JobTarget, MountRecord};
 use crate::library::Library;
+use crate::library::mounts::{dir_identity, looks_unmounted, mount_points, mounts_under};
 use crate::model::now_ms;
 
 /// Which sessions get jobs for new or changed images.
@@ -40,7 +41,9 @@ pub(super) struct Worker {
     flags: Arc<Flags>,
     events_tx: Sender<RawEvent>,
     events_rx: Receiver<RawEvent>,
-    watches: Vec<(PathBuf, RootWatch, Option<String>, u64)>,
+    /// Per root: its watch, a note, directories under watch, and the identity (device,
+    /// inode) of the directory the watch was set on.
+    watches: Vec<Watched>,
     /// Paths with events, and when the last one arrived.
     dirty: HashMap<PathBuf, Instant>,
     /// Renames the watcher paired (from, to), applied with the next batch that covers them.
@@ -50,7 +53,20 @@ pub(super) struct Worker {
     failed_applies: u32,
     /// Directories that exist but could not be read at their last look: error, since when (ms).
     unreadable: BTreeMap<PathBuf, (String, i64)>,
+    /// Directories that are away (a mount that is not mounted, a missing root): reason, since.
+    away: BTreeMap<PathBuf, (String, i64)>,
+    /// The catalog's remembered mount points (loaded at first use, kept in step).
+    mounts: Option<Vec<MountRecord>>,
+    /// When the roots' identities are looked at next (a root replaced or remounted).
+    next_identity_check: Instant,
 }
+
+/// A root's watch: root, watch, note, directories under watch, identity (device, inode) of
+/// the directory the watch was set on.
+type Watched = (PathBuf, RootWatch, Option<String>, u64, Option<(u64, u64)>);
+
+/// How often the roots' identities are compared with the directories their watches were set on.
+const IDENTITY_CHECK: Duration = Duration::from_secs(2);
 
 impl Worker {
     pub(super) fn new(
@@ -82,6 +98,9 @@ impl Worker {
             hints: Vec::new(),
             next_rescan: Instant::now(),
             unreadable: BTreeMap::new(),
+            away: BTreeMap::new(),
+            mounts: None,
+            next_identity_check: Instant::now() + IDENTITY_CHECK,
             failed_applies: 0,
         }
     }
@@ -98,8 +117,8 @@ impl Worker {
             crossbeam_channel::select! {
                 // Control has its own channel: a scan request never waits behind events.
                 recv(self.control_rx) -> msg => match msg {
-                    Ok(Control::Scan { dir, auto_train, reply }) => {
-                        let r = self.scan(dir, auto_train);
+                    Ok(Control::Scan { dir, auto_train, emptied, reply }) => {
+                        let r = self.scan(dir, auto_train, emptied);
                         let _ = reply.send(r);
                     }
                     Ok(Control::Shutdown) | Err(_) => break,
@@ -125,6 +144,10 @@ impl Worker {
                 self.full_reconcile();
             }
             self.settle_ready();
+            if Instant::now() >= self.next_identity_check {
+                self.check_roots();
+                self.next_identity_check = Instant::now() + IDENTITY_CHECK;
+            }
             let mut st = self.status.lock().unwrap();
             st.pending_paths = self.dirty.len();
             st.events_seen = self.flags.events.load(Ordering::Relaxed);
@@ -163,11 +186,148 @@ impl Worker {
             if have {
                 continue;
             }
+            let identity = dir_identity(&root);
             let (w, note) = intake::watch_root(&root, cfg.watch, cfg.poll_interval, &self.events_tx, &self.flags);
             tracing::info!(root = %root.display(), mode = w.mode(), note = ?note, "watching");
             self.watches.retain(|x| x.0 != root);
-            self.watches.push((root, w, note, 0));
+            self.watches.push((root, w, note, 0, identity));
         }
+    }
+
+    /// A root replaced (renamed away and made anew, deleted and re-created, restored from a
+    /// backup) or remounted is another directory than the one its watch follows: watch it anew
+    /// and reconcile it now, instead of following the old directory forever.
+    fn check_roots(&mut self) {
+        let changed: Vec<PathBuf> = self.watches.iter().filter(|w| dir_identity(&w.0) != w.4).map(|w| w.0.clone()).collect();
+        if changed.is_empty() {
+            return;
+        }
+        for root in &changed {
+            tracing::warn!(root = %root.display(), "library root replaced, remounted or gone: watching it anew and reconciling it");
+            self.watches.retain(|w| &w.0 != root);
+        }
+        self.ensure_watches();
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        for root in changed {
+            if !root.is_dir() {
+                self.root_missing(&root);
+                continue;
+            }
+            match self.process(vec![root.clone()], vec![], JobsFor::Live, threads) {
+                Ok(o) => {
+                    if let Some(w) = self.watches.iter_mut().find(|w| w.0 == root) {
+                        w.3 = o.dirs;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(root = %root.display(), error = %e, "reconciling a replaced root failed; retrying it as a change");
+                    self.dirty.insert(root, Instant::now());
+                }
+            }
+        }
+        self.publish_roots();
+    }
+
+    /// A root that does not exist (a mount that is away, a folder renamed): its assets are kept.
+    fn root_missing(&mut self, root: &Path) {
+        let reason = "the library root is missing (a mount that is away, or a folder renamed or deleted); its assets and vectors are kept until it returns";
+        tracing::warn!(root = %root.display(), "library root unavailable; its assets are kept until it returns");
+        self.note_away(&[root.to_path_buf()], &[(root.to_path_buf(), reason.to_owned())]);
+    }
+
+    fn publish_roots(&mut self) {
+        let mut s = self.status.lock().unwrap();
+        s.roots = self
+            .watches
+            .iter()
+            .map(|w| super::RootStatus {
+                path: w.0.display().to_string(),
+                mode: w.1.mode().into(),
+                watched_directories: if matches!(w.1, RootWatch::Native(_) | RootWatch::Poll(_)) { w.3 } else { 0 },
+                note: w.2.clone(),
+            })
+            .collect();
+    }
+
+    /// Remembered mount points relevant to `scopes` that are away now (not mounted, and empty
+    /// or missing), with the reason. Mount points under the scopes that are mounted now are
+    /// remembered (or refreshed); a remembered one where a plain folder with content now stands
+    /// is forgotten (that folder is the truth).
+    fn away_under(&mut self, scopes: &[PathBuf]) -> Result<Vec<(PathBuf, String)>, WatcherError> {
+        let mounted = mount_points();
+        if self.mounts.is_none() {
+            self.mounts = Some(self.rt.block_on(self.catalog.mounts())?);
+        }
+        let records = self.mounts.clone().unwrap_or_default();
+        let relevant = |p: &Path| scopes.iter().any(|s| p.starts_with(s) || s.starts_with(p));
+        let mut away = Vec::new();
+        let mut gone = Vec::new();
+        for r in records.iter().filter(|r| relevant(Path::new(&r.path))) {
+            let p = PathBuf::from(&r.path);
+            if mounted.contains(&p) {
+                continue;
+            }
+            if looks_unmounted(&p) {
+                away.push((
+                    p,
+                    format!(
+                        "a mount that is away: this folder was a mount point (device {}) when its images were catalogued and is now unmounted and empty; \
+                         its assets and vectors are kept until it is mounted again (if it really was emptied: `pixdex ctl library emptied {}`)",
+                        r.dev, r.path
+                    ),
+                ));
+            } else {
+                gone.push(r.path.clone());
+            }
+        }
+        let mut fresh = Vec::new();
+        for s in scopes {
+            for m in mounts_under(&mounted, s) {
+                if let Some((dev, ino)) = dir_identity(m) {
+                    let rec = MountRecord { path: m.to_string_lossy().into_owned(), dev: dev as i64, ino: ino as i64 };
+                    if !records.contains(&rec) && !fresh.contains(&rec) {
+                        fresh.push(rec);
+                    }
+                }
+            }
+        }
+        for p in &gone {
+            tracing::info!(path = %p, "a plain folder with content stands where a mount was: forgetting the mount");
+            self.rt.block_on(self.catalog.forget_mounts(p))?;
+        }
+        if !fresh.is_empty() {
+            self.rt.block_on(self.catalog.record_mounts(&fresh))?;
+        }
+        if !gone.is_empty() || !fresh.is_empty() {
+            self.mounts = Some(self.rt.block_on(self.catalog.mounts())?);
+        }
+        Ok(away)
+    }
+
+    /// Record which directories under `scopes` are away (see `away_under`), as `note_unreadable`
+    /// does for unreadable ones; the watcher status (and health) shows them.
+    fn note_away(&mut self, scopes: &[PathBuf], found: &[(PathBuf, String)]) {
+        let (old, kept): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            std::mem::take(&mut self.away).into_iter().partition(|(p, _)| scopes.iter().any(|s| p.starts_with(s) || s.starts_with(p)));
+        self.away = kept;
+        for (p, why) in found {
+            let since = match old.get(p) {
+                Some((_, t)) => *t,
+                None => {
+                    tracing::warn!(path = %p.display(), reason = %why, "directory unavailable; its assets and vectors are kept");
+                    now_ms()
+                }
+            };
+            self.away.insert(p.clone(), (why.clone(), since));
+        }
+        for p in old.keys().filter(|p| !self.away.contains_key(*p)) {
+            tracing::info!(path = %p.display(), "directory available again");
+        }
+        self.status.lock().unwrap().unavailable = self
+            .away
+            .iter()
+            .map(|(p, (e, t))| super::Unreadable { path: p.display().to_string(), error: e.clone(), since: crate::catalog::rows_ts(*t) })
+            .collect();
     }
 
     fn settle_ready(&mut self) {
@@ -210,7 +370,7 @@ impl Worker {
         for root in self.library.roots() {
             if !root.is_dir() {
                 // A mount that is away is not a library that was deleted: keep its assets.
-                tracing::warn!(root = %root.display(), "library root unavailable; its assets are kept until it returns");
+                self.root_missing(&root);
                 continue;
             }
             match self.process(vec![root.clone()], vec![], JobsFor::Live, threads) {
@@ -244,16 +404,8 @@ impl Worker {
         s.last_reconcile_ms = Some(ms);
         s.events_seen = self.flags.events.load(Ordering::Relaxed);
         s.overflows = self.flags.overflows.load(Ordering::Relaxed);
-        s.roots = self
-            .watches
-            .iter()
-            .map(|w| super::RootStatus {
-                path: w.0.display().to_string(),
-                mode: w.1.mode().into(),
-                watched_directories: if matches!(w.1, RootWatch::Native(_) | RootWatch::Poll(_)) { w.3 } else { 0 },
-                note: w.2.clone(),
-            })
-            .collect();
+        drop(s);
+        self.publish_roots();
     }
 
     /// Record which directories under `scopes` could not be read this time: new ones are
@@ -282,8 +434,17 @@ impl Worker {
             .collect();
     }
 
-    fn scan(&mut self, dir: PathBuf, auto_train: bool) -> Result<ScanReport, WatcherError> {
-        let mut o = self.process(vec![dir.clone()], vec![], if auto_train { JobsFor::Any } else { JobsFor::Nothing }, 2)?;
+    /// An on-demand scan. Without `auto_train`, live sessions still get jobs for what it finds
+    /// (as the watcher would give them): an image catalogued by a scan is never left without
+    /// the job the watcher would have queued. `emptied`: the operator says the folder really
+    /// was emptied, so a mount remembered there is forgotten first.
+    fn scan(&mut self, dir: PathBuf, auto_train: bool, emptied: bool) -> Result<ScanReport, WatcherError> {
+        if emptied {
+            let n = self.rt.block_on(self.catalog.forget_mounts(&dir.to_string_lossy()))?;
+            self.mounts = None;
+            tracing::info!(dir = %dir.display(), mounts_forgotten = n, "the operator says this folder was emptied");
+        }
+        let mut o = self.process(vec![dir.clone()], vec![], if auto_train { JobsFor::Any } else { JobsFor::Live }, 2)?;
         o.report.directory = dir.display().to_string();
         Ok(o.report)
     }
@@ -291,8 +452,6 @@ impl Worker {
     /// Bring the catalog to the truth under `scopes` (files or directories).
     fn process(&mut self, scopes: Vec<PathBuf>, hints: Vec<(PathBuf, PathBuf)>, jobs: JobsFor, threads: usize) -> Result<Outcome, WatcherError> {
         let settle_ms = self.settle().as_millis() as i64;
-        let now = now_ms();
-        let too_fresh = |m: i64| (0..settle_ms).contains(&(now - m));
 
         // Scopes inside the roots, no hidden component, none nested in another.
         let mut scopes: Vec<PathBuf> = scopes.into_iter().filter(|p| self.library.visible_dir_path(p)).collect();
@@ -309,39 +468,46 @@ impl Worker {
             return Ok(out);
         }
 
+        // Mounts that are away: not walked, their assets kept (an unmounted mount point is an
+        // empty folder, not a folder whose images were deleted).
+        let away = self.away_under(&kept)?;
+        self.note_away(&kept, &away);
+        let is_away = |p: &Path| away.iter().any(|(a, _)| p.starts_with(a));
+
         let mut disk = Vec::new();
+        let mut found = Vec::new();
         let mut fresh: HashSet<String> = HashSet::new();
         // Directories (or entries) that exist but could not be read: what they hold is
         // unknown, so their assets are kept as they are (an unreadable folder is not an empty
         // one: deleting would drop its vectors and re-embed everything when it comes back).
         let mut unreadable: Vec<(PathBuf, String)> = Vec::new();
-        for s in &kept {
+        for s in kept.iter().filter(|s| !is_away(s.as_path())) {
             match std::fs::metadata(s) {
                 Ok(m) if m.is_dir() => {
                     let tree = self.library.walk_parallel(s, threads);
                     out.dirs += tree.dirs;
                     unreadable.extend(tree.unreadable);
-                    for f in tree.files {
-                        if too_fresh(f.modified_ms) {
-                            fresh.insert(f.path.to_string_lossy().into_owned());
-                        } else {
-                            disk.push(f);
-                        }
-                    }
+                    found.extend(tree.files);
                 }
                 // A file event: catalogued only if it resolves inside the roots (a symlink
                 // leading out is not followed, as in the walks).
                 Ok(m) if m.is_file() && self.library.wants_file(s) && std::fs::canonicalize(s).is_ok_and(|c| self.library.is_inside_roots(&c)) => {
-                    let f = crate::library::FileEntry { path: s.clone(), size: m.len(), modified_ms: crate::library::mtime_ms(&m) };
-                    if too_fresh(f.modified_ms) {
-                        fresh.insert(s.to_string_lossy().into_owned());
-                    } else {
-                        disk.push(f);
-                    }
+                    found.push(crate::library::FileEntry { path: s.clone(), size: m.len(), modified_ms: crate::library::mtime_ms(&m) });
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => unreadable.push((s.clone(), e.to_string())),
+            }
+        }
+        // "Modified within settle_ms" is judged by the clock *after* the walk: a file written
+        // while the walk ran has an mtime later than any time taken before it, and would
+        // otherwise look settled (a negative age) and be read half-written.
+        let now = now_ms();
+        for f in found {
+            if (0..settle_ms).contains(&(now - f.modified_ms)) {
+                fresh.insert(f.path.to_string_lossy().into_owned());
+            } else {
+                disk.push(f);
             }
         }
         self.note_unreadable(&kept, &unreadable);
@@ -354,6 +520,7 @@ impl Worker {
         known.retain(|a| !fresh.contains(&a.path));
         // Nor is anything under an unreadable directory deleted.
         known.retain(|a| !unreadable.iter().any(|(u, _)| Path::new(&a.path).starts_with(u)));
+        known.retain(|a| !is_away(Path::new(&a.path)));
         let t = Instant::now();
         for p in &fresh {
             self.dirty.insert(PathBuf::from(p), t);

@@ -12,6 +12,7 @@ mod connections;
 mod duplicates;
 mod embed_model;
 mod faults;
+mod field;
 mod pipeline;
 mod safe_open;
 mod sessions_api;

@@ -96,3 +96,22 @@ pub(crate) async fn duplicates(State(st): St, super::super::extract::Q(p): super
     let r = st.search.duplicates(p.path.as_deref()).await?;
     ok(r)
 }
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EmptiedParams {
+    path: Option<String>,
+}
+
+/// `POST /api/v1/library/emptied?path=…`: the operator says a folder that is away (a mount
+/// point found unmounted and empty) really was emptied. The mount remembered there is
+/// forgotten and the folder reconciled: its assets and vectors are deleted.
+pub(crate) async fn emptied(State(st): St, super::super::extract::Q(p): super::super::extract::Q<EmptiedParams>) -> ApiResult {
+    let dir = p
+        .path
+        .filter(|d| !d.trim().is_empty())
+        .ok_or_else(|| super::super::ApiError::BadRequest("the path query parameter is required, e.g. ?path=/photos/nas".into()))?;
+    let canon = st.sessions.library().resolve_dir(Path::new(&dir)).map_err(SessionError::from)?;
+    let report = st.watcher.confirm_emptied(canon).await.map_err(|e| super::super::ApiError::by_cause(&e))?;
+    ok(report)
+}
