@@ -16,10 +16,12 @@ Writes into the output folder:
 * `tiny.json`: the model's shape, the text inputs with open_clip's tokens, and open_clip's
   L2-normalized image and text embeddings, with GELU and with QuickGELU (same weights), for
   4 procedurally generated images (`pixel()` below, mirrored in the Rust test).
-* `tokenizer.json`: `SimpleTokenizer` tokens (77, truncated, trailing zeros trimmed) of 1 200+
+* `tokenizer.json`: `SimpleTokenizer` tokens (77, truncated, trailing zeros trimmed) of 1 300+
   strings (flagged where ftfy's mojibake repair changed the text, with the tokens it gives
   without that repair): captions, 18 scripts, emoji sequences, HTML entities, curly quotes, ligatures,
-  full-width forms, control characters, very long text, and random mixtures.
+  full-width forms, control characters, very long text, random mixtures, and corner cases: HTML
+  after a line with `<`, terminal escapes with non-ASCII digits, U+0345 and other combining marks,
+  whitespace and line breaks at either end.
 * `vit-b-32-shapes.json`: every key and shape of a full-size open_clip `ViT-B-32` state dict
   (random init, nothing downloaded), for the loader's full-size test.
 """
@@ -178,6 +180,27 @@ def corpus():
     while len(out) < 1250:
         n = rng.randint(1, 60)
         out.append("".join(rng.choice(pool) for _ in range(n)))
+    # Corner cases added after the random mixtures (so the entries above stay the same):
+    # ftfy stops unescaping HTML at the first line with a `<`, for the rest of the text (html.unescape,
+    # twice, still runs on everything: the difference shows in upper-case names and deep nesting).
+    out += ["x < y\nTom &amp;amp;amp; Jerry", "a &amp;amp;amp; b\n<b>bold</b>\ncaf&EACUTE; &amp;amp;amp;",
+            "first &AMP; line\nsecond < line\nthird &EACUTE;\nfourth &amp;amp;amp;amp;", "<tag>\n&NTILDE;o&ntilde;o &lt;b&gt;",
+            "&amp;amp;amp; before\r\nthen 3 < 4\r\nthen &amp;amp;amp; after", "no lt here &AMP;&amp;amp;amp;\nnor here &EACUTE;",
+            "&lt; is no less-than sign\n&amp;amp;amp; unescaped", "2 &lt; 3 &amp;amp;amp;\n\n\n1 < 2\n&AMP;amp;amp;"]
+    # Terminal escapes: `\d` is any Unicode decimal digit.
+    out += ["\x1b[\u0661\u0662mred text\x1b[0m plain", "\x1b[\u06f3\u06f1;\u0661mpersian digits", "\x1b[\u0967\u0968mdevanagari \x1b[\uff11\uff12mfull",
+            "bold \x1b[1;\u0e51\u0e52mthai\x1b[\U0001D7CEmmath digit", "\x1b[\u00b2mnot a decimal", "\x1b[\u2460mcircled",
+            "\x1b[\u0f20\u0f21;\u1040Kmixed scripts", "cat \x1b[\u09e7;\u0be8;3Hdog"]
+    # U+0345 (its case folds to iota, a letter) is neither a letter nor "other" for open_clip's regex;
+    # other combining marks and circled letters for comparison.
+    out += ["a\u0345b", "cat\u0345 dog", "\u0345", "hello \u0345\u0345 world", "\u03b9\u0345 \u03b1\u0345 \u03c9\u0345 \u0399\u0345",
+            "x\u0345\u0363y", "e\u0363\u0364\u036f", "a\u1de7b\u1dd3c", "\u24b6\u24d1 circled \u24e9", "\u24d0\u0345",
+            "\u0345123", "it's\u0345 \u0345's", "it'\u017f they'\u017f", "<\u017ftart_of_text> x", "\u212a kelvin \u212b angstrom",
+            "\u1fbe prosgegrammeni \u1fbe\u0345", "\u0300\u0301 marks alone", "!\u0345?", "\u0345\u20dd enclosing"]
+    # Whitespace and line breaks at either end (a trailing U+0085 is a '…' for ftfy).
+    out += ["a cat\u0085", "\u0085a cat", "\u0085", "a cat\u00a0", "\u00a0a cat\u00a0", "dog\u2028", "\u2029dog", "\u3000cat\u3000",
+            "cat\u202f", "\u1680cat", "\u200bcat\u200b", "cat\u0085\u0085", "\u0085\u00a0\u0085", "cat\u000b", "\u180ecat\u180e",
+            "cat\ufeff", "\u0085 \u0085", "cat\u000c\u2003", "two\u0085lines"]
     return out
 
 

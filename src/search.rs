@@ -395,7 +395,9 @@ impl Search {
         let filter = self.filter(filters)?;
         let sv = self.serving();
         if sv.model.starts_with("clip-") {
-            return self.by_clip_text(&sv, q, limit, offset, &filter).await;
+            // As typed: CLIP's tokenizer cleans text as open_clip does, which is not Rust's trim
+            // (a trailing U+0085 is an ellipsis there).
+            return self.by_clip_text(&sv, query, limit, offset, &filter).await;
         }
         let note = Some(format!(
             "words matched ImageNet labels: {} has no text tower; for search by meaning configure a CLIP model (model.name = \"ViT-B-32\", scripts/fetch-clip)",

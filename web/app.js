@@ -314,9 +314,11 @@ async function pageSearch() {
   const upload = (file) => run(`like ${file.name}`, () => api('/api/v1/search/image?' + qs(), { method: 'POST', bytes: file }));
   $('#sf').addEventListener('submit', (e) => {
     e.preventDefault();
-    const q = $('#q').value.trim();
+    // Sent as typed: the daemon checks for blank queries, and CLIP's tokenizer cleans text as open_clip does.
+    const typed = $('#q').value;
+    const q = typed.trim();
     if (!q) { $('#s-info').textContent = 'Type some words, or drop an image.'; return; }
-    run(`for “${q}”`, () => api('/api/v1/search', { method: 'POST', json: { query: q, limit: 40, filters: filters() } }));
+    run(`for “${q}”`, () => api('/api/v1/search', { method: 'POST', json: { query: typed, limit: 40, filters: filters() } }));
   });
   $('#pick').addEventListener('change', (e) => { if (e.target.files[0]) upload(e.target.files[0]); });
   const drop = $('#drop');

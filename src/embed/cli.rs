@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use crate::config::Config;
 use crate::decode::DecodeLimits;
 
-use super::{DIM, DeviceChoice, Embedder, MODEL_NAME};
+use super::{DeviceChoice, Embedder};
 
 /// Returns the exit code: 0 when every file was embedded, 1 when some could not be.
 pub fn run(cfg: &Config, files: &[PathBuf], json: bool) -> Result<u8, String> {
@@ -21,6 +21,8 @@ pub fn run(cfg: &Config, files: &[PathBuf], json: bool) -> Result<u8, String> {
         target: 224,
         memory: crate::decode::Budget(Some(crate::decode::MemoryBudget::new(cfg.pipeline.memory_mb * 1024 * 1024))),
     };
+    // The model actually loaded (CLIP's name carries its weights' fingerprint) and its width.
+    let (model, dim) = (embedder.model_name(), embedder.dim());
     let mut failed = false;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -33,9 +35,12 @@ pub fn run(cfg: &Config, files: &[PathBuf], json: bool) -> Result<u8, String> {
                 let e = embs.remove(0);
                 if json {
                     let v = serde_json::json!({
-                        "path": f, "model": MODEL_NAME, "dim": DIM, "embedding": e.vector, "labels": e.labels,
+                        "path": f, "model": model, "dim": dim, "embedding": e.vector, "labels": e.labels,
                     });
                     let _ = writeln!(out, "{v}");
+                } else if e.labels.is_empty() {
+                    // CLIP has no classes: say what was computed.
+                    let _ = writeln!(out, "{}: {}-d vector ({model})", f.display(), e.vector.len());
                 } else {
                     let labels: Vec<String> =
                         e.labels.iter().map(|l| format!("{} {:.1}%", l.label.split(',').next().unwrap_or(""), l.probability * 100.0)).collect();

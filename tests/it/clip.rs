@@ -1,4 +1,4 @@
-//! CLIP against open_clip itself: the tokenizer on 1 250 strings, both towers of a tiny
+//! CLIP against open_clip itself: the tokenizer on 1 304 strings, both towers of a tiny
 //! random-weight CLIP (GELU and QuickGELU, safetensors and a PyTorch state dict) on flex and on
 //! wgpu, a full-size ViT-B-32 state dict (open_clip's exact keys and shapes, random values), and
 //! bad weights. Fixtures: `scripts/make-clip-fixtures.py` (run once in a venv with torch);
@@ -251,6 +251,42 @@ pub(crate) fn small_random_clip(path: &Path) {
     write_random_safetensors(path, &shapes);
 }
 
+/// `pixdex embed` with a CLIP model reports that model and its width (not EfficientNet's), and
+/// without `--json` prints the path with what was computed (CLIP has no labels).
+#[test]
+fn embed_command_reports_the_clip_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("clip-small.safetensors");
+    small_random_clip(&weights);
+    let photo = crate::harness::sample("chelsea.png");
+    let run = |json: bool| {
+        let mut cmd = std::process::Command::new(crate::harness::BIN);
+        cmd.arg("embed");
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd
+            .arg(&photo)
+            .env("PIXDEX_MODEL__NAME", "ViT-B-32")
+            .env("PIXDEX_MODEL__WEIGHTS", &weights)
+            .env("PIXDEX_MODEL__VOCAB", vocab())
+            .env("PIXDEX_MODEL__DEVICE", "cpu")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let line: Value = serde_json::from_str(run(true).trim()).unwrap();
+    let model = line["model"].as_str().unwrap().to_string();
+    assert!(model.starts_with("clip-vit-b-32-"), "{line}");
+    assert_eq!(line["dim"], 64, "{line}");
+    assert_eq!(line["embedding"].as_array().unwrap().len(), 64);
+    assert_eq!(line["path"], photo.display().to_string());
+    assert_eq!(line["labels"], serde_json::json!([]));
+    let text = run(false);
+    assert_eq!(text, format!("{}: 64-d vector ({model})\n", photo.display()));
+}
+
 mod daemon {
     use super::*;
     use crate::harness::{Db, TestDaemon, eventually, model_toml, sample};
@@ -327,6 +363,18 @@ mod daemon {
         assert!(sessions.contains(&format!("model {clip_name}")), "{sessions}");
         let r = d.post("/api/v1/search", Some(json!({"query": "a cat sleeping on a sofa", "limit": 20}))).await.body;
         assert_eq!(r["wordsVia"], "clip", "{r}");
+        // The query reaches the tokenizer as typed: a trailing U+0085 is open_clip's ellipsis
+        // (the same vector as "…"), not whitespace to trim.
+        let scores = |r: &Value| r["results"].as_array().unwrap().iter().map(|x| (x["path"].to_string(), x["score"].as_f64().unwrap())).collect::<Vec<_>>();
+        let nel = scores(&d.post("/api/v1/search", Some(json!({"query": "a cat sleeping on a sofa\u{85}", "limit": 20}))).await.body);
+        let ellipsis = scores(&d.post("/api/v1/search", Some(json!({"query": "a cat sleeping on a sofa\u{2026}", "limit": 20}))).await.body);
+        let plain = scores(&r);
+        assert_eq!(nel.len(), 8, "{nel:?}");
+        let same = |a: &[(String, f64)], b: &[(String, f64)]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.0 == y.0 && (x.1 - y.1).abs() < 1e-6);
+        assert!(same(&nel, &ellipsis), "U+0085 {nel:?}\n… {ellipsis:?}");
+        assert!(!same(&nel, &plain), "U+0085 {nel:?}\ntrimmed {plain:?}");
+        let blank = d.post("/api/v1/search", Some(json!({"query": " \u{85}\t"}))).await;
+        assert_eq!(blank.status, 400, "{:?}", blank.body);
         // Never mixed: all 8 images answer from CLIP's vectors (512-d EfficientNet's would not).
         assert_eq!(r["results"].as_array().unwrap().len(), 8, "{r}");
         let models = d.get("/api/v1/models").await.body.to_string();

@@ -5,8 +5,8 @@
 //!
 //! The merges are open_clip's `bpe_simple_vocab_16e6.txt.gz`, which ships in the
 //! `open-clip-torch` package: `scripts/fetch-clip-vocab` copies it to
-//! [`DEFAULT_VOCAB`](super::DEFAULT_VOCAB). Parity with open_clip on 1 250 strings (unicode,
-//! emoji, entities, very long text) is checked against `tests/fixtures/clip/tokenizer.json`.
+//! [`DEFAULT_VOCAB`](super::DEFAULT_VOCAB). Parity with open_clip on 1 304 strings (unicode,
+//! emoji, entities, very long text, corner cases of ftfy and of the regex) is checked against `tests/fixtures/clip/tokenizer.json`.
 //!
 //! Not reproduced from ftfy: its mojibake repair (`fix_encoding`: text that was decoded with the
 //! wrong code page, like "cafÃ©"), which guesses from statistics of whole strings.
@@ -18,6 +18,13 @@ use std::sync::{Mutex, OnceLock};
 
 use regex::Regex;
 use unicode_normalization::UnicodeNormalization;
+
+/// open_clip's pre-tokenizing regex, compiled by Python's `regex` with `IGNORECASE`. Case
+/// folding there applies to the literals and to the negated class, never to the letter class:
+/// U+0345 (whose case folds to iota) is neither a letter nor "other", so it splits words and is
+/// dropped. Rust's `(?i)` would fold `\p{L}` too and admit U+0345 as a letter; it is kept to the
+/// literals and the negated class (folded, then negated, as Python's).
+const PATTERN: &str = r"(?i:<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d)|\p{L}+|\p{N}|(?i:[^\s\p{L}\p{N}])+";
 
 /// CLIP's context length.
 pub const CONTEXT: usize = 77;
@@ -84,7 +91,7 @@ impl Tokenizer {
         let n = vocab.len();
         // Like Python's dict(zip(vocab, range)): a later duplicate wins.
         let encoder: HashMap<String, u32> = vocab.into_iter().enumerate().map(|(i, v)| (v, i as u32)).collect();
-        let pat = Regex::new(r"(?i)<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+").expect("static regex");
+        let pat = Regex::new(PATTERN).expect("static regex");
         Ok(Tokenizer { encoder, ranks, byte_encoder, pat, cache: Mutex::new(HashMap::new()), sot: (n - 2) as u32, eot: (n - 1) as u32 })
     }
 
@@ -212,12 +219,14 @@ fn py_is_space(c: char) -> bool {
 /// `ftfy.fix_text` (6.3, default config) without `fix_encoding`: HTML entities (unless the text
 /// has a `<`), C1 controls as Windows-1252, Latin ligatures, full/half-width forms, curly
 /// quotes, line breaks, terminal escapes, control characters, NFC — repeated until stable, line
-/// by line as ftfy does.
+/// by line as ftfy does. HTML is unescaped until the first line that has a `<`: from that line
+/// on (ftfy replaces its config and keeps it for the rest of the text) entities stay.
 fn ftfy(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
+    let mut unescape = true;
     for segment in text.split_inclusive('\n') {
         let mut s = segment.to_string();
-        let unescape = !s.contains('<');
+        unescape &= !s.contains('<');
         loop {
             let orig = s.clone();
             if unescape {
@@ -293,10 +302,11 @@ fn fix_line_breaks(s: &str) -> String {
     s.replace("\r\n", "\n").replace(['\r', '\u{2028}', '\u{2029}', '\u{85}'], "\n")
 }
 
-/// ANSI escapes `ESC [ (digits|;)* letter`.
+/// ANSI escapes `ESC [ (digits|;)* letter`; a digit is any Unicode decimal digit (`\p{Nd}`), as
+/// Python's `\d` in ftfy's `ANSI_RE`.
 fn remove_terminal_escapes(s: &str) -> String {
     static RE: OnceLock<Regex> = OnceLock::new();
-    let re = RE.get_or_init(|| Regex::new(r"\x1b\[([0-9;]*)([a-zA-Z])").expect("static regex"));
+    let re = RE.get_or_init(|| Regex::new(r"\x1b\[(?:\d|;)*[a-zA-Z]").expect("static regex"));
     re.replace_all(s, "").into_owned()
 }
 
@@ -417,6 +427,35 @@ mod tests {
         assert_eq!(clean("bell\x07 \x1b[31mred"), "bell red");
         assert_eq!(clean("&#x1F600;"), "\u{1f600}");
         assert_eq!(html_unescape("&ampx &notit; &#0; &#x80;"), "&x ¬it; \u{fffd} \u{20ac}");
+        // ftfy stops unescaping at the first line with a `<` (html.unescape, twice, still runs).
+        assert_eq!(clean("&amp;amp;amp; &EACUTE;\n<\n&amp;amp;amp; &EACUTE;"), "& \u{e9} < &amp; &eacute;");
+        // Arabic-Indic and full-width digits in terminal escapes; superscript two is no decimal.
+        assert_eq!(clean("\x1b[\u{661}\u{662}mred \x1b[\u{ff11};1mbold"), "red bold");
+        assert_eq!(clean("\x1b[\u{b2}mx"), "[\u{b2}mx");
+        // A trailing U+0085 is a C1 control, Windows-1252's ellipsis.
+        assert_eq!(clean("a cat\u{85}"), "a cat\u{2026}");
+    }
+
+    /// The only character that case-insensitive matching moves between the pattern's classes is
+    /// U+0345 (Python's `regex` agrees: an exhaustive comparison over every code point finds it
+    /// alone); the pattern must treat it as Python does: no letter, not "other" either.
+    #[test]
+    fn pattern_classes_are_pythons() {
+        let class = |re: &str| (Regex::new(&format!("^{re}$")).unwrap(), Regex::new(&format!("^(?i:{re})$")).unwrap());
+        let classes = [class(r"[\p{L}]"), class(r"[\p{N}]"), class(r"[^\s\p{L}\p{N}]")];
+        let moved: Vec<u32> = (0..=0x10ffffu32)
+            .filter_map(char::from_u32)
+            .filter(|c| {
+                let s = c.to_string();
+                classes.iter().any(|(plain, folded)| plain.is_match(&s) != folded.is_match(&s))
+            })
+            .map(|c| c as u32)
+            .collect();
+        assert_eq!(moved, vec![0x345], "{moved:x?}");
+        let pat = Regex::new(PATTERN).unwrap();
+        let pieces = |t: &str| pat.find_iter(t).map(|m| m.as_str().to_string()).collect::<Vec<_>>();
+        assert_eq!(pieces("a\u{345}b !\u{345}?"), ["a", "b", "!", "?"]);
+        assert_eq!(pieces("it'\u{17f} <start_of_text>x"), ["it", "'\u{17f}", "<start_of_text>", "x"]);
     }
 
     #[test]
