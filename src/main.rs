@@ -1,5 +1,6 @@
 //! `pixdex`: the daemon, its control client and config tools. Only wiring lives here.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -84,7 +85,8 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log));
-            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+            // Colour only on a terminal: a log redirected to a file or journald stays plain text.
+            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).init();
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             let ran = rt.block_on(pixdex::daemon::run(cfg));
             // A blocking task still running (a handler's walk or store call whose connection
@@ -104,7 +106,11 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             if std::env::var_os("RUST_LOG").is_some() {
-                tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+                tracing_subscriber::fmt()
+                    .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .init();
             }
             if !bench_batches.is_empty() {
                 return match pixdex::embed::cli::bench(&cfg, &bench_batches, iters.max(1)) {

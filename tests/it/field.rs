@@ -426,6 +426,9 @@ async fn scan_without_auto_train_feeds_live_sessions() {
     let sum = d.catalog().await.jobs_summary(id).await.unwrap();
     assert_eq!(sum.completed + sum.pending + sum.running + sum.failed + sum.cancelled, 2, "the scanned image got its job: {sum:?}\n{out}");
     d.stop();
+    // A log written to a file carries no terminal colour codes.
+    assert!(!d.log().contains('\u{1b}'), "ANSI escapes in a redirected log:\n{}", d.log());
+    assert_eq!(d.log().matches(" watching root=").count(), 1, "logged once at start:\n{}", d.log());
 }
 
 /// A bad value from a `PIXDEX_*` variable is reported as coming from that variable, not from
