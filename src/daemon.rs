@@ -112,8 +112,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // watches, and says what to run.
     // One memory budget for every decoder: pipeline, search by image, thumbnails.
     let budget = crate::decode::MemoryBudget::new(cfg.pipeline.memory_mb * 1024 * 1024);
+    let pipeline_failure = models.pipeline_embedder.as_ref().err().cloned();
     let pipeline = start_pipeline(&cfg, &catalog, models.pipeline_embedder, &store, &owner, &budget);
-    let search = Search::new(models.serving.clone(), catalog.clone(), Arc::new(Library::new(cfg.library.clone())), decode_limits(&cfg, &budget));
+    let mut search = Search::new(models.serving.clone(), catalog.clone(), Arc::new(Library::new(cfg.library.clone())), decode_limits(&cfg, &budget));
+    // A configured CLIP that cannot run: word searches say so (and why), not "configure one".
+    if let (Some(why), true) = (pipeline_failure, matches!(cfg.model.spec.kind, crate::embed::ModelKind::Clip(_))) {
+        search = search.with_configured_failure(cfg.model.spec.kind.to_string(), why);
+    }
     sessions.attach_pipeline(pipeline.clone());
     // A newly configured model re-embeds the library in sessions of its own; search keeps
     // reading the previous model's vectors until they complete.

@@ -164,11 +164,20 @@ pub struct Search {
     catalog: Catalog,
     library: Arc<Library>,
     limits: DecodeLimits,
+    /// The configured model when it has a text tower but cannot run: (model, why). Word
+    /// searches then say so instead of asking for a model that is already configured.
+    configured_failure: Option<(String, String)>,
 }
 
 impl Search {
     pub fn new(serving: Serving, catalog: Catalog, library: Arc<Library>, limits: DecodeLimits) -> Search {
-        Search { serving: Arc::new(RwLock::new(serving)), catalog, library, limits }
+        Search { serving: Arc::new(RwLock::new(serving)), catalog, library, limits, configured_failure: None }
+    }
+
+    /// The configured text-capable model (`model`) could not be loaded, and why.
+    pub fn with_configured_failure(mut self, model: String, why: String) -> Search {
+        self.configured_failure = Some((model, why));
+        self
     }
 
     /// What answers now (a request keeps the one it started with).
@@ -399,10 +408,16 @@ impl Search {
             // (a trailing U+0085 is an ellipsis there).
             return self.by_clip_text(&sv, query, limit, offset, &filter).await;
         }
-        let note = Some(format!(
-            "words matched ImageNet labels: {} has no text tower; for search by meaning configure a CLIP model (model.name = \"ViT-B-32\", scripts/fetch-clip)",
-            sv.model
-        ));
+        let note = Some(match &self.configured_failure {
+            Some((model, why)) => format!(
+                "words matched ImageNet labels: the configured model {model} is not running ({why}); {} answers meanwhile and has no text tower",
+                sv.model
+            ),
+            None => format!(
+                "words matched ImageNet labels: {} has no text tower; for search by meaning configure a CLIP model (model.name = \"ViT-B-32\", scripts/fetch-clip)",
+                sv.model
+            ),
+        });
         let classes = classes_for(q);
         if classes.is_empty() {
             return Ok(SearchResults {

@@ -444,3 +444,18 @@ fn an_invalid_environment_value_names_the_variable() {
     assert!(err.contains("pipeline.batch_size") && err.contains("PIXDEX_PIPELINE__BATCH_SIZE"), "{err}");
     assert!(!err.contains(&cfg.display().to_string()), "the file did not set it: {err}");
 }
+
+/// CLIP configured but unable to run (its weights missing): word search says the configured
+/// model is not running and why, never "configure a CLIP model".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_clip_that_cannot_run_says_so() {
+    let vocab = crate::harness::repo_dir().join("models/clip-bpe-vocab.txt.gz");
+    let toml = format!("[model]\nname = \"ViT-B-32\"\nweights = \"$ROOT/../missing-clip.safetensors\"\nvocab = \"{}\"\n", vocab.display());
+    let mut d = TestDaemon::start(Db::Sqlite, &toml, |_| {}).await;
+    let r = d.post("/api/v1/search", Some(json!({"query": "a cat"}))).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let note = r.body["note"].as_str().unwrap_or_default().to_string();
+    assert!(note.contains("the configured model ViT-B-32 is not running") && note.contains("missing-clip.safetensors"), "{}", r.body);
+    assert!(!note.contains("configure a CLIP model"), "{}", r.body);
+    d.stop();
+}
