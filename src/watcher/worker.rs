@@ -304,30 +304,12 @@ impl Worker {
         Ok(away)
     }
 
-    /// Record which directories under `scopes` are away (see `away_under`), as `note_unreadable`
-    /// does for unreadable ones; the watcher status (and health) shows them.
+    /// Record which directories under `scopes` are away (see `away_under`); the watcher status
+    /// (and health) shows them.
     fn note_away(&mut self, scopes: &[PathBuf], found: &[(PathBuf, String)]) {
-        let (old, kept): (BTreeMap<_, _>, BTreeMap<_, _>) =
-            std::mem::take(&mut self.away).into_iter().partition(|(p, _)| scopes.iter().any(|s| p.starts_with(s) || s.starts_with(p)));
-        self.away = kept;
-        for (p, why) in found {
-            let since = match old.get(p) {
-                Some((_, t)) => *t,
-                None => {
-                    tracing::warn!(path = %p.display(), reason = %why, "directory unavailable; its assets and vectors are kept");
-                    now_ms()
-                }
-            };
-            self.away.insert(p.clone(), (why.clone(), since));
-        }
-        for p in old.keys().filter(|p| !self.away.contains_key(*p)) {
-            tracing::info!(path = %p.display(), "directory available again");
-        }
-        self.status.lock().unwrap().unavailable = self
-            .away
-            .iter()
-            .map(|(p, (e, t))| super::Unreadable { path: p.display().to_string(), error: e.clone(), since: crate::catalog::rows_ts(*t) })
-            .collect();
+        // A scope inside an away mount settles it too (a scan of a folder below the mount).
+        let list = note_dirs(&mut self.away, found, |p| scopes.iter().any(|s| p.starts_with(s) || s.starts_with(p)), "unavailable", "available again");
+        self.status.lock().unwrap().unavailable = list;
     }
 
     fn settle_ready(&mut self) {
@@ -411,27 +393,8 @@ impl Worker {
     /// Record which directories under `scopes` could not be read this time: new ones are
     /// logged, ones readable again are dropped, and the watcher status (and health) shows them.
     fn note_unreadable(&mut self, scopes: &[PathBuf], found: &[(PathBuf, String)]) {
-        let (old, kept): (BTreeMap<_, _>, BTreeMap<_, _>) =
-            std::mem::take(&mut self.unreadable).into_iter().partition(|(p, _)| scopes.iter().any(|s| p.starts_with(s)));
-        self.unreadable = kept;
-        for (p, e) in found {
-            let since = match old.get(p) {
-                Some((_, t)) => *t,
-                None => {
-                    tracing::warn!(path = %p.display(), error = %e, "directory unreadable; its assets and vectors are kept until it can be read again");
-                    now_ms()
-                }
-            };
-            self.unreadable.insert(p.clone(), (e.clone(), since));
-        }
-        for p in old.keys().filter(|p| !self.unreadable.contains_key(*p)) {
-            tracing::info!(path = %p.display(), "directory readable again");
-        }
-        self.status.lock().unwrap().unreadable = self
-            .unreadable
-            .iter()
-            .map(|(p, (e, t))| super::Unreadable { path: p.display().to_string(), error: e.clone(), since: crate::catalog::rows_ts(*t) })
-            .collect();
+        let list = note_dirs(&mut self.unreadable, found, |p| scopes.iter().any(|s| p.starts_with(s)), "unreadable", "readable again");
+        self.status.lock().unwrap().unreadable = list;
     }
 
     /// An on-demand scan. Without `auto_train`, live sessions still get jobs for what it finds
@@ -568,6 +531,34 @@ impl Worker {
         out.report.skipped = out.report.discovered.saturating_sub(out.report.created + out.report.updated + out.report.renamed);
         Ok(out)
     }
+}
+
+/// Directories with a problem (unreadable, away), each with its reason and since when: the
+/// entries `in_scope` are replaced by `found` (a new one logged, one gone logged as `ended`),
+/// the others kept. Returns the list the watcher status shows.
+fn note_dirs(
+    dirs: &mut BTreeMap<PathBuf, (String, i64)>,
+    found: &[(PathBuf, String)],
+    in_scope: impl Fn(&Path) -> bool,
+    what: &str,
+    ended: &str,
+) -> Vec<super::Unreadable> {
+    let (old, kept): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(dirs).into_iter().partition(|(p, _)| in_scope(p));
+    *dirs = kept;
+    for (p, reason) in found {
+        let since = match old.get(p) {
+            Some((_, t)) => *t,
+            None => {
+                tracing::warn!(path = %p.display(), %reason, "directory {what}; its assets and vectors are kept");
+                now_ms()
+            }
+        };
+        dirs.insert(p.clone(), (reason.clone(), since));
+    }
+    for p in old.keys().filter(|p| !dirs.contains_key(*p)) {
+        tracing::info!(path = %p.display(), "directory {ended}");
+    }
+    dirs.iter().map(|(p, (e, t))| super::Unreadable { path: p.display().to_string(), error: e.clone(), since: crate::catalog::rows_ts(*t) }).collect()
 }
 
 /// (session, subdirectory, asset) for every selected subdirectory holding a touched asset;
