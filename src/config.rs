@@ -83,10 +83,18 @@ pub struct RawPipeline {
     /// Decoded pixels in flight across all decoders (pipeline, search, thumbnails), in MB.
     #[serde(default = "default_memory_mb")]
     pub memory_mb: u64,
+    /// Jobs created per catalog transaction while a session starts or restarts (its discovery
+    /// runs in the background, one short transaction per batch).
+    #[serde(default = "default_queue_batch")]
+    pub queue_batch: u64,
 }
 
 fn default_memory_mb() -> u64 {
     1024
+}
+
+fn default_queue_batch() -> u64 {
+    5000
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -301,6 +309,7 @@ impl Default for RawConfig {
                 lease_secs: 600,
                 max_attempts: 3,
                 memory_mb: default_memory_mb(),
+                queue_batch: default_queue_batch(),
             },
             vectors: RawVectors {
                 backend: "embedded".into(),
@@ -402,6 +411,7 @@ pub struct PipelineSettings {
     pub lease: Duration,
     pub max_attempts: u32,
     pub memory_mb: u64,
+    pub queue_batch: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -583,6 +593,9 @@ impl Config {
         if p.memory_mb < 16 {
             return Err(invalid("pipeline.memory_mb", format!("{} MB cannot hold even one decoded photo; use at least 16 (default 1024)", p.memory_mb)));
         }
+        if p.queue_batch == 0 || p.queue_batch > 1_000_000 {
+            return Err(invalid("pipeline.queue_batch", format!("must be between 1 and 1000000, not {}", p.queue_batch)));
+        }
         if p.max_attempts == 0 {
             return Err(invalid("pipeline.max_attempts", "must be at least 1".into()));
         }
@@ -673,6 +686,7 @@ impl Config {
                 lease: Duration::from_secs(p.lease_secs),
                 max_attempts: p.max_attempts,
                 memory_mb: p.memory_mb,
+                queue_batch: p.queue_batch,
             },
             vectors: VectorSettings {
                 embedded,

@@ -70,7 +70,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "catalog open"
     );
 
-    let sessions = Sessions::new(catalog.clone(), Library::new(cfg.library.clone()), owner.clone());
+    // One library for every user of it: the watcher marks the roots it follows, so listings
+    // and session starts read the catalog's counts there instead of walking the disk.
+    let library = Library::new(cfg.library.clone());
+    let sessions = Sessions::new(catalog.clone(), library.clone(), owner.clone()).with_queue_batch(cfg.pipeline.queue_batch as i64);
     for r in sessions.reconcile(&cfg.sessions).await {
         tracing::info!(session = %r.name, id = ?r.session_id, outcome = %r.outcome, "config session reconciled");
     }
@@ -98,7 +101,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             });
         };
         Watcher::start(
-            Arc::new(Library::new(cfg.library.clone())),
+            Arc::new(library.clone()),
             catalog.clone(),
             Arc::new(VectorSync::start(models.stores(), &tokio::runtime::Handle::current())),
             tokio::runtime::Handle::current(),
@@ -114,12 +117,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let budget = crate::decode::MemoryBudget::new(cfg.pipeline.memory_mb * 1024 * 1024);
     let pipeline_failure = models.pipeline_embedder.as_ref().err().cloned();
     let pipeline = start_pipeline(&cfg, &catalog, models.pipeline_embedder, &store, &owner, &budget);
-    let mut search = Search::new(models.serving.clone(), catalog.clone(), Arc::new(Library::new(cfg.library.clone())), decode_limits(&cfg, &budget));
+    let mut search = Search::new(models.serving.clone(), catalog.clone(), Arc::new(library.clone()), decode_limits(&cfg, &budget));
     // A configured CLIP that cannot run: word searches say so (and why), not "configure one".
     if let (Some(why), true) = (pipeline_failure, matches!(cfg.model.spec.kind, crate::embed::ModelKind::Clip(_))) {
         search = search.with_configured_failure(cfg.model.spec.kind.to_string(), why);
     }
     sessions.attach_pipeline(pipeline.clone());
+    // Starts and restarts interrupted by this daemon's previous run (or a dead peer) go on.
+    match sessions.resume_discoveries(beat * STALE_BEATS).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(sessions = n, "interrupted session discoveries resumed"),
+        Err(e) => tracing::warn!(error = %e, "resuming interrupted session discoveries failed; retrying with the waiting sessions"),
+    }
     // A newly configured model re-embeds the library in sessions of its own; search keeps
     // reading the previous model's vectors until they complete.
     if let Some(target) = models.building {
@@ -194,6 +203,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let mut rx = shutdown.subscribe();
         let sessions = sessions.clone();
         let every = cfg.admission_retry;
+        let stale = beat * STALE_BEATS;
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -201,10 +211,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 tokio::select! {
                     // Shutdown: stop retrying.
                     _ = rx.recv() => break,
-                    // Periodically start autoStart sessions whose images have appeared.
+                    // Periodically start autoStart sessions whose images have appeared, and take
+                    // over the discoveries of peers that stopped beating.
                     _ = tick.tick() => {
                         if let Err(e) = sessions.retry_waiting().await {
                             tracing::warn!(error = %e, "retrying waiting sessions failed");
+                        }
+                        if let Err(e) = sessions.resume_discoveries(stale).await {
+                            tracing::warn!(error = %e, "resuming interrupted session discoveries failed");
                         }
                     }
                 }

@@ -56,6 +56,9 @@ pub struct TreeScan {
     pub dirs: u64,
     /// Directories or entries that exist but could not be read, with the error.
     pub unreadable: Vec<(PathBuf, String)>,
+    /// Directories holding regular files that are not images, with how many (the catalog keeps
+    /// these counts for listings; it does not catalogue the files).
+    pub other: Vec<(PathBuf, u64)>,
 }
 
 /// An I/O error on something that exists: anything but "not found" (the entry vanished
@@ -81,11 +84,29 @@ pub struct SubdirScan {
 #[derive(Debug, Clone)]
 pub struct Library {
     cfg: LibraryConfig,
+    /// Roots the watcher has reconciled in this daemon's run (shared by every clone): under
+    /// them the catalog's counts are the truth and listings read them instead of the disk.
+    catalogued: std::sync::Arc<std::sync::RwLock<HashSet<PathBuf>>>,
 }
 
 impl Library {
     pub fn new(cfg: LibraryConfig) -> Library {
-        Library { cfg }
+        Library { cfg, catalogued: Default::default() }
+    }
+
+    /// The watcher reconciled `root`, and follows it: the catalog knows what it holds.
+    pub fn mark_catalogued(&self, root: &Path) {
+        self.catalogued.write().unwrap_or_else(|p| p.into_inner()).insert(root.to_path_buf());
+    }
+
+    /// `root` is no longer followed (gone, or no watcher): listings walk it again.
+    pub fn unmark_catalogued(&self, root: &Path) {
+        self.catalogued.write().unwrap_or_else(|p| p.into_inner()).remove(root);
+    }
+
+    /// Does the catalog know what `dir` holds (it lies under a root the watcher reconciled)?
+    pub fn is_catalogued(&self, dir: &Path) -> bool {
+        self.catalogued.read().unwrap_or_else(|p| p.into_inner()).iter().any(|r| dir.starts_with(r))
     }
 
     pub fn config(&self) -> &LibraryConfig {
@@ -247,6 +268,7 @@ impl Library {
                     let mut files = Vec::new();
                     let mut dirs = 0u64;
                     let mut bad = Vec::new();
+                    let mut other = Vec::new();
                     loop {
                         let next = {
                             let mut g = shared.lock().unwrap();
@@ -270,6 +292,9 @@ impl Library {
                                 dirs += 1;
                                 let mut unsupported = 0;
                                 self.read_one_dir(&d, &self.cfg.extensions, &mut files, &mut found_dirs, &mut unsupported, &mut bad);
+                                if unsupported > 0 {
+                                    other.push((d.clone(), unsupported));
+                                }
                             }
                             Ok(_) => {}
                             Err(e) => unreadable(&d, &e, &mut bad),
@@ -283,12 +308,14 @@ impl Library {
                     r.files.extend(files);
                     r.dirs += dirs;
                     r.unreadable.extend(bad);
+                    r.other.extend(other);
                 });
             }
         });
         let mut r = results.into_inner().unwrap();
         r.files.sort_by(|a, b| a.path.cmp(&b.path));
         r.unreadable.sort();
+        r.other.sort();
         r
     }
 
@@ -402,19 +429,7 @@ impl Library {
                 is_root: true,
             });
         }
-        let mut children: Vec<PathBuf> = match std::fs::read_dir(root) {
-            Ok(rd) => rd
-                .flatten()
-                .filter(|e| e.file_name().to_str().is_some_and(|n| !self.is_ignored_name(n)))
-                .filter(|e| std::fs::metadata(e.path()).map(|m| m.is_dir()).unwrap_or(false))
-                // A symlinked folder is offered only when it leads somewhere inside the roots.
-                .filter(|e| std::fs::canonicalize(e.path()).is_ok_and(|c| self.is_inside_roots(&c)))
-                .map(|e| e.path())
-                .collect(),
-            Err(_) => vec![],
-        };
-        children.sort();
-        for child in children {
+        for child in self.child_dirs(root) {
             let s = self.walk(&child, recursive, extensions);
             out.push(SubdirScan {
                 name: child.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
@@ -425,6 +440,23 @@ impl Library {
             });
         }
         out
+    }
+
+    /// The visible child directories of `dir`, sorted: one `readdir`, no walk below. A
+    /// symlinked folder is offered only when it leads somewhere inside the roots.
+    pub fn child_dirs(&self, dir: &Path) -> Vec<PathBuf> {
+        let mut children: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd
+                .flatten()
+                .filter(|e| e.file_name().to_str().is_some_and(|n| !self.is_ignored_name(n)))
+                .filter(|e| std::fs::metadata(e.path()).map(|m| m.is_dir()).unwrap_or(false))
+                .filter(|e| std::fs::canonicalize(e.path()).is_ok_and(|c| self.is_inside_roots(&c)))
+                .map(|e| e.path())
+                .collect(),
+            Err(_) => vec![],
+        };
+        children.sort();
+        children
     }
 
     /// Images of one session subdirectory: the root row counts only its direct files.
@@ -506,8 +538,9 @@ mod tests {
         assert_eq!(subs.len(), 2);
         assert!(subs[0].is_root && subs[0].image_count == 1);
         assert_eq!((subs[1].name.as_str(), subs[1].image_count), ("a", 3));
-        let TreeScan { files: all, dirs, unreadable } = l.walk_parallel(&std::fs::canonicalize(r).unwrap(), 3);
+        let TreeScan { files: all, dirs, unreadable, other } = l.walk_parallel(&std::fs::canonicalize(r).unwrap(), 3);
         assert!(unreadable.is_empty(), "{unreadable:?}");
+        assert_eq!(other, vec![(std::fs::canonicalize(r).unwrap().join("a"), 1)], "notes.txt, per folder");
         assert_eq!(all.len(), 4, "{all:?}");
         assert_eq!(dirs, 4, "root, a, a/b, a/b/c; the loop is visited once");
         let canon = std::fs::canonicalize(r).unwrap();

@@ -9,10 +9,16 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use crate::catalog::{Catalog, CatalogError, JobsSummary, NewSession, NewSubdir, Session, SessionPatch, Stamp, Stamps, StartOutcome, Subdirectory};
+use crate::catalog::{Catalog, CatalogError, Discovery, JobsSummary, NewSession, NewSubdir, Session, SessionPatch, Stamp, Stamps, Subdirectory};
 use crate::config::SessionSpec;
 use crate::library::{FileEntry, Library, LibraryError};
 use crate::model::{Action, JobStatus, SessionStatus, now_ms};
+
+mod counts;
+mod discovery;
+
+pub use counts::CountsFrom;
+pub use discovery::ANSWER_WITHIN;
 
 /// Whose fault and what to answer: each variant maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +80,14 @@ impl From<LibraryError> for SessionError {
 
 pub type Result<T> = std::result::Result<T, SessionError>;
 
+/// What a start or restart does once the session's state allows it.
+enum Next {
+    /// Done now (a resume, a restart of the failed jobs).
+    Done(ActionResult),
+    /// Discovering: the work goes on in the background.
+    Discover { kind: Discovery, expected: i64 },
+}
+
 /// Why a session can or cannot start, in numbers.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -120,6 +134,16 @@ pub struct Progress {
     /// nothing fails meanwhile, the work resumes by itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
+    /// While discovering: the jobs queued so far, of the images admission expected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoveryProgress>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiscoveryProgress {
+    pub queued: i64,
+    pub expected: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -162,6 +186,8 @@ pub struct DirectoryScan {
     pub extensions: Vec<String>,
     pub subdirectories: Vec<ScannedSubdir>,
     pub total_images: u64,
+    /// Where the numbers came from: the catalog (the watcher follows the folder) or a walk.
+    pub counts_from: CountsFrom,
 }
 
 /// What reconciling one `[[sessions]]` entry did.
@@ -187,11 +213,36 @@ pub struct Sessions {
     /// This daemon's id among the peers sharing the catalog: a start in progress is recorded
     /// under it, so only this daemon's restart (or its death) resets it.
     owner: String,
+    /// Sessions whose discovery runs on a task of this daemon now (never two tasks for one).
+    discovering: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
+    /// Discoveries run one at a time per daemon (they share the disk and the catalog writer).
+    discovery_slot: Arc<tokio::sync::Semaphore>,
+    /// Jobs created per catalog transaction while discovering (`sessions.queue_batch`).
+    queue_batch: i64,
 }
+
+/// Jobs per discovery transaction unless configured: large enough that a million jobs take a
+/// few hundred transactions, small enough that each holds the catalog writer for milliseconds.
+pub const DEFAULT_QUEUE_BATCH: i64 = 5_000;
 
 impl Sessions {
     pub fn new(catalog: Catalog, library: Library, owner: String) -> Sessions {
-        Sessions { catalog, library: Arc::new(library), start_lock: Arc::new(Mutex::new(())), pipeline: Arc::new(std::sync::OnceLock::new()), owner }
+        Sessions {
+            catalog,
+            library: Arc::new(library),
+            start_lock: Arc::new(Mutex::new(())),
+            pipeline: Arc::new(std::sync::OnceLock::new()),
+            owner,
+            discovering: Default::default(),
+            discovery_slot: Arc::new(tokio::sync::Semaphore::new(1)),
+            queue_batch: DEFAULT_QUEUE_BATCH,
+        }
+    }
+
+    /// Jobs created per catalog transaction while a session discovers.
+    pub fn with_queue_batch(mut self, n: i64) -> Sessions {
+        self.queue_batch = n.max(1);
+        self
     }
 
     /// Connect the running pipeline (once, at daemon start).
@@ -257,11 +308,10 @@ impl Sessions {
     /// resolved against the root and must stay inside it). `selected`: which of those are
     /// selected (None = all).
     async fn plan_subdirs(&self, root: &Path, listed: Option<&[String]>, selected: Option<&[String]>) -> Result<Vec<NewSubdir>> {
-        let root_buf = root.to_path_buf();
-        let scan = self.blocking(move |lib| lib.list_subdirectories(&root_buf, true, None)).await?;
         let mut out = Vec::new();
         match listed {
             None => {
+                let (scan, _) = self.list_subdirs(root, true, None).await?;
                 for s in scan.iter().filter(|s| s.image_count > 0) {
                     out.push(NewSubdir {
                         path: s.path.to_string_lossy().into_owned(),
@@ -273,12 +323,17 @@ impl Sessions {
                 }
             }
             Some(paths) => {
+                let counts = self.catalog_counts(root).await?;
                 for p in paths {
                     let dir = self.resolve_subdir(root, p)?;
                     let is_root = dir == root;
-                    let d2 = dir.clone();
-                    let r2 = root.to_path_buf();
-                    let count = self.blocking(move |lib| lib.subdirectory_images(&r2, &d2).images.len()).await?;
+                    let count = match &counts {
+                        Some(c) => c.images(&dir, !is_root),
+                        None => {
+                            let (d2, r2) = (dir.clone(), root.to_path_buf());
+                            self.blocking(move |lib| lib.subdirectory_images(&r2, &d2).images.len()).await? as u64
+                        }
+                    };
                     let name = if is_root { ".".to_string() } else { rel_name(root, &dir) };
                     if !out.iter().any(|o: &NewSubdir| o.path == dir.to_string_lossy()) {
                         out.push(NewSubdir { path: dir.to_string_lossy().into_owned(), name, selected: true, is_root, image_count: count as i64 });
@@ -389,10 +444,33 @@ impl Sessions {
     }
 
     async fn assess(&self, subject: &str, id: Option<i64>, root: PathBuf, total: u64, selected: Vec<(i64, PathBuf)>) -> Result<Admission> {
+        // From the catalog's counts where it follows the folders (a nested selection counted
+        // once); a walk where it does not, or where the counts say there is nothing to index
+        // (to tell the user exactly why: files still settling, unsupported files…).
+        if let Some(c) = self.catalog_counts(&root).await? {
+            let counts: Vec<(i64, i64)> = selected.iter().map(|(sid, p)| (*sid, c.images(p, *p != root) as i64)).collect();
+            let with_images = counts.iter().filter(|(_, n)| *n > 0).count() as u64;
+            let mut images = 0u64;
+            let mut covered: Vec<&PathBuf> = Vec::new();
+            let mut sorted: Vec<&(i64, PathBuf)> = selected.iter().collect();
+            sorted.sort_by(|a, b| a.1.cmp(&b.1));
+            for (_, p) in sorted {
+                if *p != root {
+                    if covered.iter().any(|q| p.starts_with(q)) {
+                        continue;
+                    }
+                    covered.push(p);
+                }
+                images += c.images(p, *p != root);
+            }
+            if images > 0 {
+                let unsupported = selected.iter().map(|(_, p)| c.other(p, *p != root)).sum();
+                let n_selected = selected.len() as u64;
+                return Ok(self.verdict(subject, id, &root, total, n_selected, with_images, images, unsupported, vec![], counts));
+            }
+        }
         let r2 = root.clone();
         let walked = self.blocking(move |lib| selected.into_iter().map(|(id, p)| (id, lib.subdirectory_images(&r2, &p))).collect::<Vec<_>>()).await?;
-        let exts = self.library.extensions().to_vec();
-        let ext_list = exts.join(", ");
         let n_selected = walked.len() as u64;
         let with_images = walked.iter().filter(|(_, w)| !w.images.is_empty()).count() as u64;
         // The same image can sit under two selected rows (a folder and its parent): count once.
@@ -404,6 +482,28 @@ impl Sessions {
         }
         let images = uniq.len() as u64;
         let unsupported: u64 = walked.iter().map(|(_, w)| w.unsupported).sum();
+        let counts = walked.iter().map(|(id, w)| (*id, w.images.len() as i64)).collect();
+        let found = walked.into_iter().map(|(id, w)| (id, w.images)).collect();
+        Ok(self.verdict(subject, id, &root, total, n_selected, with_images, images, unsupported, found, counts))
+    }
+
+    /// The verdict and its wording from the numbers (the same whichever way they were counted).
+    #[allow(clippy::too_many_arguments)]
+    fn verdict(
+        &self,
+        subject: &str,
+        id: Option<i64>,
+        root: &Path,
+        total: u64,
+        n_selected: u64,
+        with_images: u64,
+        images: u64,
+        unsupported: u64,
+        found: Vec<(i64, Vec<FileEntry>)>,
+        counts: Vec<(i64, i64)>,
+    ) -> Admission {
+        let exts = self.library.extensions().to_vec();
+        let ext_list = exts.join(", ");
         let root_s = root.display();
         let (select_hint, list_hint) = match id {
             Some(id) => (
@@ -439,8 +539,7 @@ impl Sessions {
         } else {
             (format!("{subject} can start: {images} images in {with_images} of {n_selected} selected subdirectories."), String::new())
         };
-        let counts = walked.iter().map(|(id, w)| (*id, w.images.len() as i64)).collect();
-        Ok(Admission {
+        Admission {
             detail,
             can_start: images > 0,
             diagnostics: Diagnostics {
@@ -452,9 +551,9 @@ impl Sessions {
                 supported_extensions: exts,
                 suggestion,
             },
-            found: walked.into_iter().map(|(id, w)| (id, w.images)).collect(),
+            found,
             counts,
-        })
+        }
     }
 
     pub async fn validate(&self, id: i64) -> Result<Admission> {
@@ -467,14 +566,17 @@ impl Sessions {
     // -----------------------------------------------------------------------------------------
 
     pub async fn start(&self, id: i64) -> Result<ActionResult> {
-        let r = self.start_inner(id).await;
-        if r.is_ok() {
-            self.wake_pipeline(id);
+        match self.start_inner(id).await? {
+            Next::Done(r) => {
+                self.wake_pipeline(id);
+                Ok(r)
+            }
+            // Outside the start lock: other sessions' starts are not held up by this one's work.
+            Next::Discover { kind, expected } => self.discover_in_background(id, kind, expected).await,
         }
-        r
     }
 
-    async fn start_inner(&self, id: i64) -> Result<ActionResult> {
+    async fn start_inner(&self, id: i64) -> Result<Next> {
         let _guard = self.start_lock.lock().await;
         let s = self.get(id).await?;
         check(&s, Action::Start)?;
@@ -482,54 +584,35 @@ impl Sessions {
             SessionStatus::Pending => self.start_pending(s).await,
             SessionStatus::Paused | SessionStatus::Failed => match self.catalog.resume_session(id, s.status).await? {
                 None => Err(self.changed(id).await),
-                Some(true) => self.result(id, "resumed with no unfinished jobs left: session completed".into()).await,
+                Some(true) => Ok(Next::Done(self.result(id, "resumed with no unfinished jobs left: session completed".into()).await?)),
                 Some(false) => {
                     let summary = self.catalog.jobs_summary(id).await?;
-                    self.result(id, format!("session {id} resumed: {} unfinished jobs", summary.pending + summary.running)).await
+                    Ok(Next::Done(self.result(id, format!("session {id} resumed: {} unfinished jobs", summary.pending + summary.running)).await?))
                 }
             },
             _ => Err(conflict(&s, Action::Start)),
         }
     }
 
-    async fn start_pending(&self, s: Session) -> Result<ActionResult> {
+    /// Pending → discovering, then the discovery runs in the background (see
+    /// `sessions::discovery`). Where the catalog's counts answer at once, a start that would
+    /// index nothing is refused here, without passing through discovering.
+    async fn start_pending(&self, s: Session) -> Result<Next> {
         let id = s.id;
-        if !self.catalog.begin_discovery(id, s.status, &self.owner).await? {
+        let mut expected = 0;
+        if self.library.is_catalogued(Path::new(&s.root_path)) && !self.catalog.subdirectories(id).await?.is_empty() {
+            let adm = self.admission(&s).await?;
+            if !adm.can_start {
+                self.catalog.set_image_counts(&adm.counts).await?;
+                self.catalog.set_pending_reason(id, Some(&adm.detail)).await?;
+                return Err(SessionError::NotAdmissible(Box::new(adm)));
+            }
+            expected = adm.diagnostics.images_found as i64;
+        }
+        if !self.catalog.begin_discovery(id, s.status, &self.owner, Discovery::Start, expected).await? {
             return Err(self.changed(id).await);
         }
-        // Discovery reads the disk; its outcome is written in one transaction with the status.
-        let (counts, outcome) = match self.discover(&s).await {
-            Ok(adm) => (adm.counts.clone(), Ok(adm)),
-            Err(e) => (vec![], Err(e)),
-        };
-        match outcome {
-            Ok(adm) if adm.can_start => match self.catalog.finish_start(id, &counts, StartOutcome::Run { found: &adm.found }).await? {
-                Some(created) => self.result(id, format!("session {id} started: {created} jobs queued")).await,
-                None => self.result(id, format!("session {id} changed while discovering")).await,
-            },
-            Ok(adm) => {
-                self.catalog.finish_start(id, &counts, StartOutcome::Refused { reason: &adm.detail }).await?;
-                Err(SessionError::NotAdmissible(Box::new(adm)))
-            }
-            Err(e) => {
-                let _ = self.catalog.finish_start(id, &counts, StartOutcome::Failed { error: &e.to_string() }).await;
-                Err(e)
-            }
-        }
-    }
-
-    /// Discovery for a start or restart: rediscover subdirectories when the session has none,
-    /// then run admission (which walks the selected subdirectories). Writes nothing else: the
-    /// caller records the outcome in one transaction with the status change.
-    async fn discover(&self, s: &Session) -> Result<Admission> {
-        if self.catalog.subdirectories(s.id).await?.is_empty() {
-            let root = PathBuf::from(&s.root_path);
-            if root.is_dir() {
-                let rows = self.plan_subdirs(&root, None, None).await?;
-                self.catalog.upsert_subdirectories(s.id, &rows, true).await?;
-            }
-        }
-        self.admission(s).await
+        Ok(Next::Discover { kind: Discovery::Start, expected })
     }
 
     /// The conflict answer when a compare-and-set found the session in another state.
@@ -567,19 +650,21 @@ impl Sessions {
     }
 
     pub async fn restart(&self, id: i64, failed_only: bool) -> Result<ActionResult> {
-        let r = self.restart_inner(id, failed_only).await;
-        if r.is_ok() {
-            self.wake_pipeline(id);
+        match self.restart_inner(id, failed_only).await? {
+            Next::Done(r) => {
+                self.wake_pipeline(id);
+                Ok(r)
+            }
+            Next::Discover { kind, expected } => self.discover_in_background(id, kind, expected).await,
         }
-        r
     }
 
-    async fn restart_inner(&self, id: i64, failed_only: bool) -> Result<ActionResult> {
+    async fn restart_inner(&self, id: i64, failed_only: bool) -> Result<Next> {
         let _guard = self.start_lock.lock().await;
         let s = self.get(id).await?;
         check(&s, Action::Restart)?;
+        let summary = self.catalog.jobs_summary(id).await?;
         if failed_only {
-            let summary = self.catalog.jobs_summary(id).await?;
             if summary.failed == 0 {
                 return Err(SessionError::Conflict {
                     detail: format!("session {id} has no failed jobs to restart; restart without failed_only to redo every job"),
@@ -588,20 +673,21 @@ impl Sessions {
                 });
             }
             let Some(n) = self.catalog.restart_session(id, s.status, true, &[]).await? else { return Err(self.changed(id).await) };
-            return self.result(id, format!("session {id} restarted: {n} failed jobs queued again")).await;
+            return Ok(Next::Done(self.result(id, format!("session {id} restarted: {n} failed jobs queued again")).await?));
         }
-        // Everything again, including images added since the last start.
-        let adm = self.discover(&s).await?;
-        self.catalog.set_image_counts(&adm.counts).await?;
-        let found: &[(i64, Vec<FileEntry>)] = if adm.can_start {
-            &adm.found
-        } else if self.catalog.jobs_summary(id).await?.total() == 0 {
-            return Err(SessionError::NotAdmissible(Box::new(adm)));
-        } else {
-            &[]
-        };
-        let Some(n) = self.catalog.restart_session(id, s.status, false, found).await? else { return Err(self.changed(id).await) };
-        self.result(id, format!("session {id} restarted: {n} jobs queued")).await
+        // Everything again, including images added since the last start: in the background.
+        // A session without a single job must have something to index now.
+        if summary.total() == 0 {
+            let adm = self.admission(&s).await?;
+            if !adm.can_start {
+                return Err(SessionError::NotAdmissible(Box::new(adm)));
+            }
+        }
+        let expected = summary.total() - summary.cancelled;
+        if !self.catalog.begin_discovery(id, s.status, &self.owner, Discovery::Restart, expected).await? {
+            return Err(self.changed(id).await);
+        }
+        Ok(Next::Discover { kind: Discovery::Restart, expected })
     }
 
     async fn cas(&self, s: &Session, to: SessionStatus, stamps: Stamps) -> Result<()> {
@@ -649,12 +735,14 @@ impl Sessions {
         } else {
             None
         };
+        let discovery = (s.status == SessionStatus::Discovering).then(|| DiscoveryProgress { queued: summary.total(), expected: s.total_images });
         Ok(Progress {
             session_id: id,
             status: s.status,
             progress: ProgressNumbers { current, total, percentage, eta_seconds, images_per_minute },
             jobs_summary: summary,
             waiting_for: if s.status == SessionStatus::Running { self.pipeline.get().and_then(|p| p.status().waiting_for) } else { None },
+            discovery,
         })
     }
 
@@ -673,13 +761,13 @@ impl Sessions {
             Some(e) if !e.is_empty() => e.iter().map(|x| x.trim().trim_start_matches('.').to_ascii_lowercase()).collect(),
             _ => self.library.extensions().to_vec(),
         };
-        let (r2, e2) = (root.clone(), exts.clone());
-        let subs = self.blocking(move |lib| lib.list_subdirectories(&r2, recursive, Some(&e2))).await?;
+        let (subs, counts_from) = self.list_subdirs(&root, recursive, Some(&exts)).await?;
         let total_images = subs.iter().map(|s| s.image_count).sum();
         Ok(DirectoryScan {
             root_path: root.to_string_lossy().into_owned(),
             recursive,
             extensions: exts,
+            counts_from,
             subdirectories: subs
                 .into_iter()
                 .map(|s| ScannedSubdir {
@@ -724,8 +812,7 @@ impl Sessions {
             None => {
                 // "all": every child directory (empty ones too, so images added later count),
                 // plus the root itself when it holds images directly.
-                let r2 = root.clone();
-                let scan = self.blocking(move |lib| lib.list_subdirectories(&r2, true, None)).await?;
+                let (scan, _) = self.list_subdirs(&root, true, None).await?;
                 Some(scan.into_iter().map(|s| s.path.to_string_lossy().into_owned()).collect())
             }
         };

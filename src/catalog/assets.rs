@@ -172,19 +172,19 @@ impl Catalog {
             if !affected {
                 continue;
             }
+            // From the per-directory counts (O(folders), not O(images)).
             let count: i64 = if is_root {
-                let under: Vec<String> = sqlx::query_scalar("SELECT path FROM image_assets WHERE path >= $1 AND path < $2")
-                    .bind(lower(&dir))
-                    .bind(upper(&dir))
-                    .fetch_all(&mut *tx)
-                    .await?;
-                under.iter().filter(|p| !p[dir.len() + 1..].contains('/')).count() as i64
+                sqlx::query_scalar("SELECT CAST(COALESCE(SUM(images), 0) AS BIGINT) FROM library_dirs WHERE path = $1").bind(&dir).fetch_one(&mut *tx).await?
             } else {
-                sqlx::query_scalar("SELECT COUNT(*) FROM image_assets WHERE path >= $1 AND path < $2")
-                    .bind(lower(&dir))
-                    .bind(upper(&dir))
-                    .fetch_one(&mut *tx)
-                    .await?
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT CAST(COALESCE(SUM(images), 0) AS BIGINT) FROM library_dirs WHERE path = $1 OR ({p} >= $2 AND {p} < $3)",
+                    p = self.byte_order("path")
+                )))
+                .bind(&dir)
+                .bind(lower(&dir))
+                .bind(upper(&dir))
+                .fetch_one(&mut *tx)
+                .await?
             };
             let r = sqlx::query("UPDATE training_subdirectories SET image_count = $1, updated_at = $2 WHERE id = $3 AND image_count <> $1")
                 .bind(count)

@@ -11,6 +11,8 @@
 //! their own pool (WAL lets them run beside the writer). PostgreSQL uses one pool for both.
 
 mod assets;
+mod dirs;
+mod discovery;
 mod duplicates;
 mod models;
 mod mounts;
@@ -28,6 +30,8 @@ use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Connection, Row, Transaction};
 
 pub use assets::{Applied, AssetFile, ChangeSet, JobTarget};
+pub use dirs::DirCount;
+pub use discovery::{Discovery, QueuedBatch};
 pub use duplicates::AssetHashes;
 pub use models::{ModelRow, ModelState};
 pub use mounts::MountRecord;
@@ -52,7 +56,7 @@ const REQUEUE_EXPIRED: &str = "UPDATE training_jobs SET status = 'pending', leas
 /// Sessions left discovering by this daemon ($3) or by a daemon whose heartbeat is older than
 /// $2 (or that never had one) go back to pending.
 const ORPHANED_STARTS: &str = "UPDATE training_sessions SET status = 'pending', owner = NULL, updated_at = $1 \
-     WHERE status = 'discovering' AND (owner IS NULL OR owner = $3 OR owner NOT IN (SELECT owner FROM daemons WHERE heartbeat_at >= $2))";
+     WHERE status = 'discovering' AND discovery IS NULL AND (owner IS NULL OR owner = $3 OR owner NOT IN (SELECT owner FROM daemons WHERE heartbeat_at >= $2))";
 
 /// Claims of one job before it is given up (`pipeline.max_attempts`).
 pub const DEFAULT_MAX_ATTEMPTS: i64 = 3;
@@ -466,18 +470,6 @@ impl Catalog {
         Ok(ok)
     }
 
-    /// `transition` to discovering, recording which daemon runs the start (see `recover`).
-    pub async fn begin_discovery(&self, id: i64, from: SessionStatus, owner: &str) -> Result<bool> {
-        let r = sqlx::query("UPDATE training_sessions SET status = 'discovering', owner = $1, updated_at = $2 WHERE id = $3 AND status = $4")
-            .bind(owner)
-            .bind(now_ms())
-            .bind(id)
-            .bind(from.as_str())
-            .execute(&self.write)
-            .await?;
-        Ok(r.rows_affected() == 1)
-    }
-
     pub async fn set_pending_reason(&self, id: i64, reason: Option<&str>) -> Result<()> {
         sqlx::query("UPDATE training_sessions SET pending_reason = $2 WHERE id = $1").bind(id).bind(reason).execute(&self.write).await?;
         Ok(())
@@ -840,7 +832,7 @@ impl Catalog {
         let now = now_ms();
         let r = sqlx::query(
             "UPDATE training_sessions SET status = 'pending', owner = NULL, updated_at = $1 \
-             WHERE status = 'discovering' AND owner IS NOT NULL AND owner NOT IN (SELECT owner FROM daemons WHERE heartbeat_at >= $2)",
+             WHERE status = 'discovering' AND discovery IS NULL AND owner IS NOT NULL AND owner NOT IN (SELECT owner FROM daemons WHERE heartbeat_at >= $2)",
         )
         .bind(now)
         .bind(now - stale.as_millis() as i64)

@@ -8,8 +8,6 @@ use crate::model::{SessionStatus, now_ms};
 
 /// How a start's discovery ended.
 pub enum StartOutcome<'a> {
-    /// Admitted: catalogue these files, queue their jobs, run.
-    Run { found: &'a [(i64, Vec<FileEntry>)] },
     /// Not admissible: back to pending with the reason (and the fix) for the user.
     Refused { reason: &'a str },
     /// Discovery failed: back to pending with the error.
@@ -17,33 +15,13 @@ pub enum StartOutcome<'a> {
 }
 
 impl Catalog {
-    /// End a start (the session is discovering): subdirectory counts, then per `outcome` the
-    /// jobs and the move to running, or the move back to pending with the reason — one
-    /// transaction. Returns the jobs created, or `None` when the session left discovering
-    /// meanwhile (cancelled, recovered), in which case nothing is written.
+    /// End a start that will not run (the session is discovering): subdirectory counts and the
+    /// move back to pending with the reason — one transaction. (A start that runs ends in
+    /// `finish_discovery`.) Returns `None` when the session left discovering meanwhile
+    /// (cancelled, recovered), in which case nothing is written.
     pub async fn finish_start(&self, id: i64, counts: &[(i64, i64)], outcome: StartOutcome<'_>) -> Result<Option<u64>> {
         let mut tx = self.begin_write().await?;
         let created = match outcome {
-            StartOutcome::Run { found } => {
-                let moved = transition_tx(
-                    &mut tx,
-                    id,
-                    SessionStatus::Discovering,
-                    SessionStatus::Running,
-                    Stamps { started: true, paused: Stamp::Clear, completed: Stamp::Clear },
-                )
-                .await?;
-                if !moved {
-                    return Ok(None); // dropped: rolls back
-                }
-                set_image_counts_tx(&mut tx, counts).await?;
-                let n = add_discovered_tx(&mut tx, id, found).await?;
-                sqlx::query("UPDATE training_sessions SET pending_reason = NULL, last_error = NULL, owner = NULL WHERE id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                n
-            }
             StartOutcome::Refused { reason } | StartOutcome::Failed { error: reason } => {
                 let failed = matches!(outcome, StartOutcome::Failed { .. });
                 if !transition_tx(&mut tx, id, SessionStatus::Discovering, SessionStatus::Pending, Stamps::default()).await? {
@@ -51,9 +29,9 @@ impl Catalog {
                 }
                 set_image_counts_tx(&mut tx, counts).await?;
                 let q = if failed {
-                    "UPDATE training_sessions SET last_error = $2, owner = NULL WHERE id = $1"
+                    "UPDATE training_sessions SET last_error = $2, owner = NULL, discovery = NULL WHERE id = $1"
                 } else {
-                    "UPDATE training_sessions SET pending_reason = $2, owner = NULL WHERE id = $1"
+                    "UPDATE training_sessions SET pending_reason = $2, owner = NULL, discovery = NULL WHERE id = $1"
                 };
                 sqlx::query(q).bind(id).bind(reason).execute(&mut *tx).await?;
                 0

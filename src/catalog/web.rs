@@ -191,20 +191,6 @@ impl Catalog {
         Ok(true)
     }
 
-    /// Every asset's path and index time (the library overview aggregates them by folder).
-    pub async fn asset_index_times(&self) -> Result<Vec<(String, Option<i64>)>> {
-        let rows = sqlx::query("SELECT path, indexed_at FROM image_assets").fetch_all(&self.read).await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
-    }
-
-    pub async fn library_version(&self) -> Result<LibraryVersion> {
-        let r =
-            sqlx::query("SELECT CAST(COUNT(*) AS BIGINT), CAST(COUNT(indexed_at) AS BIGINT), CAST(COALESCE(MAX(updated_at), 0) AS BIGINT) FROM image_assets")
-                .fetch_one(&self.read)
-                .await?;
-        Ok(LibraryVersion { assets: r.try_get(0)?, indexed: r.try_get(1)?, last_change_ms: r.try_get(2)? })
-    }
-
     /// One page of assets (by id), optionally under a directory, and the total.
     pub async fn list_assets(&self, under: Option<&str>, limit: i64, offset: i64) -> Result<(Vec<AssetRow>, i64)> {
         let (lo, hi) = match under {

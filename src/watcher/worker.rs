@@ -215,9 +215,7 @@ impl Worker {
             }
             match self.process(vec![root.clone()], vec![], JobsFor::Live, threads) {
                 Ok(o) => {
-                    if let Some(w) = self.watches.iter_mut().find(|w| w.0 == root) {
-                        w.3 = o.dirs;
-                    }
+                    self.root_reconciled(&root, o.dirs);
                 }
                 Err(e) => {
                     tracing::warn!(root = %root.display(), error = %e, "reconciling a replaced root failed; retrying it as a change");
@@ -344,6 +342,19 @@ impl Worker {
         }
     }
 
+    /// `root` was reconciled: its watch notes the folders, and where a live watch keeps the
+    /// catalog current, listings and session starts read the catalog's counts, not the disk.
+    fn root_reconciled(&mut self, root: &Path, dirs: u64) {
+        if let Some(w) = self.watches.iter_mut().find(|w| w.0 == root) {
+            w.3 = dirs;
+            if matches!(w.1, RootWatch::Native(_) | RootWatch::Poll(_)) {
+                self.library.mark_catalogued(root);
+            } else {
+                self.library.unmark_catalogued(root);
+            }
+        }
+    }
+
     fn full_reconcile(&mut self) {
         let t = Instant::now();
         self.ensure_watches();
@@ -357,9 +368,7 @@ impl Worker {
             }
             match self.process(vec![root.clone()], vec![], JobsFor::Live, threads) {
                 Ok(o) => {
-                    if let Some(w) = self.watches.iter_mut().find(|w| w.0 == root) {
-                        w.3 = o.dirs;
-                    }
+                    self.root_reconciled(&root, o.dirs);
                     total.discovered += o.report.discovered;
                     total.created += o.report.created;
                     total.updated += o.report.updated;
@@ -444,6 +453,9 @@ impl Worker {
         // unknown, so their assets are kept as they are (an unreadable folder is not an empty
         // one: deleting would drop its vectors and re-embed everything when it comes back).
         let mut unreadable: Vec<(PathBuf, String)> = Vec::new();
+        // Folders walked, and the non-image files found in them (listings show the counts).
+        let mut walked: Vec<String> = Vec::new();
+        let mut other: Vec<(String, i64)> = Vec::new();
         for s in kept.iter().filter(|s| !is_away(s.as_path())) {
             match std::fs::metadata(s) {
                 Ok(m) if m.is_dir() => {
@@ -451,6 +463,8 @@ impl Worker {
                     out.dirs += tree.dirs;
                     unreadable.extend(tree.unreadable);
                     found.extend(tree.files);
+                    walked.push(s.to_string_lossy().into_owned());
+                    other.extend(tree.other.into_iter().map(|(p, n)| (p.to_string_lossy().into_owned(), n as i64)));
                 }
                 // A file event: catalogued only if it resolves inside the roots (a symlink
                 // leading out is not followed, as in the walks).
@@ -458,7 +472,8 @@ impl Worker {
                     found.push(crate::library::FileEntry { path: s.clone(), size: m.len(), modified_ms: crate::library::mtime_ms(&m) });
                 }
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // Gone: nothing of it is left to count either.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => walked.push(s.to_string_lossy().into_owned()),
                 Err(e) => unreadable.push((s.clone(), e.to_string())),
             }
         }
@@ -474,6 +489,9 @@ impl Worker {
             }
         }
         self.note_unreadable(&kept, &unreadable);
+        if !walked.is_empty() {
+            self.rt.block_on(self.catalog.set_other_files(&walked, &other))?;
+        }
         let mut known = Vec::new();
         for s in &kept {
             let under = self.rt.block_on(self.catalog.assets_under(&s.to_string_lossy()))?;

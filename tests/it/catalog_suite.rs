@@ -303,34 +303,44 @@ async fn fencing_body(db: Db) {
     assert_eq!(c.complete_jobs("d1", &[b.lease(), again[0].lease()]).await.unwrap(), 2);
     assert_eq!(c.session(s.id).await.unwrap().unwrap().status, SessionStatus::Completed);
 
-    // Starts in progress: a live peer's is left alone by recovery; a dead peer's (no heartbeat
-    // for longer than `stale`) goes back to pending, periodically or at a restart.
+    // Starts in progress: a live peer's is left alone; a dead peer's (no heartbeat for longer
+    // than `stale`) and this daemon's own (after its restart) are taken over and resumed. A start
+    // that did not record what it was doing (an older daemon's) goes back to pending.
+    use pixdex::catalog::Discovery;
     let stale_after = Duration::from_millis(300);
     let live = c.create_session(&new_session("live-peer"), &[]).await.unwrap();
     let dead = c.create_session(&new_session("dead-peer"), &[]).await.unwrap();
     let mine = c.create_session(&new_session("mine"), &[]).await.unwrap();
+    let legacy = c.create_session(&new_session("legacy"), &[]).await.unwrap();
     let t0 = pixdex::model::now_ms();
     c.heartbeat("dead", t0, "test", stale_after).await.unwrap();
-    assert!(c.begin_discovery(live.id, SessionStatus::Pending, "live").await.unwrap());
-    assert!(c.begin_discovery(dead.id, SessionStatus::Pending, "dead").await.unwrap());
-    assert!(c.begin_discovery(mine.id, SessionStatus::Pending, "me").await.unwrap());
-    assert!(!c.begin_discovery(mine.id, SessionStatus::Pending, "me").await.unwrap(), "compare-and-set");
+    assert!(c.begin_discovery(live.id, SessionStatus::Pending, "live", Discovery::Start, 10).await.unwrap());
+    assert!(c.begin_discovery(dead.id, SessionStatus::Pending, "dead", Discovery::Restart, 10).await.unwrap());
+    assert!(c.begin_discovery(mine.id, SessionStatus::Pending, "me", Discovery::Start, 10).await.unwrap());
+    assert!(!c.begin_discovery(mine.id, SessionStatus::Pending, "me", Discovery::Start, 10).await.unwrap(), "compare-and-set");
+    assert!(c.transition(legacy.id, SessionStatus::Pending, SessionStatus::Discovering, Default::default()).await.unwrap());
     tokio::time::sleep(Duration::from_millis(350)).await;
     let alive = c.heartbeat("live", t0, "test", stale_after).await.unwrap();
     c.heartbeat("me", t0, "test", stale_after).await.unwrap();
     assert_eq!(alive, vec!["live".to_string()], "dead stopped beating");
-    assert_eq!(c.recover_orphaned_starts(stale_after).await.unwrap(), 1);
     let status = |id| {
         let c = c.clone();
         async move { c.session(id).await.unwrap().unwrap().status }
     };
-    assert_eq!(status(dead.id).await, SessionStatus::Pending);
-    assert_eq!(status(live.id).await, SessionStatus::Discovering);
-    assert_eq!(status(mine.id).await, SessionStatus::Discovering, "my own start is mine while I beat");
-    // This daemon restarts: its own interrupted start is redone; the live peer's is not.
-    assert_eq!(c.recover("me", stale_after).await.unwrap().sessions_rediscover, 1);
-    assert_eq!(status(mine.id).await, SessionStatus::Pending);
-    assert_eq!(status(live.id).await, SessionStatus::Discovering);
+    assert_eq!(c.recover("me", stale_after).await.unwrap().sessions_rediscover, 1, "only the start that recorded nothing");
+    assert_eq!(status(legacy.id).await, SessionStatus::Pending);
+    let mut adopted = c.adopt_discoveries("me", stale_after).await.unwrap();
+    adopted.sort_by_key(|a| a.0);
+    assert_eq!(adopted, vec![(dead.id, Discovery::Restart), (mine.id, Discovery::Start)]);
+    for id in [live.id, dead.id, mine.id] {
+        assert_eq!(status(id).await, SessionStatus::Discovering);
+    }
+    // Adopted: the dead peer can no longer write a batch of it; this daemon can.
+    assert_eq!(c.reset_jobs_batch(dead.id, "dead", 0, 10).await.unwrap(), None, "fenced out");
+    assert_eq!(c.reset_jobs_batch(dead.id, "me", 0, 10).await.unwrap(), Some((0, None)));
+    assert_eq!(c.finish_discovery(dead.id, "me", &[]).await.unwrap(), Some(0));
+    assert_eq!(status(dead.id).await, SessionStatus::Completed, "nothing to do: completed at once");
+    assert_eq!(c.adopt_discoveries("me", stale_after).await.unwrap(), vec![(mine.id, Discovery::Start)], "the live peer's stays its own");
 }
 
 both_backends!(models_serve_build_retire, models_body);

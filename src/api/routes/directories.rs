@@ -55,11 +55,7 @@ pub(crate) struct DirParams {
 /// (the replaced UI's `DirectoryInfo[]`), ignored ones left out unless asked for.
 pub(crate) async fn list_directories(st: St, Q(p): Q<DirParams>) -> ApiResult {
     let dir = resolve_dir(&st, p.path.as_deref().unwrap_or(""))?;
-    let lib = st.sessions.library().clone();
-    let d2 = dir.clone();
-    let subs = tokio::task::spawn_blocking(move || lib.list_subdirectories(&d2, false, None))
-        .await
-        .map_err(|e| ApiError::Internal(format!("directory listing panicked: {e}")))?;
+    let (subs, _) = st.sessions.list_subdirs(&dir, false, None).await?;
     let ignored: Vec<String> = st.sessions.catalog().ignored_dirs().await.map_err(SessionError::from)?.into_iter().map(|d| d.path).collect();
     let subs: Vec<_> = subs
         .into_iter()

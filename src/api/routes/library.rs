@@ -37,33 +37,34 @@ struct Root {
 }
 
 pub(crate) async fn overview(State(st): St) -> ApiResult {
-    let assets = st.sessions.catalog().asset_index_times().await.map_err(SessionError::from)?;
     let watcher = st.watcher.status().await;
     let mut roots = Vec::new();
     for root in st.sessions.library().roots() {
         let root_s = root.to_string_lossy().into_owned();
         let (mode, note) = watcher.roots.iter().find(|r| r.path == root_s).map(|r| (r.mode.clone(), r.note.clone())).unwrap_or(("off".into(), None));
+        // The catalog's per-folder counts (kept by triggers): O(folders), whatever the images.
+        let counts = st.sessions.catalog().dir_counts(&root_s).await.map_err(SessionError::from)?;
         let mut dirs: BTreeMap<String, Dir> = BTreeMap::new();
         let (mut images, mut indexed, mut last) = (0u64, 0u64, None::<i64>);
-        for (path, at) in &assets {
-            let Ok(rel) = Path::new(path).strip_prefix(&root) else { continue };
-            images += 1;
-            indexed += at.is_some() as u64;
-            last = last.max(*at);
-            // Every folder between the root and the file gets the image.
+        for c in &counts {
+            let Ok(rel) = Path::new(&c.path).strip_prefix(&root) else { continue };
+            let (n, done) = (c.images.max(0) as u64, c.indexed.max(0) as u64);
+            images += n;
+            indexed += done;
+            last = last.max(c.last_indexed_at);
+            // Every folder between the root and this one (itself included) gets its images.
             let mut acc = root.clone();
-            let comps: Vec<_> = rel.components().collect();
-            for (depth, c) in comps.iter().take(comps.len().saturating_sub(1)).enumerate() {
-                acc.push(c);
+            for (depth, comp) in rel.components().enumerate() {
+                acc.push(comp);
                 let d = dirs.entry(acc.to_string_lossy().into_owned()).or_insert_with(|| Dir {
                     path: acc.to_string_lossy().into_owned(),
-                    name: c.as_os_str().to_string_lossy().into_owned(),
+                    name: comp.as_os_str().to_string_lossy().into_owned(),
                     depth: depth + 1,
                     ..Default::default()
                 });
-                d.image_count += 1;
-                d.indexed_count += at.is_some() as u64;
-                d.last_ms = d.last_ms.max(*at);
+                d.image_count += n;
+                d.indexed_count += done;
+                d.last_ms = d.last_ms.max(c.last_indexed_at);
             }
         }
         let directories = dirs
