@@ -15,6 +15,7 @@ mod faults;
 mod field;
 mod pipeline;
 mod safe_open;
+mod service;
 mod sessions_api;
 mod watcher;
 mod web_api;
