@@ -152,3 +152,41 @@ async fn socket_group_lets_its_members_in_and_ctl_says_how_to_get_access() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("daemon.socket_group") && err.contains("no such group"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_operators_alert_on_move() {
+    let d = TestDaemon::start(Db::Sqlite, "", |root| crate::harness::write_images(root, "a", 2, "png")).await;
+    let scrape = || async {
+        let m = d.client.raw(hyper::Method::GET, "/metrics", &[], vec![]).await.expect("request");
+        assert_eq!(m.status, 200);
+        String::from_utf8(m.body.to_vec()).unwrap()
+    };
+    let sample = |text: &str, series: &str| -> f64 {
+        let line = text.lines().find(|l| l.rsplit_once(' ').is_some_and(|(s, _)| s == series)).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        line.rsplit_once(' ').unwrap().1.parse().unwrap()
+    };
+    // The start-up reconcile has run once the watcher knows the two images.
+    assert!(crate::harness::eventually(10, || async { sample(&scrape().await, "pixdex_catalog_assets") == 2.0 }).await);
+    let before = scrape().await;
+    assert!(sample(&before, "pixdex_watcher_reconciles_total") >= 1.0, "{before}");
+    assert!(sample(&before, "pixdex_watcher_last_reconcile_seconds") >= 0.0, "{before}");
+    assert_eq!(sample(&before, "pixdex_watcher_overflows_total"), 0.0);
+    assert_eq!(sample(&before, "pixdex_watcher_unavailable_folders"), 0.0);
+    for cause in ["file", "model", "vector_store", "crash", "attempts"] {
+        assert_eq!(sample(&before, &format!("pixdex_jobs_failed_total{{cause=\"{cause}\"}}")), 0.0, "{before}");
+    }
+    for store in ["catalog", "vector_store"] {
+        assert_eq!(sample(&before, &format!("pixdex_pipeline_waits_total{{store=\"{store}\"}}")), 0.0, "{before}");
+        assert_eq!(sample(&before, &format!("pixdex_pipeline_wait_seconds_total{{store=\"{store}\"}}")), 0.0, "{before}");
+    }
+    assert_eq!(sample(&before, "pixdex_search_duration_seconds_count{kind=\"words\"}"), 0.0, "{before}");
+    assert!(before.contains("# TYPE pixdex_search_duration_seconds histogram\n"), "{before}");
+
+    // A search by words (answered or not: this daemon has no model) moves the histogram.
+    let _ = d.post("/api/v1/search", Some(json!({"query": "cat"}))).await;
+    let after = scrape().await;
+    assert_eq!(sample(&after, "pixdex_search_duration_seconds_count{kind=\"words\"}"), 1.0, "{after}");
+    assert_eq!(sample(&after, "pixdex_search_duration_seconds_bucket{kind=\"words\",le=\"+Inf\"}"), 1.0, "{after}");
+    assert!(sample(&after, "pixdex_search_duration_seconds_sum{kind=\"words\"}") > 0.0, "{after}");
+    assert_eq!(sample(&after, "pixdex_search_duration_seconds_count{kind=\"image\"}"), 0.0, "{after}");
+}
