@@ -38,7 +38,28 @@ pub struct RawConfig {
     pub pipeline: RawPipeline,
     pub vectors: RawVectors,
     #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
     pub sessions: Vec<RawSession>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// "text" (default: human-readable lines, coloured only on a terminal) or "json" (one JSON
+    /// object per line, for log shippers). `PIXDEX_LOG_FORMAT` sets it too.
+    #[serde(default = "default_log_format")]
+    pub format: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog { format: default_log_format() }
+    }
+}
+
+fn default_log_format() -> String {
+    "text".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -135,6 +156,10 @@ pub struct RawDaemon {
     pub data_dir: PathBuf,
     /// Control socket; default `<data_dir>/pixdex.sock`.
     pub socket: Option<PathBuf>,
+    /// A group whose members may use the control socket (mode 0660, that group); unset: mode
+    /// 0600, the daemon's user only. The packaged config sets "pixdex".
+    #[serde(default)]
+    pub socket_group: Option<String>,
     /// Optional TCP address serving the same API ("127.0.0.1:8765"). Off when absent.
     pub listen: Option<String>,
     /// How often sessions waiting for images (autoStart) are re-checked, in seconds.
@@ -272,6 +297,7 @@ impl Default for RawConfig {
             daemon: RawDaemon {
                 data_dir: default_data_dir(),
                 socket: None,
+                socket_group: None,
                 listen: None,
                 admission_retry_secs: 10,
                 log: "info".into(),
@@ -321,6 +347,7 @@ impl Default for RawConfig {
                 shard_number: None,
                 min_free_mb: default_min_free_mb(),
             },
+            log: RawLog::default(),
             sessions: vec![],
         }
     }
@@ -345,10 +372,13 @@ pub struct Config {
     pub source: Option<PathBuf>,
     pub data_dir: PathBuf,
     pub socket: PathBuf,
+    /// `daemon.socket_group`: the socket is mode 0660 for this group (else 0600).
+    pub socket_group: Option<String>,
     pub listen: Option<SocketAddr>,
     pub web: WebSettings,
     pub admission_retry: Duration,
     pub log: String,
+    pub log_format: LogFormat,
     pub catalog_url: String,
     pub catalog_max_connections: u32,
     pub library: LibraryConfig,
@@ -442,6 +472,18 @@ pub struct LibraryConfig {
     pub ignored: Vec<String>,
 }
 
+/// `log.format`: how the daemon writes its log to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only on a terminal).
+    Text,
+    /// One JSON object per line (timestamp, level, target, message and fields at the top level).
+    Json,
+}
+
+/// The short variable for `log.format` (the long form `PIXDEX_LOG__FORMAT` works too).
+pub const LOG_FORMAT_ENV: &str = "PIXDEX_LOG_FORMAT";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WatchMode {
@@ -479,6 +521,8 @@ impl Config {
         }
         // Only `PIXDEX_SECTION__KEY` variables configure; `PIXDEX_CONFIG` and others are not keys.
         fig = fig.merge(Env::prefixed("PIXDEX_").filter(|k| k.as_str().contains("__")).split("__"));
+        // `PIXDEX_LOG_FORMAT=json`, the form log shippers' docs use, is `log.format`.
+        fig = fig.merge(Env::raw().only(&[LOG_FORMAT_ENV]).map(|_| "log.format".into()));
         fig.extract::<RawConfig>().map_err(|e| {
             let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
             ConfigError::Figment(msgs.join("; "))
@@ -493,7 +537,8 @@ impl Config {
         // A key set by a `PIXDEX_SECTION__KEY` variable is reported as coming from it (it wins
         // over the file), not from the file.
         let origin_of = |key: &str| {
-            let var = format!("PIXDEX_{}", key.to_ascii_uppercase().replace('.', "__"));
+            let long = format!("PIXDEX_{}", key.to_ascii_uppercase().replace('.', "__"));
+            let var = if key == "log.format" && std::env::var_os(LOG_FORMAT_ENV).is_some() { LOG_FORMAT_ENV.to_string() } else { long };
             if std::env::var_os(&var).is_some() { format!(" (from the environment variable {var})") } else { origin.clone() }
         };
         let invalid = |key: &str, reason: String| ConfigError::Invalid { key: key.to_string(), origin: origin_of(key), reason };
@@ -513,6 +558,18 @@ impl Config {
             Some(s) => Some(s.parse::<SocketAddr>().map_err(|e| invalid("daemon.listen", format!("{s:?} is not an address like \"127.0.0.1:8765\" ({e})")))?),
         };
         let web = validate_web(&raw.daemon, listen, &data_dir).map_err(|(k, r)| invalid(k, r))?;
+        let socket_group = match raw.daemon.socket_group.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(g) if g.contains(|c: char| c == ':' || c == '/' || c.is_whitespace()) => {
+                return Err(invalid("daemon.socket_group", format!("{g:?} is not a group name (e.g. \"pixdex\")")));
+            }
+            Some(g) => Some(g.to_string()),
+        };
+        let log_format = match raw.log.format.trim().to_ascii_lowercase().as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return Err(invalid("log.format", format!("{other:?} is neither \"text\" nor \"json\""))),
+        };
         if raw.daemon.admission_retry_secs == 0 {
             return Err(invalid("daemon.admission_retry_secs", "must be at least 1".into()));
         }
@@ -661,10 +718,12 @@ impl Config {
             source: file.map(|f| f.to_path_buf()),
             data_dir,
             socket,
+            socket_group,
             listen,
             web,
             admission_retry: Duration::from_secs(raw.daemon.admission_retry_secs),
             log: raw.daemon.log,
+            log_format,
             catalog_url,
             catalog_max_connections: raw.catalog.max_connections,
             library: LibraryConfig {
@@ -926,6 +985,22 @@ mod tests {
             let e = Config::load(Some(&f)).unwrap_err().to_string();
             assert!(e.contains(key), "{body}: {e}");
         }
+    }
+
+    #[test]
+    fn log_format_and_socket_group() {
+        let c = Config::validate(RawConfig::default(), None).unwrap();
+        assert_eq!((c.log_format, c.socket_group.as_deref()), (LogFormat::Text, None));
+        let d = tempfile::tempdir().unwrap();
+        let f = write(d.path(), "[daemon]\nsocket_group = \"pixdex\"\n\n[log]\nformat = \"json\"\n");
+        let c = Config::load(Some(&f)).unwrap();
+        assert_eq!((c.log_format, c.socket_group.as_deref()), (LogFormat::Json, Some("pixdex")));
+        let f = write(d.path(), "[log]\nformat = \"xml\"\n");
+        let e = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("log.format") && e.contains("pixdex.toml"), "{e}");
+        let f = write(d.path(), "[daemon]\nsocket_group = \"a b\"\n");
+        let e = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("daemon.socket_group"), "{e}");
     }
 
     #[test]

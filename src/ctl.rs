@@ -8,6 +8,26 @@ use serde_json::Value;
 use crate::api::client::{Client, ClientError, Response};
 use crate::api::wire::{self, paths};
 
+/// The packaged daemon's config (the Debian package's conffile).
+pub const PACKAGED_CONFIG: &str = "/etc/pixdex/pixdex.toml";
+
+/// The config `pixdex ctl` reads to find the daemon: `--config` / `PIXDEX_CONFIG`, else the
+/// packaged daemon's when it is installed, else none (the built-in defaults).
+pub fn config_file(given: Option<&std::path::Path>) -> Option<std::path::PathBuf> {
+    given.map(std::path::Path::to_path_buf).or_else(|| Some(std::path::PathBuf::from(PACKAGED_CONFIG)).filter(|p| p.exists()))
+}
+
+/// Load the config ctl reads; a file the user may not read says how to get access.
+pub fn load_config(file: Option<&std::path::Path>) -> Result<crate::config::Config, String> {
+    if let Some(f) = file
+        && let Err(e) = std::fs::File::open(f)
+        && e.kind() == std::io::ErrorKind::PermissionDenied
+    {
+        return Err(format!("cannot read the config {}: {e}{}", f.display(), crate::api::client::access_hint(f)));
+    }
+    crate::config::Config::load(file).map_err(|e| e.to_string())
+}
+
 #[derive(Debug, Args)]
 pub struct CtlArgs {
     /// Control socket (default: the configured `daemon.socket`).

@@ -52,8 +52,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Some(_) => Some(Arc::new(api::guard::Guard::new(&cfg.web).context("cannot set up the TCP listener's token")?)),
         None => None,
     };
-    let unix = bind_unix(&cfg.socket)?;
-    tracing::info!(socket = %cfg.socket.display(), "control socket bound");
+    let unix = bind_unix(&cfg.socket, cfg.socket_group.as_deref())?;
+    tracing::info!(socket = %cfg.socket.display(), group = cfg.socket_group.as_deref().unwrap_or("-"), "control socket bound");
 
     let catalog = Catalog::connect(&cfg.catalog_url, cfg.catalog_max_connections).await?;
     // Who this daemon is among the peers sharing the catalog: lease owner, start owner.
@@ -170,7 +170,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         match guard.token() {
             Some(t) => {
                 tracing::info!(%addr, "TCP listener serving the API and the web app (token required)");
-                eprintln!("pixdex web app: open http://{shown}/?token={t}");
+                // A JSON log stays all JSON: the link is an event there.
+                match cfg.log_format {
+                    crate::config::LogFormat::Json => tracing::info!(link = %format!("http://{shown}/?token={t}"), "pixdex web app: open the login link"),
+                    crate::config::LogFormat::Text => eprintln!("pixdex web app: open http://{shown}/?token={t}"),
+                }
             }
             None => tracing::warn!(%addr, "TCP listener serving the API and the web app WITHOUT authentication (daemon.tcp_auth = \"none\"; loopback only)"),
         }
@@ -226,16 +230,34 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         });
     }
 
+    // The service manager (systemd `Type=notify`): ready now that the catalog is open and the
+    // listeners are bound; watchdog pings from this runtime while it runs tasks.
+    let status = |what: &str| {
+        format!(
+            "{what}: control socket {}, pipeline {}",
+            cfg.socket.display(),
+            if pipeline.status().running { "running" } else { "not running (see `pixdex ctl health`)" }
+        )
+    };
+    crate::notify::ready(&status("ready"));
+    if let Some(every) = crate::notify::watchdog_interval() {
+        tasks.spawn(crate::notify::watchdog(every, shutdown.subscribe()));
+    }
     loop {
         tokio::select! {
             // SIGHUP: re-read the config file and reconcile its sessions.
-            _ = hup.recv() => reload(&cfg, &sessions).await,
+            _ = hup.recv() => {
+                crate::notify::reloading("reloading the config's sessions");
+                reload(&cfg, &sessions).await;
+                crate::notify::ready(&status("reloaded"));
+            }
             // SIGTERM / SIGINT: leave the loop and shut down.
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
     tracing::info!("shutting down");
+    crate::notify::stopping("shutting down: finishing requests, handing back leases");
     let _ = shutdown.send(());
     // The listeners stop accepting and give their connections `daemon.shutdown_grace_secs`
     // before dropping them, so this wait is bounded whatever clients do.
@@ -338,10 +360,21 @@ async fn reload(cfg: &Config, sessions: &Sessions) {
 }
 
 /// Bind the control socket, refusing to steal it from a live daemon and replacing a stale one
-/// (never anything that is not a socket). Mode 0600 from the first instant: the socket is bound
-/// inside a fresh 0700 directory, set to 0600, then renamed into place, so no other user can
-/// connect in between whatever the umask.
-fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+/// (never anything that is not a socket). Mode 0600 (0660 and `group`'s, with
+/// `daemon.socket_group`) from the first instant: the socket is bound inside a fresh 0700
+/// directory, given its group and mode, then renamed into place, so no one else can connect in
+/// between whatever the umask.
+fn bind_unix(path: &Path, group: Option<&str>) -> anyhow::Result<tokio::net::UnixListener> {
+    let gid = group.map(group_id).transpose()?;
+    let mode = if gid.is_some() { 0o660 } else { 0o600 };
+    let restrict = |p: &Path| -> anyhow::Result<()> {
+        if let Some(gid) = gid {
+            std::os::unix::fs::chown(p, None, Some(gid)).with_context(|| {
+                format!("cannot give {} to group {:?} (daemon.socket_group; the daemon's user must be a member)", path.display(), group.unwrap_or(""))
+            })?;
+        }
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).with_context(|| format!("cannot set mode {mode:o} on {}", path.display()))
+    };
     use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
@@ -360,7 +393,7 @@ fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     if staged.as_os_str().len() < 100 && std::fs::DirBuilder::new().mode(0o700).create(&private).is_ok() {
         let bound = (|| -> anyhow::Result<tokio::net::UnixListener> {
             let l = tokio::net::UnixListener::bind(&staged).with_context(|| format!("cannot bind daemon.socket {}", path.display()))?;
-            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600)).with_context(|| format!("cannot set mode 0600 on {}", path.display()))?;
+            restrict(&staged)?;
             std::fs::rename(&staged, path).with_context(|| format!("cannot move the socket into place at {}", path.display()))?;
             Ok(l)
         })();
@@ -369,8 +402,23 @@ fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
         return bound;
     }
     let l = tokio::net::UnixListener::bind(path).with_context(|| format!("cannot bind daemon.socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).with_context(|| format!("cannot set mode 0600 on {}", path.display()))?;
+    restrict(path)?;
     Ok(l)
+}
+
+/// A group's id by name (through NSS, as `ls` and `chgrp` see it).
+fn group_id(name: &str) -> anyhow::Result<u32> {
+    let cname = std::ffi::CString::new(name).map_err(|_| anyhow::anyhow!("daemon.socket_group {name:?} is not a group name"))?;
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: all-zero is a valid `group` (null pointers, zero gid) for getgrnam_r to fill.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; `buf` outlives the use of `grp` (only gr_gid is read).
+    let rc = unsafe { libc::getgrnam_r(cname.as_ptr(), &mut grp, buf.as_mut_ptr().cast(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() {
+        bail!("daemon.socket_group {name:?}: no such group (create it, or leave the key unset for a socket only the daemon's user may use)");
+    }
+    Ok(grp.gr_gid)
 }
 
 pub(crate) fn vectors_config(cfg: &Config) -> VectorsConfig {

@@ -84,9 +84,9 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log));
-            // Colour only on a terminal: a log redirected to a file or journald stays plain text.
-            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).init();
+            // Text (colour only on a terminal) or JSON lines (`log.format`).
+            pixdex::logging::init(&cfg.log, cfg.log_format);
+            let json = cfg.log_format == pixdex::config::LogFormat::Json;
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             let ran = rt.block_on(pixdex::daemon::run(cfg));
             // A blocking task still running (a handler's walk or store call whose connection
@@ -94,6 +94,10 @@ fn main() -> ExitCode {
             rt.shutdown_timeout(std::time::Duration::from_secs(2));
             match ran {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) if json => {
+                    tracing::error!(error = %format!("{e:#}"), "the daemon stopped on an error");
+                    ExitCode::FAILURE
+                }
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE
@@ -130,14 +134,20 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Ctl(args) => {
+            // Without --config, the packaged daemon's config when it is installed.
+            let file = ctl::config_file(file);
+            let file = file.as_deref();
             let endpoint = if let Some(tcp) = &args.tcp {
                 Endpoint::Tcp(tcp.clone())
             } else if let Some(sock) = &args.socket {
                 Endpoint::Unix(sock.clone())
             } else {
-                match load() {
+                match ctl::load_config(file) {
                     Ok(c) => Endpoint::Unix(c.socket),
-                    Err(code) => return code,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
                 }
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");

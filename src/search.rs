@@ -19,6 +19,84 @@ use crate::vectors::{Filter, LabelPayload, VectorStore};
 
 pub const MAX_LIMIT: usize = 100;
 
+/// Upper bounds (seconds) of the search latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The kinds of search, as `/metrics` labels them.
+pub const SEARCH_KINDS: [&str; 3] = ["words", "image", "similar"];
+
+/// One latency histogram: counts per bucket (not cumulative), total count and sum.
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [std::sync::atomic::AtomicU64; LATENCY_BUCKETS.len()],
+    count: std::sync::atomic::AtomicU64,
+    sum_us: std::sync::atomic::AtomicU64,
+}
+
+/// A histogram's numbers as Prometheus wants them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSnapshot {
+    /// (upper bound, observations at or below it): cumulative.
+    pub buckets: Vec<(f64, u64)>,
+    pub count: u64,
+    pub sum_seconds: f64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&le| s <= le) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut acc = 0;
+        let buckets = LATENCY_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(&le, n)| {
+                acc += n.load(Relaxed);
+                (le, acc)
+            })
+            .collect();
+        HistogramSnapshot { buckets, count: self.count.load(Relaxed), sum_seconds: self.sum_us.load(Relaxed) as f64 / 1e6 }
+    }
+}
+
+/// Search latency per kind (`SEARCH_KINDS` order), answered or refused, since the daemon started.
+#[derive(Default)]
+pub struct SearchLatency {
+    kinds: [Histogram; SEARCH_KINDS.len()],
+}
+
+impl SearchLatency {
+    /// (kind, histogram) for every kind.
+    pub fn snapshot(&self) -> Vec<(&'static str, HistogramSnapshot)> {
+        SEARCH_KINDS.iter().zip(&self.kinds).map(|(&k, h)| (k, h.snapshot())).collect()
+    }
+
+    /// Time a search of kind `SEARCH_KINDS[i]` until the guard is dropped.
+    fn time(&self, i: usize) -> Timed<'_> {
+        Timed { h: &self.kinds[i], since: std::time::Instant::now() }
+    }
+}
+
+struct Timed<'a> {
+    h: &'a Histogram,
+    since: std::time::Instant,
+}
+
+impl Drop for Timed<'_> {
+    fn drop(&mut self) {
+        self.h.observe(self.since.elapsed());
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
     #[error("{0}")]
@@ -167,11 +245,17 @@ pub struct Search {
     /// The configured model when it has a text tower but cannot run: (model, why). Word
     /// searches then say so instead of asking for a model that is already configured.
     configured_failure: Option<(String, String)>,
+    latency: Arc<SearchLatency>,
 }
 
 impl Search {
     pub fn new(serving: Serving, catalog: Catalog, library: Arc<Library>, limits: DecodeLimits) -> Search {
-        Search { serving: Arc::new(RwLock::new(serving)), catalog, library, limits, configured_failure: None }
+        Search { serving: Arc::new(RwLock::new(serving)), catalog, library, limits, configured_failure: None, latency: Arc::default() }
+    }
+
+    /// How long searches took (`/metrics`).
+    pub fn latency(&self) -> &SearchLatency {
+        &self.latency
     }
 
     /// The configured text-capable model (`model`) could not be loaded, and why.
@@ -321,6 +405,7 @@ impl Search {
     }
 
     pub async fn by_image(&self, q: ImageQuery, limit: usize, offset: usize, filters: &Filters) -> Result<SearchResults, SearchError> {
+        let _timed = self.latency.time(1);
         Self::check_limit(limit)?;
         let filter = self.filter(filters)?;
         // Containment first, model or not: only files inside the library roots, checked
@@ -378,6 +463,7 @@ impl Search {
     }
 
     pub async fn similar(&self, asset_id: i64, exclude_self: bool, limit: usize, offset: usize, filters: &Filters) -> Result<SearchResults, SearchError> {
+        let _timed = self.latency.time(2);
         Self::check_limit(limit)?;
         let filter = self.filter(filters)?;
         let sv = self.serving();
@@ -396,6 +482,7 @@ impl Search {
     }
 
     pub async fn by_words(&self, query: &str, limit: usize, offset: usize, filters: &Filters) -> Result<SearchResults, SearchError> {
+        let _timed = self.latency.time(0);
         Self::check_limit(limit)?;
         let q = query.trim();
         if q.is_empty() {
@@ -491,6 +578,26 @@ pub fn classes_for(query: &str) -> Vec<(u32, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_histogram_is_cumulative() {
+        use std::time::Duration;
+        let h = Histogram::default();
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_millis(30));
+        h.observe(Duration::from_secs(20));
+        let s = h.snapshot();
+        assert_eq!(s.count, 3);
+        assert!((s.sum_seconds - 20.033).abs() < 1e-9, "{s:?}");
+        assert_eq!(s.buckets[0], (0.005, 1));
+        assert_eq!(s.buckets[3], (0.05, 2));
+        // Above the last bound: only in the count (+Inf).
+        assert_eq!(s.buckets.last(), Some(&(10.0, 2)));
+        let l = SearchLatency::default();
+        drop(l.time(2));
+        let snap = l.snapshot();
+        assert_eq!(snap.iter().map(|(k, s)| (*k, s.count)).collect::<Vec<_>>(), [("words", 0), ("image", 0), ("similar", 1)]);
+    }
 
     #[test]
     fn words_match_label_synonyms() {

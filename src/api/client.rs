@@ -26,14 +26,45 @@ impl std::fmt::Display for Endpoint {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error(
-        "cannot reach the pixdex daemon at {endpoint}: {source} (is `pixdex daemon` running with this config? pass --socket or --config to point ctl at it)"
-    )]
+    #[error("cannot reach the pixdex daemon at {endpoint}: {source}{}", connect_hint(.endpoint, .source))]
     Connect { endpoint: String, source: std::io::Error },
     #[error("the daemon at {endpoint} broke the connection: {source}")]
     Http { endpoint: String, source: hyper::Error },
     #[error("the daemon answered {status} with a body that is not JSON: {body}")]
     NotJson { status: u16, body: String },
+}
+
+/// What to do when the daemon cannot be reached: get access (permission denied), or point ctl
+/// at the right daemon.
+fn connect_hint(endpoint: &str, e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        return access_hint(std::path::Path::new(endpoint));
+    }
+    " (is `pixdex daemon` running with this config? pass --socket or --config to point ctl at it)".into()
+}
+
+/// How to get access to `path` (the control socket or the daemon's config) after a permission
+/// denied: join the group that owns it (or its folder), or use sudo.
+pub fn access_hint(path: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    // The socket itself, or the folder that hides it (`/run/pixdex`, mode 0750).
+    let gid = std::fs::metadata(path).or_else(|_| std::fs::metadata(path.parent().unwrap_or(path))).map(|m| m.gid()).ok();
+    match gid.filter(|&g| g != 0).and_then(group_name) {
+        Some(g) => format!(
+            " (only the daemon's user and members of group `{g}` may use it: add yourself to that group with `sudo usermod -aG {g} $USER` and log in again, or run this command with sudo)"
+        ),
+        None => " (run this command as the daemon's user or with sudo; `daemon.socket_group` in the daemon's config lets a group use the socket)".into(),
+    }
+}
+
+/// A group's name from `/etc/group`.
+fn group_name(gid: u32) -> Option<String> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)?.parse::<u32>().ok()? == gid).then(|| name.to_string())
+    })
 }
 
 /// A response: status and parsed JSON body (`null` when empty).

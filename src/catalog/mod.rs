@@ -58,6 +58,10 @@ const REQUEUE_EXPIRED: &str = "UPDATE training_jobs SET status = 'pending', leas
 const ORPHANED_STARTS: &str = "UPDATE training_sessions SET status = 'pending', owner = NULL, updated_at = $1 \
      WHERE status = 'discovering' AND discovery IS NULL AND (owner IS NULL OR owner = $3 OR owner NOT IN (SELECT owner FROM daemons WHERE heartbeat_at >= $2))";
 
+/// Jobs this process gave up on after `pipeline.max_attempts` claims (`/metrics`:
+/// `pixdex_jobs_failed_total{cause="attempts"}`).
+pub static JOBS_GIVEN_UP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Claims of one job before it is given up (`pipeline.max_attempts`).
 pub const DEFAULT_MAX_ATTEMPTS: i64 = 3;
 
@@ -692,6 +696,7 @@ impl Catalog {
         .bind(now)
         .fetch_all(&mut *tx)
         .await?;
+        let given_up = gave_up.len() as u64;
         let mut sessions: Vec<i64> = gave_up;
         sessions.sort_unstable();
         sessions.dedup();
@@ -757,6 +762,7 @@ impl Catalog {
             out.push(ClaimedJob { job_id: r.try_get(0)?, session_id: r.try_get(1)?, asset_id: r.try_get(2)?, path: r.try_get(3)?, token: r.try_get(4)? });
         }
         tx.commit().await?;
+        JOBS_GIVEN_UP.fetch_add(given_up, std::sync::atomic::Ordering::Relaxed);
         Ok(out)
     }
 

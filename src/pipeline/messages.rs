@@ -43,6 +43,32 @@ impl Outcome {
     }
 }
 
+/// Why a job failed, for operators (`pixdex_jobs_failed_total{cause}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailCause {
+    /// The file itself: unreadable, undecodable, too large, a decompression bomb, outside the roots.
+    File,
+    /// The model failed at run time or gave a non-finite embedding.
+    Model,
+    /// The vector store refused the point (not an outage: outages are waited out).
+    VectorStore,
+    /// A stage panicked on this job: a pixdex bug.
+    Crash,
+}
+
+impl FailCause {
+    pub const ALL: [FailCause; 4] = [FailCause::File, FailCause::Model, FailCause::VectorStore, FailCause::Crash];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            FailCause::File => "file",
+            FailCause::Model => "model",
+            FailCause::VectorStore => "vector_store",
+            FailCause::Crash => "crash",
+        }
+    }
+}
+
 /// → write: what became of a job.
 pub enum Outcome {
     Embedded {
@@ -50,10 +76,11 @@ pub enum Outcome {
         embedding: Embedding,
         original: (u32, u32),
     },
-    /// The job's own fault (bad file): it fails, the session goes on.
+    /// The job fails (a bad file, or a fault that hit only this job), the session goes on.
     Failed {
         job: ClaimedJob,
         reason: String,
+        cause: FailCause,
     },
     /// Not the file's fault and not for now (the process is out of file descriptors): the job
     /// is handed back (pending again, not counted as an attempt) and claimed again later.

@@ -10,6 +10,8 @@
 mod messages;
 mod stages;
 
+pub use messages::FailCause;
+
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -56,6 +58,30 @@ impl Counters {
     }
 }
 
+/// Waits of the writer for a store that is unavailable (each retry after a transient fault).
+#[derive(Default)]
+pub struct Waits {
+    pub count: AtomicU64,
+    pub ms: AtomicU64,
+}
+
+impl Waits {
+    pub fn waited(&self, d: Duration) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.ms.fetch_add(d.as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// What operators alert on (`GET /metrics`): failed jobs by cause, waits for the catalog and
+/// the vector store. Counted since the daemon started.
+#[derive(Debug, Clone, Default)]
+pub struct FaultCounters {
+    /// (cause label, jobs failed), every cause listed.
+    pub failed: Vec<(&'static str, u64)>,
+    /// (what was waited for: "catalog" | "vector_store", waits, seconds waited).
+    pub waits: Vec<(&'static str, u64, f64)>,
+}
+
 /// State the stages share: counters, the cancel set, the stop flag.
 pub struct Shared {
     pub claim: Counters,
@@ -75,6 +101,10 @@ pub struct Shared {
     pub last_write: RwLock<Instant>,
     /// Set while the writer waits out an unavailable vector store or catalog: what and why.
     pub waiting_for: std::sync::Mutex<Option<String>>,
+    /// Jobs failed by this pipeline, by `FailCause` (its discriminant is the index).
+    pub failed_by_cause: [AtomicU64; FailCause::ALL.len()],
+    pub catalog_waits: Waits,
+    pub store_waits: Waits,
     /// Completions of the last minute, for a current images/s.
     pub recent: std::sync::Mutex<std::collections::VecDeque<(Instant, u64)>>,
     /// Hashes the decoder computed, by job id, until the writer records them with the job.
@@ -106,6 +136,9 @@ impl Shared {
             unoptimized: AtomicU64::new(0),
             last_write: RwLock::new(Instant::now()),
             waiting_for: std::sync::Mutex::new(None),
+            failed_by_cause: Default::default(),
+            catalog_waits: Waits::default(),
+            store_waits: Waits::default(),
             recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
             hashes: std::sync::Mutex::new(std::collections::HashMap::new()),
             first_copy: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -248,6 +281,18 @@ impl Pipeline {
             reason: None,
             wake: Some(wake_tx),
         }
+    }
+
+    /// Failed jobs by cause and waits for the stores (all zero when the pipeline does not run).
+    /// Jobs given up after `pipeline.max_attempts` claims are counted as cause "attempts".
+    pub fn fault_counters(&self) -> FaultCounters {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut failed: Vec<(&'static str, u64)> =
+            FailCause::ALL.iter().map(|&c| (c.label(), self.inner.as_ref().map_or(0, |r| load(&r.shared.failed_by_cause[c as usize])))).collect();
+        failed.push(("attempts", load(&crate::catalog::JOBS_GIVEN_UP)));
+        let waits = |name, w: Option<&Waits>| (name, w.map_or(0, |w| load(&w.count)), w.map_or(0.0, |w| load(&w.ms) as f64 / 1000.0));
+        let shared = self.inner.as_ref().map(|r| &r.shared);
+        FaultCounters { failed, waits: vec![waits("catalog", shared.map(|s| &s.catalog_waits)), waits("vector_store", shared.map(|s| &s.store_waits))] }
     }
 
     /// Claim now rather than at the next poll (a session was started or resumed).

@@ -11,7 +11,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
-use super::messages::{DecodeTask, Decoded, Outcome, Prepared};
+use super::messages::{DecodeTask, Decoded, FailCause, Outcome, Prepared};
 use super::{PipelineConfig, Shared};
 use crate::catalog::Catalog;
 use crate::embed::{Embedder, IMAGE_FLOATS};
@@ -271,7 +271,7 @@ impl Decoder {
                     Err(e) => {
                         self.shared.decode.failures.fetch_add(1, Ordering::Relaxed);
                         let reason = format!("{e}; the file was not read");
-                        if self.fail.send(Outcome::Failed { job, reason }).is_err() {
+                        if self.fail.send(Outcome::Failed { job, reason, cause: FailCause::File }).is_err() {
                             return;
                         }
                         continue;
@@ -306,12 +306,12 @@ impl Decoder {
                 Ok(Err(e)) if crate::error::Classify::is_transient(&e) => self.retry_later(job, e.to_string()),
                 Ok(Err(e)) => {
                     self.shared.decode.failures.fetch_add(1, Ordering::Relaxed);
-                    self.fail.send(Outcome::Failed { job, reason: e.to_string() }).is_ok()
+                    self.fail.send(Outcome::Failed { job, reason: e.to_string(), cause: FailCause::File }).is_ok()
                 }
                 Err(_) => {
                     self.shared.decode.failures.fetch_add(1, Ordering::Relaxed);
                     let reason = format!("{}: the decoder crashed on this file (a pixdex bug; please report it)", job.path);
-                    self.fail.send(Outcome::Failed { job, reason }).is_ok()
+                    self.fail.send(Outcome::Failed { job, reason, cause: FailCause::Crash }).is_ok()
                 }
             };
             if !sent {
@@ -354,7 +354,7 @@ impl Resizer {
                     Err(p) => {
                         self.shared.resize.failures.fetch_add(1, Ordering::Relaxed);
                         let reason = crashed("resize", &job, p.as_ref());
-                        if self.fail.send(Outcome::Failed { job, reason }).is_err() {
+                        if self.fail.send(Outcome::Failed { job, reason, cause: FailCause::Crash }).is_err() {
                             return;
                         }
                         continue;
@@ -429,7 +429,11 @@ impl EmbedStage {
                             let job = match p {
                                 Prepared::Cpu { job, .. } | Prepared::Gpu { job, .. } => job,
                             };
-                            Outcome::Failed { job, reason: format!("the model failed on this batch (runtime error, not the file's): {e}") }
+                            Outcome::Failed {
+                                job,
+                                reason: format!("the model failed on this batch (runtime error, not the file's): {e}"),
+                                cause: FailCause::Model,
+                            }
                         })
                         .collect()
                 }
@@ -453,12 +457,18 @@ impl EmbedStage {
                 };
                 match r {
                     Ok(Ok(mut e)) if e.len() == 1 => Outcome::Embedded { job, embedding: e.remove(0), original },
-                    Ok(Ok(_)) => Outcome::Failed { job, reason: "the model returned no embedding for this image (a pixdex bug; please report it)".into() },
-                    Ok(Err(e)) => Outcome::Failed { job, reason: format!("the model failed on this image (runtime error, not the file's): {e}") },
+                    Ok(Ok(_)) => Outcome::Failed {
+                        job,
+                        reason: "the model returned no embedding for this image (a pixdex bug; please report it)".into(),
+                        cause: FailCause::Crash,
+                    },
+                    Ok(Err(e)) => {
+                        Outcome::Failed { job, reason: format!("the model failed on this image (runtime error, not the file's): {e}"), cause: FailCause::Model }
+                    }
                     Err(panic) => {
                         self.shared.embed.failures.fetch_add(1, Ordering::Relaxed);
                         let reason = crashed("embed", &job, panic.as_ref());
-                        Outcome::Failed { job, reason }
+                        Outcome::Failed { job, reason, cause: FailCause::Crash }
                     }
                 }
             })
@@ -556,7 +566,7 @@ impl Writer {
                             Err(p) => {
                                 self.shared.write.failures.fetch_add(1, Ordering::Relaxed);
                                 let reason = crashed("write", o.job(), p.as_ref());
-                                self.fail(o.job(), &reason);
+                                self.fail(o.job(), &reason, FailCause::Crash);
                             }
                         }
                     }
@@ -658,9 +668,9 @@ impl Writer {
         let mut embedded = Vec::new();
         for o in batch {
             match o {
-                Outcome::Failed { job, reason } => {
+                Outcome::Failed { job, reason, cause } => {
                     self.shared.write.failures.fetch_add(1, Ordering::Relaxed);
-                    self.fail(job, reason);
+                    self.fail(job, reason, *cause);
                 }
                 Outcome::Skipped { job, reason } => {
                     self.catalog_call("recording a skipped job", || self.catalog.skip_job(&self.owner, job.lease(), reason));
@@ -677,7 +687,7 @@ impl Writer {
                     // This image's fault, not its batch's: fail its job alone.
                     self.shared.write.failures.fetch_add(1, Ordering::Relaxed);
                     let reason = format!("{}: the model produced a non-finite embedding (NaN or infinity) for this image", job.path);
-                    self.fail(job, &reason);
+                    self.fail(job, &reason, FailCause::Model);
                 }
                 Outcome::Duplicate { .. } => {}
                 Outcome::Embedded { job, embedding, original } => {
@@ -767,8 +777,10 @@ impl Writer {
     }
 
     /// Fail one job (its own fault) in the catalog; a stale lease changes nothing.
-    fn fail(&self, job: &crate::catalog::ClaimedJob, reason: &str) {
-        self.catalog_call("recording a failed job", || self.catalog.fail_job(&self.owner, job.lease(), reason));
+    fn fail(&self, job: &crate::catalog::ClaimedJob, reason: &str, cause: FailCause) {
+        if self.catalog_call("recording a failed job", || self.catalog.fail_job(&self.owner, job.lease(), reason)).is_some() {
+            self.shared.failed_by_cause[cause as usize].fetch_add(1, Ordering::Relaxed);
+        }
         self.shared.release(job);
     }
 
@@ -792,6 +804,7 @@ impl Writer {
                     *self.shared.waiting_for.lock().unwrap() =
                         Some(format!("catalog unavailable ({e}); indexing resumes when it is back, nothing fails meanwhile"));
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "{what}: catalog unavailable; retrying");
+                    self.shared.catalog_waits.waited(backoff);
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
@@ -837,6 +850,7 @@ impl Writer {
                         return Stored::Shutdown;
                     }
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "vector store unavailable; retrying");
+                    self.shared.store_waits.waited(backoff);
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
@@ -848,7 +862,7 @@ impl Writer {
     fn refuse(&self, job: &crate::catalog::ClaimedJob, e: &crate::vectors::VectorError) {
         tracing::error!(job = job.job_id, error = %e, "the vector store refused the point");
         self.shared.write.failures.fetch_add(1, Ordering::Relaxed);
-        self.fail(job, &format!("the vector store refused the vector: {e}"));
+        self.fail(job, &format!("the vector store refused the vector: {e}"), FailCause::VectorStore);
     }
 }
 

@@ -16,6 +16,7 @@ mod field;
 mod pipeline;
 mod safe_open;
 mod scale;
+mod service;
 mod sessions_api;
 mod watcher;
 mod web_api;

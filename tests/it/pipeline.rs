@@ -131,6 +131,10 @@ async fn indexes_and_searches_with(db: Db, vectors_toml: &str) {
     };
     assert_eq!(sample("pixdex_stage_items_total{stage=\"embed\"}"), 10.0);
     assert_eq!(sample("pixdex_stage_failures_total{stage=\"decode\"}"), 4.0);
+    // What operators alert on: the 4 jobs failed for their files; the search for "cat" above.
+    assert_eq!(sample("pixdex_jobs_failed_total{cause=\"file\"}"), 4.0);
+    assert_eq!(sample("pixdex_jobs_failed_total{cause=\"crash\"}"), 0.0);
+    assert!(sample("pixdex_search_duration_seconds_count{kind=\"words\"}") >= 1.0);
     assert_eq!(sample("pixdex_vector_points"), 10.0);
     assert!(sample("pixdex_images_completed_total") >= 10.0);
     assert!(sample("pixdex_stage_busy_seconds_total{stage=\"embed\"}") > 0.0);

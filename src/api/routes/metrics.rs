@@ -1,6 +1,8 @@
 //! `GET /metrics`: the pipeline's own counters in Prometheus text format (version 0.0.4), for a
-//! scraper. The same numbers as `GET /api/v1/training/pipeline`, plus the watcher and the
-//! process's resident memory. On TCP it sits behind the token like every route but `/health`
+//! scraper. The same numbers as `GET /api/v1/training/pipeline`, plus what operators alert on
+//! (failed jobs by cause, waits for the catalog and the vector store, the watcher's overflows
+//! and reconciles, search latency; `docs/operations.md` says which to watch) and the process's
+//! resident memory. On TCP it sits behind the token like every route but `/health`
 //! (Prometheus sends it with `authorization.credentials`).
 
 use std::fmt::Write;
@@ -20,6 +22,8 @@ pub(crate) async fn metrics(State(st): St) -> ApiResult {
     let points = st.pipeline.points().await;
     let w = st.watcher.status().await;
     let mut out = render_pipeline(&p, points);
+    out.push_str(&render_faults(&st.pipeline.fault_counters()));
+    out.push_str(&render_search(&st.search.latency().snapshot()));
     let mut m = Metrics(&mut out);
     m.family("pixdex_watcher_pending_paths", "gauge", "Paths changed on disk and not yet applied to the catalog.");
     m.sample("pixdex_watcher_pending_paths", &[], w.pending_paths as f64);
@@ -27,6 +31,16 @@ pub(crate) async fn metrics(State(st): St) -> ApiResult {
     m.sample("pixdex_watcher_events_total", &[], w.events_seen as f64);
     m.family("pixdex_watcher_overflows_total", "counter", "Event queue overflows (each answered by a full reconcile).");
     m.sample("pixdex_watcher_overflows_total", &[], w.overflows as f64);
+    m.family("pixdex_watcher_reconciles_total", "counter", "Reconciles of the catalog with the disk (at start, periodic, after overflows, scans).");
+    m.sample("pixdex_watcher_reconciles_total", &[], w.reconciles as f64);
+    if let Some(ms) = w.last_reconcile_ms {
+        m.family("pixdex_watcher_last_reconcile_seconds", "gauge", "How long the last reconcile took.");
+        m.sample("pixdex_watcher_last_reconcile_seconds", &[], ms as f64 / 1000.0);
+    }
+    m.family("pixdex_watcher_unreadable_folders", "gauge", "Folders that exist but cannot be read (their assets are kept).");
+    m.sample("pixdex_watcher_unreadable_folders", &[], w.unreadable.len() as f64);
+    m.family("pixdex_watcher_unavailable_folders", "gauge", "Folders that are away: unmounted mount points, missing roots (their assets are kept).");
+    m.sample("pixdex_watcher_unavailable_folders", &[], w.unavailable.len() as f64);
     m.family("pixdex_catalog_assets", "gauge", "Images in the catalog under the watched roots.");
     m.sample("pixdex_catalog_assets", &[], w.assets_known as f64);
     if let Some(rss) = resident_bytes() {
@@ -69,6 +83,50 @@ pub(crate) fn render_pipeline(p: &PipelineStatus, points: Option<u64>) -> String
     if let Some(n) = points {
         m.family("pixdex_vector_points", "gauge", "Points in the vector store.");
         m.sample("pixdex_vector_points", &[], n as f64);
+    }
+    out
+}
+
+/// Failed jobs by cause; waits of the writer for an unavailable catalog or vector store.
+pub(crate) fn render_faults(f: &crate::pipeline::FaultCounters) -> String {
+    let mut out = String::new();
+    let mut m = Metrics(&mut out);
+    m.family(
+        "pixdex_jobs_failed_total",
+        "counter",
+        "Jobs failed since start, by cause: file (unreadable, undecodable, too large), model (run-time error), vector_store (point refused), crash (a stage panicked: a bug), attempts (given up after pipeline.max_attempts claims).",
+    );
+    for (cause, n) in &f.failed {
+        m.sample("pixdex_jobs_failed_total", &[("cause", cause)], *n as f64);
+    }
+    m.family(
+        "pixdex_pipeline_waits_total",
+        "counter",
+        "Retries of the writer after the catalog or the vector store was unavailable (nothing fails meanwhile).",
+    );
+    for (store, n, _) in &f.waits {
+        m.sample("pixdex_pipeline_waits_total", &[("store", store)], *n as f64);
+    }
+    m.family("pixdex_pipeline_wait_seconds_total", "counter", "Time the writer spent waiting for the catalog or the vector store to come back.");
+    for (store, _, secs) in &f.waits {
+        m.sample("pixdex_pipeline_wait_seconds_total", &[("store", store)], *secs);
+    }
+    out
+}
+
+/// The search latency histogram, one series per kind of search.
+pub(crate) fn render_search(kinds: &[(&str, crate::search::HistogramSnapshot)]) -> String {
+    const NAME: &str = "pixdex_search_duration_seconds";
+    let mut out = String::new();
+    let mut m = Metrics(&mut out);
+    m.family(NAME, "histogram", "Time to answer a search (words, image, similar), refused ones included.");
+    for (kind, h) in kinds {
+        for (le, n) in &h.buckets {
+            m.sample(&format!("{NAME}_bucket"), &[("kind", kind), ("le", &le.to_string())], *n as f64);
+        }
+        m.sample(&format!("{NAME}_bucket"), &[("kind", kind), ("le", "+Inf")], h.count as f64);
+        m.sample(&format!("{NAME}_sum"), &[("kind", kind)], h.sum_seconds);
+        m.sample(&format!("{NAME}_count"), &[("kind", kind)], h.count as f64);
     }
     out
 }
@@ -151,6 +209,26 @@ mod tests {
         assert!(text.contains("pixdex_stage_busy_seconds_total{stage=\"embed\"} 1.5\n"), "{text}");
         assert!(text.contains("pixdex_images_per_second 12.5\n"), "{text}");
         assert!(text.contains("pixdex_vector_points 40\n"), "{text}");
+    }
+
+    #[test]
+    fn faults_and_search_histogram_render() {
+        let f = crate::pipeline::FaultCounters { failed: vec![("file", 2), ("attempts", 0)], waits: vec![("catalog", 3, 1.5), ("vector_store", 0, 0.0)] };
+        let text = render_faults(&f);
+        assert!(text.contains("pixdex_jobs_failed_total{cause=\"file\"} 2\n"), "{text}");
+        assert!(text.contains("pixdex_pipeline_waits_total{store=\"catalog\"} 3\n"), "{text}");
+        assert!(text.contains("pixdex_pipeline_wait_seconds_total{store=\"catalog\"} 1.5\n"), "{text}");
+        let h = crate::search::Histogram::default();
+        h.observe(std::time::Duration::from_millis(20));
+        h.observe(std::time::Duration::from_secs(30));
+        let text = render_search(&[("words", h.snapshot())]);
+        assert!(text.contains("# TYPE pixdex_search_duration_seconds histogram\n"), "{text}");
+        assert!(text.contains("pixdex_search_duration_seconds_bucket{kind=\"words\",le=\"0.01\"} 0\n"), "{text}");
+        assert!(text.contains("pixdex_search_duration_seconds_bucket{kind=\"words\",le=\"0.025\"} 1\n"), "{text}");
+        assert!(text.contains("pixdex_search_duration_seconds_bucket{kind=\"words\",le=\"10\"} 1\n"), "{text}");
+        assert!(text.contains("pixdex_search_duration_seconds_bucket{kind=\"words\",le=\"+Inf\"} 2\n"), "{text}");
+        assert!(text.contains("pixdex_search_duration_seconds_count{kind=\"words\"} 2\n"), "{text}");
+        assert!(text.contains("pixdex_search_duration_seconds_sum{kind=\"words\"} 30.02\n"), "{text}");
     }
 
     #[test]
