@@ -61,7 +61,12 @@ impl Events {
                     // Rebuild the snapshot, but only while somebody listens (the handle we
                     // keep in `Events` counts as one receiver).
                     _ = tick.tick() => {
-                        if tx.receiver_count() <= 1 && !tx.borrow().is_empty() {
+                        if tx.receiver_count() <= 1 {
+                            // Nobody listens: drop the last snapshot, so the next subscriber
+                            // never starts from one taken long ago (it gets the next tick's).
+                            if !tx.borrow().is_empty() {
+                                tx.send_replace(Arc::new(String::new()));
+                            }
                             continue;
                         }
                         match snapshot(&sessions, &pipeline, &watcher).await {

@@ -87,11 +87,14 @@ pub struct Library {
     /// Roots the watcher has reconciled in this daemon's run (shared by every clone): under
     /// them the catalog's counts are the truth and listings read them instead of the disk.
     catalogued: std::sync::Arc<std::sync::RwLock<HashSet<PathBuf>>>,
+    /// Roots with changes the watcher has seen but not yet applied (files still settling,
+    /// events queued): until they are, the catalog does not know what these roots hold.
+    unsettled: std::sync::Arc<std::sync::RwLock<HashSet<PathBuf>>>,
 }
 
 impl Library {
     pub fn new(cfg: LibraryConfig) -> Library {
-        Library { cfg, catalogued: Default::default() }
+        Library { cfg, catalogued: Default::default(), unsettled: Default::default() }
     }
 
     /// The watcher reconciled `root`, and follows it: the catalog knows what it holds.
@@ -104,9 +107,19 @@ impl Library {
         self.catalogued.write().unwrap_or_else(|p| p.into_inner()).remove(root);
     }
 
-    /// Does the catalog know what `dir` holds (it lies under a root the watcher reconciled)?
+    /// The roots with changes not yet in the catalog (replaces the previous set).
+    pub fn set_unsettled(&self, roots: HashSet<PathBuf>) {
+        let mut g = self.unsettled.write().unwrap_or_else(|p| p.into_inner());
+        if *g != roots {
+            *g = roots;
+        }
+    }
+
+    /// Does the catalog know what `dir` holds: it lies under a root the watcher reconciled and
+    /// follows, with no change under that root waiting to be applied?
     pub fn is_catalogued(&self, dir: &Path) -> bool {
-        self.catalogued.read().unwrap_or_else(|p| p.into_inner()).iter().any(|r| dir.starts_with(r))
+        let unsettled = self.unsettled.read().unwrap_or_else(|p| p.into_inner());
+        self.catalogued.read().unwrap_or_else(|p| p.into_inner()).iter().any(|r| dir.starts_with(r) && !unsettled.contains(r))
     }
 
     pub fn config(&self) -> &LibraryConfig {

@@ -312,15 +312,7 @@ impl Sessions {
         match listed {
             None => {
                 let (scan, _) = self.list_subdirs(root, true, None).await?;
-                for s in scan.iter().filter(|s| s.image_count > 0) {
-                    out.push(NewSubdir {
-                        path: s.path.to_string_lossy().into_owned(),
-                        name: s.name.clone(),
-                        selected: true,
-                        is_root: s.is_root,
-                        image_count: s.image_count as i64,
-                    });
-                }
+                self.rows_with_images(&scan, &mut out);
             }
             Some(paths) => {
                 let counts = self.catalog_counts(root).await?;
@@ -351,6 +343,19 @@ impl Sessions {
             }
         }
         Ok(out)
+    }
+
+    /// Subdirectory rows for the listed folders that hold images (all selected).
+    fn rows_with_images(&self, scan: &[crate::library::SubdirScan], out: &mut Vec<NewSubdir>) {
+        for s in scan.iter().filter(|s| s.image_count > 0) {
+            out.push(NewSubdir {
+                path: s.path.to_string_lossy().into_owned(),
+                name: s.name.clone(),
+                selected: true,
+                is_root: s.is_root,
+                image_count: s.image_count as i64,
+            });
+        }
     }
 
     fn resolve_subdir(&self, root: &Path, p: &str) -> Result<PathBuf> {

@@ -5,6 +5,7 @@
 const $ = (sel, el = document) => el.querySelector(sel);
 const main = () => $('#main');
 const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
+const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
 const fmtTime = (t) => (t ? new Date(t).toLocaleString() : '—');
 const fmtEta = (s) => (s == null ? '—' : s < 60 ? `${s} s` : s < 3600 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`);
 const base = (p) => String(p || '').split('/').pop();
@@ -122,27 +123,48 @@ async function categories() {
 
 // ------------------------------------------------------------------ Library
 async function pageLibrary() {
-  main().innerHTML = '<h1>Library</h1><div id="lib">Loading…</div>';
-  const render = async () => {
-    const lib = await api('/api/v1/library');
+  main().innerHTML = `<h1>Library</h1>
+    <div class="row" style="margin-bottom:8px"><div class="grow"><label for="lib-filter">Filter folders</label>
+    <input id="lib-filter" type="search" placeholder="part of a folder path" autocomplete="off"></div></div>
+    <div id="lib">Loading…</div>`;
+  // A library of a thousand folders: the table shows the first PAGE matching rows (more on
+  // demand), and live changes redraw it at most every 5 s, not on every SSE tick.
+  const PAGE = 300;
+  let lib = null;
+  let shown = PAGE;
+  const draw = () => {
     const el = $('#lib');
-    if (!el) return;
+    if (!el || !lib) return;
     if (!lib.roots.length) {
       el.innerHTML = '<div class="card">No library root is configured. Add one to <code>library.roots</code> in the config file and restart the daemon.</div>';
       return;
     }
-    el.innerHTML = lib.roots.map((r) => `<section class="card" aria-label="Root ${esc(r.path)}">
+    const f = ($('#lib-filter')?.value || '').trim().toLowerCase();
+    el.innerHTML = lib.roots.map((r) => {
+      const dirs = f ? r.directories.filter((d) => d.path.toLowerCase().includes(f)) : r.directories;
+      const rows = dirs.slice(0, shown);
+      const more = dirs.length - rows.length;
+      return `<section class="card" aria-label="Root ${esc(r.path)}">
       <h2>${esc(r.path)}</h2>
-      <p class="muted">Watcher: <b>${esc(r.watchMode)}</b>${r.note ? ` — ${esc(r.note)}` : ''} · ${r.imageCount} images, ${r.indexedCount} indexed
+      <p class="muted">Watcher: <b>${esc(r.watchMode)}</b>${r.note ? ` — ${esc(r.note)}` : ''} · ${plural(r.imageCount, 'image')}, ${r.indexedCount} indexed
       · last indexed ${fmtTime(r.lastIndexedAt)}</p>
-      <table class="tree"><caption class="muted" style="text-align:left">Folders</caption><thead><tr><th scope="col">Folder</th><th class="num" scope="col">Images</th>
+      <table class="tree"><caption class="muted" style="text-align:left">${f ? `${plural(dirs.length, 'folder')} matching “${esc(f)}”` : plural(dirs.length, 'folder')}</caption><thead><tr><th scope="col">Folder</th><th class="num" scope="col">Images</th>
       <th class="num" scope="col">Indexed</th><th scope="col" class="hide-sm">Last indexed</th></tr></thead><tbody>
-      ${r.directories.map((d) => `<tr><td style="padding-left:${8 + d.depth * 18}px">${d.depth ? '└ ' : ''}${esc(d.name)}</td>
+      ${rows.map((d) => `<tr><td style="padding-left:${8 + d.depth * 18}px">${d.depth ? '└ ' : ''}${esc(f ? d.path.slice(r.path.length + 1) : d.name)}</td>
         <td class="num">${d.imageCount}</td><td class="num">${d.indexedCount}</td><td class="hide-sm">${fmtTime(d.lastIndexedAt)}</td></tr>`).join('')}
-      </tbody></table></section>`).join('');
+      </tbody></table>${more > 0 ? `<button type="button" class="lib-more">Show ${Math.min(more, PAGE)} more of ${more}</button>` : ''}</section>`;
+    }).join('');
+    document.querySelectorAll('.lib-more').forEach((b) => b.addEventListener('click', () => { shown += PAGE; draw(); }));
   };
-  await render();
-  onLive((_, libChanged) => { if (libChanged) render().catch(() => {}); });
+  const load = async () => { lib = await api('/api/v1/library'); draw(); };
+  await load();
+  $('#lib-filter').addEventListener('input', () => { shown = PAGE; draw(); });
+  let last = Date.now();
+  let timer = null;
+  onLive((_, libChanged) => {
+    if (!libChanged || timer) return;
+    timer = setTimeout(() => { timer = null; last = Date.now(); load().catch(() => {}); }, Math.max(0, last + 5000 - Date.now()));
+  });
 }
 
 // ------------------------------------------------------------------ New session
@@ -150,7 +172,7 @@ async function pageNew() {
   const [lib, cats] = await Promise.all([api('/api/v1/library'), categories()]);
   main().innerHTML = `<h1>New session</h1><form id="ns" class="card" novalidate>
     <div class="row">
-      <div class="grow"><label for="ns-name">Name</label><input id="ns-name" type="text" required value="Session ${new Date().toISOString().slice(0, 16).replace('T', ' ')}"></div>
+      <div class="grow"><label for="ns-name">Name</label><input id="ns-name" type="text" required value="Session ${new Date().toISOString().slice(0, 19).replace('T', ' ')}"></div>
       <div class="grow"><label for="ns-root">Library folder</label><select id="ns-root">${lib.roots.map((r) => `<option>${esc(r.path)}</option>`).join('')}</select></div>
       <div><label for="ns-cat">Category</label><select id="ns-cat">${cats.map((c) => `<option value="${c.id}">${esc(c.name)}</option>`).join('')}</select></div>
     </div>

@@ -109,6 +109,19 @@ impl Page {
     }
 
     pub fn answer(&self, items: impl serde::Serialize, total: i64) -> super::ApiResult {
-        super::ok(serde_json::json!({"items": items, "total": total, "page": self.page, "pageSize": self.size, "hasMore": self.page * self.size < total}))
+        super::ok(self.body(items, total))
+    }
+
+    /// `answer`, with the fields of `extra` (an object) added.
+    pub fn answer_with(&self, items: impl serde::Serialize, total: i64, extra: serde_json::Value) -> super::ApiResult {
+        let mut v = self.body(items, total);
+        if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        super::ok(v)
+    }
+
+    fn body(&self, items: impl serde::Serialize, total: i64) -> serde_json::Value {
+        serde_json::json!({"items": items, "total": total, "page": self.page, "pageSize": self.size, "hasMore": self.page * self.size < total})
     }
 }

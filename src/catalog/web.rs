@@ -191,8 +191,11 @@ impl Catalog {
         Ok(true)
     }
 
-    /// One page of assets (by id), optionally under a directory, and the total.
-    pub async fn list_assets(&self, under: Option<&str>, limit: i64, offset: i64) -> Result<(Vec<AssetRow>, i64)> {
+    /// One page of assets (by id), optionally under a directory, and the total. `after` (an
+    /// asset id, the last of the previous page) reads the next page by keyset — as cheap deep in
+    /// the list as at its start; without it, `offset` rows are skipped (the replaced API's
+    /// pages). The total comes from the per-folder counts, not a count of the assets.
+    pub async fn list_assets(&self, under: Option<&str>, limit: i64, offset: i64, after: Option<i64>) -> Result<(Vec<AssetRow>, i64)> {
         let (lo, hi) = match under {
             Some(d) => {
                 let d = d.trim_end_matches('/');
@@ -200,18 +203,32 @@ impl Catalog {
             }
             None => (String::new(), String::from("\u{10FFFF}")),
         };
-        let items = sqlx::query(sqlx::AssertSqlSafe(format!("{ASSET_SELECT} WHERE a.path >= $1 AND a.path < $2 ORDER BY a.id LIMIT $3 OFFSET $4")))
-            .bind(&lo)
-            .bind(&hi)
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(&self.read)
-            .await?
-            .iter()
-            .map(asset_row)
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let total: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM image_assets WHERE path >= $1 AND path < $2").bind(&lo).bind(&hi).fetch_one(&self.read).await?;
+        let p = self.byte_order("a.path");
+        let rows = match after {
+            Some(after) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!("{ASSET_SELECT} WHERE {p} >= $1 AND {p} < $2 AND a.id > $4 ORDER BY a.id LIMIT $3")))
+                    .bind(&lo)
+                    .bind(&hi)
+                    .bind(limit)
+                    .bind(after)
+                    .fetch_all(&self.read)
+                    .await?
+            }
+            None => {
+                sqlx::query(sqlx::AssertSqlSafe(format!("{ASSET_SELECT} WHERE {p} >= $1 AND {p} < $2 ORDER BY a.id LIMIT $3 OFFSET $4")))
+                    .bind(&lo)
+                    .bind(&hi)
+                    .bind(limit)
+                    .bind(offset)
+                    .fetch_all(&self.read)
+                    .await?
+            }
+        };
+        let items = rows.iter().map(asset_row).collect::<std::result::Result<Vec<_>, _>>()?;
+        let total = match under {
+            Some(d) => self.dir_counts(d).await?.iter().map(|c| c.images).sum(),
+            None => self.library_version().await?.assets,
+        };
         Ok((items, total))
     }
 

@@ -86,6 +86,7 @@ impl Sessions {
                 me.discover_now(id, kind).await
             };
             me.discovering.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            crate::heap::release_freed();
             match &outcome {
                 Ok(r) if r.status == SessionStatus::Running || r.status == SessionStatus::Completed => me.wake_pipeline(id),
                 Ok(_) => {}
@@ -148,7 +149,13 @@ impl Sessions {
         let id = s.id;
         let root = PathBuf::from(&s.root_path);
         if self.catalog.subdirectories(id).await?.is_empty() && root.is_dir() {
-            let rows = self.plan_subdirs(&root, None, None).await?;
+            // Rediscovered from the disk, not the catalog's counts: background work, and the
+            // folders that just appeared (the reason for a start to rediscover) may not be
+            // in the catalog yet.
+            let r2 = root.clone();
+            let scan = self.blocking(move |lib| lib.list_subdirectories(&r2, true, None)).await?;
+            let mut rows = Vec::new();
+            self.rows_with_images(&scan, &mut rows);
             self.catalog.upsert_subdirectories(id, &rows, true).await?;
         }
         let adm: Admission = self.admission(s).await?;

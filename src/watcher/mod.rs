@@ -154,7 +154,9 @@ impl Watcher {
 
     pub async fn status(&self) -> WatcherStatus {
         let mut s = self.status.lock().unwrap().clone();
-        s.assets_known = self.catalog.count_assets().await.unwrap_or(-1);
+        // From the per-folder counts: O(folders), not a count of every asset (the live view
+        // asks for this every second).
+        s.assets_known = self.catalog.library_version().await.map(|v| v.assets).unwrap_or(-1);
         s
     }
 

@@ -148,6 +148,7 @@ impl Worker {
                 self.check_roots();
                 self.next_identity_check = Instant::now() + IDENTITY_CHECK;
             }
+            self.publish_unsettled();
             let mut st = self.status.lock().unwrap();
             st.pending_paths = self.dirty.len();
             st.events_seen = self.flags.events.load(Ordering::Relaxed);
@@ -342,9 +343,24 @@ impl Worker {
         }
     }
 
+    /// Tell listings which roots have changes not yet in the catalog (they walk those).
+    fn publish_unsettled(&mut self) {
+        let mut roots = HashSet::new();
+        if !self.dirty.is_empty() || !self.events_rx.is_empty() {
+            for root in self.watches.iter().map(|w| &w.0) {
+                if !self.events_rx.is_empty() || self.dirty.keys().any(|p| p.starts_with(root)) {
+                    roots.insert(root.clone());
+                }
+            }
+        }
+        self.library.set_unsettled(roots);
+    }
+
     /// `root` was reconciled: its watch notes the folders, and where a live watch keeps the
     /// catalog current, listings and session starts read the catalog's counts, not the disk.
     fn root_reconciled(&mut self, root: &Path, dirs: u64) {
+        // Files the reconcile left settling are not in the catalog yet: say so first.
+        self.publish_unsettled();
         if let Some(w) = self.watches.iter_mut().find(|w| w.0 == root) {
             w.3 = dirs;
             if matches!(w.1, RootWatch::Native(_) | RootWatch::Poll(_)) {
@@ -389,6 +405,8 @@ impl Worker {
             "reconcile done"
         );
         self.next_rescan = Instant::now() + self.library.config().rescan_interval;
+        // The walk and the diff held every path of the library: give that memory back.
+        crate::heap::release_freed();
         let mut s = self.status.lock().unwrap();
         s.reconciles += 1;
         s.last_reconcile_at = Some(crate::catalog::rows_ts(now_ms()));

@@ -340,6 +340,7 @@ async fn fencing_body(db: Db) {
     assert_eq!(c.reset_jobs_batch(dead.id, "me", 0, 10).await.unwrap(), Some((0, None)));
     assert_eq!(c.finish_discovery(dead.id, "me", &[]).await.unwrap(), Some(0));
     assert_eq!(status(dead.id).await, SessionStatus::Completed, "nothing to do: completed at once");
+    c.heartbeat("live", t0, "test", stale_after).await.unwrap();
     assert_eq!(c.adopt_discoveries("me", stale_after).await.unwrap(), vec![(mine.id, Discovery::Start)], "the live peer's stays its own");
 }
 

@@ -339,7 +339,10 @@ async fn scan_directory_body(db: Db) {
     let d = TestDaemon::start(db, "", library).await;
     let root = d.root.display().to_string();
     write_images(&d.root, ".", 1, "webp");
-    let r = d.post("/api/v1/training/directories/scan", Some(json!({"rootPath": root, "recursive": true}))).await;
+    // Listings read the catalog the watcher keeps: the new image counts once it has settled.
+    let scan_all = || d.post("/api/v1/training/directories/scan", Some(json!({"rootPath": root.clone(), "recursive": true})));
+    assert!(crate::harness::eventually(10, || async { scan_all().await.body["totalImages"] == 4 }).await);
+    let r = scan_all().await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let names: Vec<(String, i64)> =
         r.body["subdirectories"].as_array().unwrap().iter().map(|s| (s["name"].as_str().unwrap().to_string(), s["imageCount"].as_i64().unwrap())).collect();

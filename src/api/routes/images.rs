@@ -166,6 +166,8 @@ pub(crate) struct AssetParams {
     page: Option<i64>,
     page_size: Option<i64>,
     path_prefix: Option<String>,
+    /// Keyset paging: the `nextCursor` of the previous page (deep pages cost what the first does).
+    cursor: Option<i64>,
 }
 
 pub(crate) async fn list_assets(State(st): St, Q(p): Q<AssetParams>) -> ApiResult {
@@ -174,9 +176,11 @@ pub(crate) async fn list_assets(State(st): St, Q(p): Q<AssetParams>) -> ApiResul
         Some(d) => Some(st.sessions.library().resolve_dir(Path::new(d)).map_err(SessionError::from)?.to_string_lossy().into_owned()),
         None => None,
     };
-    let (items, total) = st.sessions.catalog().list_assets(under.as_deref(), page.size, page.offset()).await.map_err(SessionError::from)?;
+    let (items, total) = st.sessions.catalog().list_assets(under.as_deref(), page.size, page.offset(), p.cursor).await.map_err(SessionError::from)?;
+    // The cursor for the next page (`?cursor=`), while there may be one.
+    let next = (items.len() as i64 == page.size).then(|| items.last().map(|a| a.asset.id)).flatten();
     let items: Vec<Value> = items.iter().map(compat::asset).collect();
-    page.answer(items, total)
+    page.answer_with(items, total, serde_json::json!({"nextCursor": next}))
 }
 
 pub(crate) async fn get_asset(State(st): St, Id(id): Id) -> ApiResult {
