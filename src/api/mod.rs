@@ -183,7 +183,7 @@ async fn health(State(st): St) -> ApiResult {
         crate::catalog::Backend::Sqlite => "sqlite",
         crate::catalog::Backend::Postgres => "postgres",
     };
-    let catalog_ok = st.sessions.catalog().count_assets().await;
+    let catalog_ok = st.sessions.catalog().library_version().await.map(|v| v.assets);
     let p = st.pipeline.status();
     let store = st.pipeline.store_points().await;
     let w = st.watcher.status().await;

@@ -197,7 +197,8 @@ impl Catalog {
             .await?;
         let r = sqlx::query(
             "UPDATE training_jobs SET status = 'pending', error_message = NULL, lease_owner = NULL, lease_expires_at = NULL, attempts = 0, \
-             started_at = NULL, completed_at = NULL, updated_at = $2 WHERE session_id = $1 AND id > $3 AND id <= $4",
+             started_at = NULL, completed_at = NULL, updated_at = $2 WHERE session_id = $1 AND id > $3 AND id <= $4 \
+             AND (status <> 'pending' OR attempts <> 0 OR error_message IS NOT NULL)",
         )
         .bind(id)
         .bind(now_ms())

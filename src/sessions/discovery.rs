@@ -17,7 +17,7 @@ use crate::model::SessionStatus;
 
 /// How long a start or restart request waits for its background work before answering with
 /// the session still discovering (the work goes on; progress shows how far it is).
-pub const ANSWER_WITHIN: Duration = Duration::from_secs(1);
+pub const ANSWER_WITHIN: Duration = Duration::from_millis(500);
 
 /// A transient catalog fault (busy, full disk, lost connection) in the middle of discovery is
 /// waited out, this often and this many times, before the discovery counts as failed.
