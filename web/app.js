@@ -283,8 +283,14 @@ async function pageSession(id) {
     $('#s-root').textContent = s.rootPath;
     $('#s-bar').setAttribute('aria-valuenow', String(p.percentage));
     $('#s-bar span').style.width = p.percentage + '%';
-    $('#s-pct').textContent = `${p.percentage}% — ${p.current} of ${p.total} images`;
-    $('#s-stats').innerHTML = [['Images/min', p.imagesPerMinute], ['ETA', fmtEta(p.etaSeconds)], ['Completed', js.completed], ['Pending', js.pending], ['Running', js.running], ['Failed', js.failed], ['Skipped', js.skipped]]
+    const d = s.progress.discovery;
+    // A start in the background, a cancelled session: say what was and was not done.
+    $('#s-pct').textContent = s.status === 'discovering' && d
+      ? `Discovering — ${d.queued} of ${plural(d.expected, 'image')} queued`
+      : s.status === 'cancelled'
+        ? `Cancelled — ${js.completed} of ${plural(js.completed + js.failed + js.skipped + js.cancelled + js.pending + js.running, 'image')} indexed, ${js.cancelled} never indexed`
+        : `${p.percentage}% — ${p.current} of ${plural(p.total, 'image')}`;
+    $('#s-stats').innerHTML = [['Images/min', p.imagesPerMinute], ['ETA', s.status === 'cancelled' ? '—' : fmtEta(p.etaSeconds)], ['Completed', js.completed], ['Pending', js.pending], ['Running', js.running], ['Failed', js.failed], ['Skipped', js.skipped], ...(js.cancelled ? [['Cancelled', js.cancelled]] : [])]
       .map(([k, v]) => `<div class="stat"><span class="muted">${k}</span><b>${v}</b></div>`).join('');
     $('#s-note').textContent = s.lastError || s.pendingReason || '';
     const st = s.status;

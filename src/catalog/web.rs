@@ -203,10 +203,12 @@ impl Catalog {
             }
             None => (String::new(), String::from("\u{10FFFF}")),
         };
+        // The whole library: no path range at all (the id index alone serves the page).
         let p = self.byte_order("a.path");
+        let range = if under.is_some() { format!("{p} >= $1 AND {p} < $2") } else { "CAST($1 AS TEXT) IS NOT NULL AND CAST($2 AS TEXT) IS NOT NULL".to_string() };
         let rows = match after {
             Some(after) => {
-                sqlx::query(sqlx::AssertSqlSafe(format!("{ASSET_SELECT} WHERE {p} >= $1 AND {p} < $2 AND a.id > $4 ORDER BY a.id LIMIT $3")))
+                sqlx::query(sqlx::AssertSqlSafe(format!("{ASSET_SELECT} WHERE {range} AND a.id > $4 ORDER BY a.id LIMIT $3")))
                     .bind(&lo)
                     .bind(&hi)
                     .bind(limit)
@@ -215,7 +217,7 @@ impl Catalog {
                     .await?
             }
             None => {
-                sqlx::query(sqlx::AssertSqlSafe(format!("{ASSET_SELECT} WHERE {p} >= $1 AND {p} < $2 ORDER BY a.id LIMIT $3 OFFSET $4")))
+                sqlx::query(sqlx::AssertSqlSafe(format!("{ASSET_SELECT} WHERE {range} ORDER BY a.id LIMIT $3 OFFSET $4")))
                     .bind(&lo)
                     .bind(&hi)
                     .bind(limit)
