@@ -1,7 +1,9 @@
-//! Search by words with CLIP on the CPU: tokenize + text tower (Burn flex) + ANN over 100 000
-//! 512-d vectors in the embedded store — the whole query, and each part.
+//! CLIP on the CPU. Search by words: tokenize + text tower (pixdex's CPU kernels) + ANN over
+//! 100 000 512-d vectors in the embedded store — the whole query, and each part. The image
+//! tower: ms per image on pixdex's CPU kernels (`model.device = "cpu"`) and on Burn flex, at
+//! batch 1 and 16 (printed, median of a few calls after a warm-up call).
 //!
-//! `cargo bench --bench clip`. The model is a full-size ViT-B-32 with open_clip's exact keys
+//! `cargo bench --bench clip`; `PIXDEX_BENCH_CLIP=image` (or `text`) runs only that part. The model is a full-size ViT-B-32 with open_clip's exact keys
 //! and shapes and random values (latency does not depend on the values; no CLIP weights ship
 //! with pixdex), written once under the target directory. The store is built once per run
 //! (upsert + `optimize()`), its build time printed. Also prints p50/p95 over 200 queries.
@@ -11,7 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use pixdex::embed::{DeviceChoice, Embedder, ModelKind, ModelSpec};
+use pixdex::embed::{DeviceChoice, Embedder, IMAGE_FLOATS, ModelKind, ModelSpec};
 use pixdex::vectors::{Filter, Payload, Point, VectorStore, VectorsConfig};
 
 const DIM: usize = 512;
@@ -27,7 +29,7 @@ const QUERIES: [&str; 8] = [
     "mountains",
 ];
 
-fn model() -> Embedder {
+fn spec() -> ModelSpec {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo.join("target"));
     let path = target.join("bench-clip-vit-b-32-random.safetensors");
@@ -37,8 +39,47 @@ fn model() -> Embedder {
         pixdex::embed::clip::random::write_safetensors(&path, &pixdex::embed::clip::random::vit_b_32_shapes(&json)).expect("write weights");
         eprintln!("wrote a random full-size ViT-B-32 in {:.1} s", t.elapsed().as_secs_f64());
     }
-    let spec = ModelSpec { kind: ModelKind::Clip("ViT-B-32".parse().unwrap()), weights: path, vocab: repo.join(pixdex::embed::clip::DEFAULT_VOCAB) };
-    Embedder::load_spec(&spec, DeviceChoice::Flex, 1).expect("load CLIP (scripts/fetch-clip-vocab for the merges)")
+    ModelSpec { kind: ModelKind::Clip("ViT-B-32".parse().unwrap()), weights: path, vocab: repo.join(pixdex::embed::clip::DEFAULT_VOCAB) }
+}
+
+fn model() -> Embedder {
+    Embedder::load_spec(&spec(), DeviceChoice::Cpu, 1).expect("load CLIP (scripts/fetch-clip-vocab for the merges)")
+}
+
+/// ms per image of the image tower on pixdex's kernels and on Burn flex, batch 1 and 16.
+fn image_tower() {
+    const BATCH: usize = 16;
+    let mut s = 0x1234_5678u32;
+    let input: Vec<f32> = (0..BATCH * IMAGE_FLOATS)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s % 256) as f32 / 128.0 - 1.0
+        })
+        .collect();
+    for choice in [DeviceChoice::Cpu, DeviceChoice::Flex] {
+        let e = Embedder::load_spec_images(&spec(), choice, BATCH).expect("load CLIP");
+        for (n, calls) in [(1, 9), (BATCH, 5)] {
+            let x = &input[..n * IMAGE_FLOATS];
+            e.embed_normalized(x, n).unwrap();
+            let mut ms: Vec<f64> = (0..calls)
+                .map(|_| {
+                    let t = Instant::now();
+                    std::hint::black_box(e.embed_normalized(x, n).unwrap());
+                    t.elapsed().as_secs_f64() * 1000.0 / n as f64
+                })
+                .collect();
+            ms.sort_by(f64::total_cmp);
+            eprintln!(
+                "CLIP ViT-B/32 image tower, {}, batch {n}: {:.1} ms/img (median of {calls} calls; {:.1}–{:.1})",
+                e.device_name(),
+                ms[calls / 2],
+                ms[0],
+                ms[calls - 1]
+            );
+        }
+    }
 }
 
 fn unit(seed: u64) -> Vec<f32> {
@@ -92,6 +133,13 @@ fn percentiles(mut v: Vec<Duration>) -> (f64, f64) {
 }
 
 fn bench(c: &mut Criterion) {
+    let part = std::env::var("PIXDEX_BENCH_CLIP").unwrap_or_default();
+    if part != "text" {
+        image_tower();
+    }
+    if part == "image" {
+        return;
+    }
     let rt = tokio::runtime::Runtime::new().unwrap();
     let e = model();
     let n = std::env::var("PIXDEX_BENCH_SIZES").ok().and_then(|s| s.split(',').next().and_then(|x| x.trim().parse().ok())).unwrap_or(100_000);

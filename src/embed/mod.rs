@@ -199,7 +199,7 @@ pub enum Embedder {
     Flex(Runtime),
     /// Burn wgpu on a GPU (or a software adapter when asked for explicitly).
     Wgpu(Runtime),
-    /// CLIP (image and text towers) on Burn flex or wgpu.
+    /// CLIP (image and text towers) on pixdex's CPU kernels, Burn flex or wgpu.
     Clip(Box<clip::ClipRuntime>),
 }
 
@@ -266,8 +266,9 @@ impl Embedder {
         Ok(embedder)
     }
 
-    /// Load any model (see [`Embedder::load`]); CLIP runs on Burn: wgpu on a GPU, else flex
-    /// (`cpu` means flex for CLIP: pixdex's own CPU kernels are EfficientNet's).
+    /// Load any model (see [`Embedder::load`]); CLIP runs on Burn wgpu on a GPU, on pixdex's CPU
+    /// kernels on the CPU (`cpu`, or `auto` without a GPU), on Burn flex when asked (`flex`,
+    /// the reference).
     pub fn load_spec(spec: &ModelSpec, choice: DeviceChoice, batch_size: usize) -> Result<Embedder, EmbedError> {
         Self::load_spec_with(spec, choice, batch_size, true)
     }
@@ -286,18 +287,18 @@ impl Embedder {
             return Err(EmbedError::Input("batch size must be at least 1".into()));
         }
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let flex = || (Device::flex(), format!("cpu (burn flex, {threads} threads)"), false);
         let adapter = match choice {
             DeviceChoice::Cpu | DeviceChoice::Flex => None,
             DeviceChoice::Wgpu => Some(pick_adapter(true).ok_or_else(|| EmbedError::Device("wgpu found no adapter".into()))?),
             DeviceChoice::Auto => pick_adapter(false),
         };
-        let (device, name, pad) = match adapter {
-            Some(a) => (wgpu_device(&a)?, format!("wgpu: {}", a.describe()), true),
-            None => flex(),
+        let (device, name, pad, host) = match adapter {
+            Some(a) => (wgpu_device(&a)?, format!("wgpu: {}", a.describe()), true, false),
+            None if choice == DeviceChoice::Flex => (Device::flex(), format!("cpu (burn flex, {threads} threads)"), false, false),
+            None => (Device::flex(), format!("cpu (pixdex kernels, {}, {threads} threads)", cpu::kernels::Isa::detect().name()), false, true),
         };
         let start = Instant::now();
-        let rt = clip::ClipRuntime::load(&spec.weights, &spec.vocab, variant, device, name, batch_size, pad, text)?;
+        let rt = clip::ClipRuntime::load(&spec.weights, &spec.vocab, variant, device, name, batch_size, pad, text, host)?;
         let embedder = Embedder::Clip(Box::new(rt));
         embedder.warm_up()?;
         tracing::info!(device = %embedder.device_name(), batch_size, ms = start.elapsed().as_millis() as u64, model = %embedder.model_name(), "CLIP ready");

@@ -86,7 +86,8 @@ pub struct Custom {
 
 impl ClipRuntime {
     /// Load the checkpoint and the tokenizer onto `device`. `text`: the text tower too (query
-    /// instances; the pipeline's embeds images only).
+    /// instances; the pipeline's embeds images only). `host_image`: the image tower on pixdex's
+    /// CPU kernels (`host.rs`) instead of Burn on `device`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn load(
         weights: &Path,
@@ -97,8 +98,9 @@ impl ClipRuntime {
         batch_size: usize,
         pad: bool,
         text: bool,
+        host_image: bool,
     ) -> Result<ClipRuntime, EmbedError> {
-        Self::load_custom(weights, vocab, which.variant(), which.as_str(), device, name, batch_size, pad, text)
+        Self::load_custom(weights, vocab, which.variant(), which.as_str(), device, name, batch_size, pad, text, host_image)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -112,6 +114,7 @@ impl ClipRuntime {
         batch_size: usize,
         pad: bool,
         text: bool,
+        host_image: bool,
     ) -> Result<ClipRuntime, EmbedError> {
         let fetch = "run `scripts/fetch-clip` (or point model.weights at an open_clip ViT-B-32 checkpoint: safetensors or a PyTorch state dict)";
         if !weights.is_file() {
@@ -133,7 +136,7 @@ impl ClipRuntime {
             (true, false) => TextMode::Host,
             (true, true) => TextMode::Burn,
         };
-        let model = ClipModel::load(ck, v, &device, mode).map_err(|r| invalid(weights, format!("not a CLIP {label} checkpoint: {r}"), fetch))?;
+        let model = ClipModel::load(ck, v, &device, mode, host_image).map_err(|r| invalid(weights, format!("not a CLIP {label} checkpoint: {r}"), fetch))?;
         if model.shape.image_size() != INPUT {
             return Err(invalid(weights, format!("the image tower takes {0}x{0} px; pixdex feeds {INPUT}x{INPUT}", model.shape.image_size()), fetch));
         }
@@ -145,17 +148,24 @@ impl ClipRuntime {
         Ok(ClipRuntime { model, tokenizer: Arc::new(tokenizer), device, name, batch_size, pad, model_name })
     }
 
-    /// A tiny model for tests (head width and activation given, not implied by a name).
+    /// A tiny model for tests (head width and activation given, not implied by a name), on Burn
+    /// flex (the text tower on the host kernels, as on every CPU device).
     pub fn load_for_tests(weights: &Path, vocab: &Path, custom: Custom) -> Result<ClipRuntime, EmbedError> {
         let v = Variant { head_width: custom.head_width, quick_gelu: custom.quick_gelu };
-        Self::load_custom(weights, vocab, v, "test", Device::flex(), "cpu (burn flex)".into(), 8, false, true)
+        Self::load_custom(weights, vocab, v, "test", Device::flex(), "cpu (burn flex)".into(), 8, false, true, false)
+    }
+
+    /// The same with both towers on pixdex's CPU kernels (what `model.device = "cpu"` runs).
+    pub fn load_for_tests_on_host(weights: &Path, vocab: &Path, custom: Custom) -> Result<ClipRuntime, EmbedError> {
+        let v = Variant { head_width: custom.head_width, quick_gelu: custom.quick_gelu };
+        Self::load_custom(weights, vocab, v, "test", Device::flex(), "cpu (pixdex kernels)".into(), 8, false, true, true)
     }
 
     /// The same on a wgpu device (tests).
     pub fn load_for_tests_on_wgpu(weights: &Path, vocab: &Path, custom: Custom) -> Result<ClipRuntime, EmbedError> {
         let device = super::preprocess::init_wgpu_device().map_err(EmbedError::Device)?;
         let v = Variant { head_width: custom.head_width, quick_gelu: custom.quick_gelu };
-        Self::load_custom(weights, vocab, v, "test", device, "wgpu".into(), 4, true, true)
+        Self::load_custom(weights, vocab, v, "test", device, "wgpu".into(), 4, true, true, false)
     }
 
     /// The architecture as read from the checkpoint.
@@ -195,6 +205,9 @@ impl ClipRuntime {
 
     /// L2-normalized image embeddings of `n` pipeline-normalized images (NCHW, 224 px).
     pub fn embed_images_normalized(&self, nchw: &[f32], n: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if let Some(rows) = self.model.encode_image_host(&nchw[..n * super::IMAGE_FLOATS], n) {
+            return Ok(rows.iter().map(|r| l2_normalize(r)).collect());
+        }
         let rows = if self.pad { self.batch_size.max(n) } else { n };
         let mut data = Vec::with_capacity(rows * super::IMAGE_FLOATS);
         data.extend_from_slice(nchw);
@@ -205,7 +218,13 @@ impl ClipRuntime {
 
     /// Like [`Self::embed_images_normalized`] for a batch already on the device (`rows >= n`).
     pub(crate) fn embed_image_tensor(&self, x: Tensor<4>, n: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
-        read_rows(self.model.encode_image(x), n)
+        if self.model.host_image() {
+            let data = x.narrow(0, 0, n).try_into_data().map_err(|e| EmbedError::Backend(format!("{e:?}")))?;
+            let flat: Vec<f32> = data.try_to_vec::<f32>().map_err(|e| EmbedError::Backend(format!("{e:?}")))?;
+            return self.embed_images_normalized(&flat, n);
+        }
+        let out = self.model.encode_image(x).expect("a Burn image tower");
+        read_rows(out, n)
     }
 
     /// L2-normalized text embeddings.
