@@ -39,7 +39,8 @@ fn spec() -> ModelSpec {
         pixdex::embed::clip::random::write_safetensors(&path, &pixdex::embed::clip::random::vit_b_32_shapes(&json)).expect("write weights");
         eprintln!("wrote a random full-size ViT-B-32 in {:.1} s", t.elapsed().as_secs_f64());
     }
-    ModelSpec { kind: ModelKind::Clip("ViT-B-32".parse().unwrap()), weights: path, vocab: repo.join(pixdex::embed::clip::DEFAULT_VOCAB) }
+    let precision = std::env::var("PIXDEX_BENCH_PRECISION").ok().map(|p| p.parse().expect("PIXDEX_BENCH_PRECISION: f32 or bf16")).unwrap_or_default();
+    ModelSpec { kind: ModelKind::Clip("ViT-B-32".parse().unwrap()), weights: path, vocab: repo.join(pixdex::embed::clip::DEFAULT_VOCAB), precision }
 }
 
 fn model() -> Embedder {

@@ -133,11 +133,42 @@ pub struct ModelSpec {
     pub weights: PathBuf,
     /// CLIP's tokenizer merges (unused by EfficientNet).
     pub vocab: PathBuf,
+    /// CLIP's arithmetic on the CPU kernels (`model.precision`).
+    pub precision: Precision,
+}
+
+/// The arithmetic of CLIP's GEMMs on pixdex's CPU kernels (config `model.precision`). `bf16`
+/// (opt-in) rounds weights and activations to bf16 for the products and sums in f32, on
+/// AVX512-BF16 CPUs only (elsewhere f32); its vectors are those of another model
+/// (`…-bf16`, a collection of their own), never mixed with f32 ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    /// The precision a model's vectors were made with, from its name (`clip-…-bf16`).
+    pub fn of_model_name(name: &str) -> Precision {
+        if name.starts_with("clip-") && name.ends_with("-bf16") { Precision::Bf16 } else { Precision::F32 }
+    }
+}
+
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            other => Err(format!("{other:?} is not one of \"f32\", \"bf16\"")),
+        }
+    }
 }
 
 impl ModelSpec {
     pub fn efficientnet(weights: &Path) -> ModelSpec {
-        ModelSpec { kind: ModelKind::EfficientNetLite0, weights: weights.to_path_buf(), vocab: PathBuf::from(clip::DEFAULT_VOCAB) }
+        ModelSpec { kind: ModelKind::EfficientNetLite0, weights: weights.to_path_buf(), vocab: PathBuf::from(clip::DEFAULT_VOCAB), precision: Precision::F32 }
     }
 }
 
@@ -298,7 +329,12 @@ impl Embedder {
             None => (Device::flex(), format!("cpu (pixdex kernels, {}, {threads} threads)", cpu::kernels::Isa::detect().name()), false, true),
         };
         let start = Instant::now();
-        let rt = clip::ClipRuntime::load(&spec.weights, &spec.vocab, variant, device, name, batch_size, pad, text, host)?;
+        let bf16 = host && spec.precision == Precision::Bf16 && cpu::kernels::bf16_supported();
+        if host && spec.precision == Precision::Bf16 && !bf16 {
+            tracing::warn!("model.precision = \"bf16\" needs AVX512-BF16, which this CPU lacks: CLIP runs in f32");
+        }
+        let name = if bf16 { name.replace(" threads)", " threads, bf16)") } else { name };
+        let rt = clip::ClipRuntime::load(&spec.weights, &spec.vocab, variant, device, name, batch_size, pad, text, host, bf16)?;
         let embedder = Embedder::Clip(Box::new(rt));
         embedder.warm_up()?;
         tracing::info!(device = %embedder.device_name(), batch_size, ms = start.elapsed().as_millis() as u64, model = %embedder.model_name(), "CLIP ready");

@@ -166,7 +166,7 @@ fn full_size_state_dict_loads_with_the_right_shapes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vit-b-32-random.safetensors");
     write_random_safetensors(&path, shapes.as_object().unwrap());
-    let spec = ModelSpec { kind: ModelKind::Clip("ViT-B-32".parse().unwrap()), weights: path.clone(), vocab: vocab() };
+    let spec = ModelSpec { kind: ModelKind::Clip("ViT-B-32".parse().unwrap()), weights: path.clone(), vocab: vocab(), precision: Default::default() };
     let e = Embedder::load_spec(&spec, DeviceChoice::Flex, 2).expect("full-size random ViT-B-32 loads");
     assert_eq!(e.dim(), 512);
     assert!(e.has_text());
@@ -203,7 +203,7 @@ fn write_random_safetensors(path: &Path, shapes: &serde_json::Map<String, Value>
 #[test]
 fn bad_weights_say_what_and_how() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = |weights: PathBuf| ModelSpec { kind: ModelKind::Clip("ViT-B-32".parse().unwrap()), weights, vocab: vocab() };
+    let spec = |weights: PathBuf| ModelSpec { kind: ModelKind::Clip("ViT-B-32".parse().unwrap()), weights, vocab: vocab(), precision: Default::default() };
     let load = |s: &ModelSpec| Embedder::load_spec(s, DeviceChoice::Flex, 1).map(|_| ()).unwrap_err();
 
     let missing = load(&spec(dir.path().join("nope.safetensors")));

@@ -87,7 +87,8 @@ pub struct Custom {
 impl ClipRuntime {
     /// Load the checkpoint and the tokenizer onto `device`. `text`: the text tower too (query
     /// instances; the pipeline's embeds images only). `host_image`: the image tower on pixdex's
-    /// CPU kernels (`host.rs`) instead of Burn on `device`.
+    /// CPU kernels (`host.rs`) instead of Burn on `device`; `bf16`: the host towers' GEMMs in
+    /// bf16 where the CPU has AVX512-BF16 (`model.precision`; its vectors are another model's).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn load(
         weights: &Path,
@@ -99,8 +100,9 @@ impl ClipRuntime {
         pad: bool,
         text: bool,
         host_image: bool,
+        bf16: bool,
     ) -> Result<ClipRuntime, EmbedError> {
-        Self::load_custom(weights, vocab, which.variant(), which.as_str(), device, name, batch_size, pad, text, host_image)
+        Self::load_custom(weights, vocab, which.variant(), which.as_str(), device, name, batch_size, pad, text, host_image, bf16)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -115,6 +117,7 @@ impl ClipRuntime {
         pad: bool,
         text: bool,
         host_image: bool,
+        bf16: bool,
     ) -> Result<ClipRuntime, EmbedError> {
         let fetch = "run `scripts/fetch-clip` (or point model.weights at an open_clip ViT-B-32 checkpoint: safetensors or a PyTorch state dict)";
         if !weights.is_file() {
@@ -136,7 +139,9 @@ impl ClipRuntime {
             (true, false) => TextMode::Host,
             (true, true) => TextMode::Burn,
         };
-        let model = ClipModel::load(ck, v, &device, mode, host_image).map_err(|r| invalid(weights, format!("not a CLIP {label} checkpoint: {r}"), fetch))?;
+        let bf16 = bf16 && host_image && crate::embed::cpu::kernels::bf16_supported();
+        let model =
+            ClipModel::load(ck, v, &device, mode, host_image, bf16).map_err(|r| invalid(weights, format!("not a CLIP {label} checkpoint: {r}"), fetch))?;
         if model.shape.image_size() != INPUT {
             return Err(invalid(weights, format!("the image tower takes {0}x{0} px; pixdex feeds {INPUT}x{INPUT}", model.shape.image_size()), fetch));
         }
@@ -144,7 +149,8 @@ impl ClipRuntime {
             return Err(invalid(weights, format!("the text tower has {} tokens, the tokenizer {}", model.shape.vocab, tokenizer.vocab_size()), fetch));
         }
         tracing::info!(weights = %weights.display(), model = label, shape = ?model.shape, "CLIP loaded");
-        let model_name = format!("clip-{}-{}", label.to_ascii_lowercase(), fingerprint(weights).map_err(|r| invalid(weights, r, fetch))?);
+        let precision = if bf16 { "-bf16" } else { "" };
+        let model_name = format!("clip-{}-{}{precision}", label.to_ascii_lowercase(), fingerprint(weights).map_err(|r| invalid(weights, r, fetch))?);
         Ok(ClipRuntime { model, tokenizer: Arc::new(tokenizer), device, name, batch_size, pad, model_name })
     }
 
@@ -152,20 +158,20 @@ impl ClipRuntime {
     /// flex (the text tower on the host kernels, as on every CPU device).
     pub fn load_for_tests(weights: &Path, vocab: &Path, custom: Custom) -> Result<ClipRuntime, EmbedError> {
         let v = Variant { head_width: custom.head_width, quick_gelu: custom.quick_gelu };
-        Self::load_custom(weights, vocab, v, "test", Device::flex(), "cpu (burn flex)".into(), 8, false, true, false)
+        Self::load_custom(weights, vocab, v, "test", Device::flex(), "cpu (burn flex)".into(), 8, false, true, false, false)
     }
 
     /// The same with both towers on pixdex's CPU kernels (what `model.device = "cpu"` runs).
     pub fn load_for_tests_on_host(weights: &Path, vocab: &Path, custom: Custom) -> Result<ClipRuntime, EmbedError> {
         let v = Variant { head_width: custom.head_width, quick_gelu: custom.quick_gelu };
-        Self::load_custom(weights, vocab, v, "test", Device::flex(), "cpu (pixdex kernels)".into(), 8, false, true, true)
+        Self::load_custom(weights, vocab, v, "test", Device::flex(), "cpu (pixdex kernels)".into(), 8, false, true, true, false)
     }
 
     /// The same on a wgpu device (tests).
     pub fn load_for_tests_on_wgpu(weights: &Path, vocab: &Path, custom: Custom) -> Result<ClipRuntime, EmbedError> {
         let device = super::preprocess::init_wgpu_device().map_err(EmbedError::Device)?;
         let v = Variant { head_width: custom.head_width, quick_gelu: custom.quick_gelu };
-        Self::load_custom(weights, vocab, v, "test", device, "wgpu".into(), 4, true, true, false)
+        Self::load_custom(weights, vocab, v, "test", device, "wgpu".into(), 4, true, true, false, false)
     }
 
     /// The architecture as read from the checkpoint.

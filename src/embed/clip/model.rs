@@ -220,8 +220,9 @@ impl Shape {
 }
 
 impl ClipModel {
-    /// `host_image`: the image tower on the host kernels (else through Burn on `device`).
-    pub(crate) fn load(mut ck: Checkpoint, variant: Variant, device: &Device, text_mode: TextMode, host_image: bool) -> Result<ClipModel, String> {
+    /// `host_image`: the image tower on the host kernels (else through Burn on `device`);
+    /// `bf16`: the host towers' GEMMs in bf16 (where the CPU has AVX512-BF16).
+    pub(crate) fn load(mut ck: Checkpoint, variant: Variant, device: &Device, text_mode: TextMode, host_image: bool, bf16: bool) -> Result<ClipModel, String> {
         let shape = Shape::read(&ck)?;
         for (what, width) in [("image", shape.vision_width), ("text", shape.text_width)] {
             if width % variant.head_width != 0 {
@@ -230,7 +231,7 @@ impl ClipModel {
         }
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let image = if host_image {
-            ImageTower::Host(Box::new(host_image_tower(&mut ck, &shape, variant, threads)?))
+            ImageTower::Host(Box::new(host_image_tower(&mut ck, &shape, variant, threads, bf16)?))
         } else {
             ImageTower::Burn(Box::new(burn_image_tower(&mut ck, &shape, variant, device)?))
         };
@@ -242,7 +243,7 @@ impl ClipModel {
         };
         let text = match text_mode {
             TextMode::None => None,
-            TextMode::Host => Some(TextTower::Host(host_text_tower(&mut ck, shape.text_layers, tw, e, variant, threads)?)),
+            TextMode::Host => Some(TextTower::Host(host_text_tower(&mut ck, shape.text_layers, tw, e, variant, threads, bf16)?)),
             TextMode::Burn => Some(TextTower::Burn(Box::new(BurnText {
                 transformer: transformer(&mut ck, "transformer", shape.text_layers, tw, variant, device)?,
                 ln_final: layer_norm(&mut ck, "ln_final", tw, device)?,
@@ -407,7 +408,7 @@ fn burn_image_tower(ck: &mut Checkpoint, shape: &Shape, variant: Variant, device
     })
 }
 
-fn host_image_tower(ck: &mut Checkpoint, shape: &Shape, variant: Variant, threads: usize) -> Result<HostImage, String> {
+fn host_image_tower(ck: &mut Checkpoint, shape: &Shape, variant: Variant, threads: usize, bf16: bool) -> Result<HostImage, String> {
     let isa = Isa::detect();
     let (vw, p, e) = (shape.vision_width, shape.patch, shape.embed_dim);
     let (conv, bias) = folded_patch_embedding(ck, vw, p)?;
@@ -421,12 +422,12 @@ fn host_image_tower(ck: &mut Checkpoint, shape: &Shape, variant: Variant, thread
         }
     }
     Ok(HostImage {
-        patch: host::Linear::from_torch(&conv, vec![0.0; vw], vw, 3 * p * p, isa),
+        patch: host::Linear::from_torch(&conv, vec![0.0; vw], vw, 3 * p * p, isa, bf16),
         start,
         ln_pre: host_norm(ck, "visual.ln_pre", vw)?,
-        transformer: host_transformer(ck, "visual.transformer", shape.vision_layers, vw, variant, isa)?,
+        transformer: host_transformer(ck, "visual.transformer", shape.vision_layers, vw, variant, isa, bf16)?,
         ln_post: host_norm(ck, "visual.ln_post", vw)?,
-        proj: host::Linear::new(ck.take("visual.proj", &[vw, e])?, vec![0.0; e], vw, e, isa),
+        proj: host::Linear::new(ck.take("visual.proj", &[vw, e])?, vec![0.0; e], vw, e, isa, bf16),
         patch_px: p,
         size: shape.image_size(),
         threads: threads.max(1),
@@ -439,34 +440,43 @@ fn host_norm(ck: &mut Checkpoint, prefix: &str, width: usize) -> Result<host::La
     Ok(host::LayerNorm { g: ck.take(&format!("{prefix}.weight"), &[width])?, b: ck.take(&format!("{prefix}.bias"), &[width])? })
 }
 
-fn host_linear(ck: &mut Checkpoint, w_key: &str, b_key: &str, out: usize, inp: usize, isa: Isa) -> Result<host::Linear, String> {
+#[allow(clippy::too_many_arguments)]
+fn host_linear(ck: &mut Checkpoint, w_key: &str, b_key: &str, out: usize, inp: usize, isa: Isa, bf16: bool) -> Result<host::Linear, String> {
     let (w, b) = transposed(ck, w_key, b_key, out, inp)?;
-    Ok(host::Linear::new(w, b, inp, out, isa))
+    Ok(host::Linear::new(w, b, inp, out, isa, bf16))
 }
 
-fn host_transformer(ck: &mut Checkpoint, prefix: &str, layers: usize, width: usize, variant: Variant, isa: Isa) -> Result<host::Transformer, String> {
+fn host_transformer(
+    ck: &mut Checkpoint,
+    prefix: &str,
+    layers: usize,
+    width: usize,
+    variant: Variant,
+    isa: Isa,
+    bf16: bool,
+) -> Result<host::Transformer, String> {
     let mut blocks = Vec::with_capacity(layers);
     for i in 0..layers {
         let p = format!("{prefix}.resblocks.{i}");
         let hidden = ck.shape(&format!("{p}.mlp.c_fc.weight"))?[0];
         blocks.push(host::Block {
             ln_1: host_norm(ck, &format!("{p}.ln_1"), width)?,
-            qkv: host_linear(ck, &format!("{p}.attn.in_proj_weight"), &format!("{p}.attn.in_proj_bias"), 3 * width, width, isa)?,
-            out: host_linear(ck, &format!("{p}.attn.out_proj.weight"), &format!("{p}.attn.out_proj.bias"), width, width, isa)?,
+            qkv: host_linear(ck, &format!("{p}.attn.in_proj_weight"), &format!("{p}.attn.in_proj_bias"), 3 * width, width, isa, bf16)?,
+            out: host_linear(ck, &format!("{p}.attn.out_proj.weight"), &format!("{p}.attn.out_proj.bias"), width, width, isa, bf16)?,
             ln_2: host_norm(ck, &format!("{p}.ln_2"), width)?,
-            fc: host_linear(ck, &format!("{p}.mlp.c_fc.weight"), &format!("{p}.mlp.c_fc.bias"), hidden, width, isa)?,
-            proj: host_linear(ck, &format!("{p}.mlp.c_proj.weight"), &format!("{p}.mlp.c_proj.bias"), width, hidden, isa)?,
+            fc: host_linear(ck, &format!("{p}.mlp.c_fc.weight"), &format!("{p}.mlp.c_fc.bias"), hidden, width, isa, bf16)?,
+            proj: host_linear(ck, &format!("{p}.mlp.c_proj.weight"), &format!("{p}.mlp.c_proj.bias"), width, hidden, isa, bf16)?,
         });
     }
     Ok(host::Transformer { blocks, heads: width / variant.head_width, width, quick_gelu: variant.quick_gelu })
 }
 
-fn host_text_tower(ck: &mut Checkpoint, layers: usize, width: usize, embed: usize, variant: Variant, threads: usize) -> Result<HostText, String> {
+fn host_text_tower(ck: &mut Checkpoint, layers: usize, width: usize, embed: usize, variant: Variant, threads: usize, bf16: bool) -> Result<HostText, String> {
     let isa = Isa::detect();
     Ok(HostText {
-        transformer: host_transformer(ck, "transformer", layers, width, variant, isa)?,
+        transformer: host_transformer(ck, "transformer", layers, width, variant, isa, bf16)?,
         ln_final: host_norm(ck, "ln_final", width)?,
-        proj: host::Linear::new(ck.take("text_projection", &[width, embed])?, vec![0.0; embed], width, embed, isa),
+        proj: host::Linear::new(ck.take("text_projection", &[width, embed])?, vec![0.0; embed], width, embed, isa, bf16),
         threads: threads.max(1),
         isa,
         scratch: Pool::new(1),

@@ -452,6 +452,199 @@ unsafe fn gemm_acc_avx512(x: &[f32], m: usize, p: &Pointwise, panels: std::ops::
     }
 }
 
+/// True when the CPU has AVX512-BF16 (`vdpbf16ps`: two bf16 products per f32 lane and
+/// instruction, twice the multiply-adds of an f32 FMA).
+pub(crate) fn bf16_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// f32 → bf16 bits, rounded to nearest even (NaN stays NaN).
+#[inline(always)]
+pub(crate) fn to_bf16(v: f32) -> u16 {
+    let b = v.to_bits();
+    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+    if v.is_nan() { ((b >> 16) | 0x40) as u16 } else { rounded }
+}
+
+/// A `[cin, cout]` weight in bf16 for [`gemm_acc_bf16`]: per panel of [`NR`] columns, `k` in
+/// pairs, `[cin / 2, NR, 2]` (each pair of rows interleaved, as `vdpbf16ps` takes them); an odd
+/// `cin` gets a zero row, missing columns are zero.
+#[derive(Debug, Clone)]
+pub(crate) struct PanelsBf16 {
+    data: Vec<u16>,
+    pub cin: usize,
+    pub cout: usize,
+}
+
+impl PanelsBf16 {
+    pub(crate) fn new(w: &[f32], cin: usize, cout: usize) -> PanelsBf16 {
+        assert_eq!(w.len(), cin * cout, "bf16 weight is cin × cout");
+        let pairs = cin.div_ceil(2);
+        let n_panels = cout.div_ceil(NR);
+        let mut data = vec![0u16; n_panels * pairs * NR * 2];
+        for j in 0..n_panels {
+            for k in 0..cin {
+                for c in 0..NR.min(cout - j * NR) {
+                    data[((j * pairs + k / 2) * NR + c) * 2 + k % 2] = to_bf16(w[k * cout + j * NR + c]);
+                }
+            }
+        }
+        PanelsBf16 { data, cin, cout }
+    }
+}
+
+thread_local! {
+    /// The left operand of [`gemm_acc_bf16`] in bf16, reused across calls on this thread.
+    static BF16_ROWS: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `out[m, cout] += bf16(x[m, cin]) · w` with f32 accumulation (AVX512-BF16 only: check
+/// [`bf16_supported`] before packing a [`PanelsBf16`]). Blocked like [`gemm_acc`]; `threads`
+/// split the panels.
+pub(crate) fn gemm_acc_bf16(x: &[f32], m: usize, p: &PanelsBf16, out: &mut [f32], threads: usize) {
+    assert!(bf16_supported(), "gemm_acc_bf16 needs AVX512-BF16");
+    assert!(x.len() >= m * p.cin && out.len() >= m * p.cout, "gemm_acc_bf16: {m} rows of {} -> {}", p.cin, p.cout);
+    let xs = p.cin.div_ceil(2) * 2;
+    BF16_ROWS.with(|rows| {
+        let mut rows = rows.borrow_mut();
+        if rows.len() < m * xs {
+            rows.resize(m * xs, 0);
+        }
+        for (r, dst) in x[..m * p.cin].chunks_exact(p.cin).zip(rows.chunks_exact_mut(xs)) {
+            for (d, v) in dst.iter_mut().zip(r) {
+                *d = to_bf16(*v);
+            }
+            if xs > p.cin {
+                dst[p.cin] = 0;
+            }
+        }
+        let xb = &rows[..m * xs];
+        let panels = p.cout.div_ceil(NR);
+        let threads = threads.clamp(1, panels);
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        let per = panels.div_ceil(threads);
+        std::thread::scope(|s| {
+            for t in 1..threads {
+                let range = (t * per).min(panels)..((t + 1) * per).min(panels);
+                s.spawn(move || {
+                    let _ftz = FlushDenormals::new();
+                    let out_ptr = out_ptr; // the whole wrapper (Send), not its raw field
+                    // SAFETY: disjoint columns per thread (see `gemm_acc`); AVX512-BF16 checked.
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        gemm_acc_bf16_avx512(xb, xs, m, p, range, out_ptr.0)
+                    }
+                });
+            }
+            // SAFETY: as above, panels 0..per are this thread's.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                gemm_acc_bf16_avx512(xb, xs, m, p, 0..per.min(panels), out_ptr.0)
+            }
+        });
+    });
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn gemm_acc_bf16_avx512(xb: &[u16], xs: usize, m: usize, p: &PanelsBf16, panels: std::ops::Range<usize>, out: *mut f32) {
+    let pairs = xs / 2;
+    for m0 in (0..m).step_by(MC) {
+        let m1 = (m0 + MC).min(m);
+        for k0 in (0..pairs).step_by(KC / 2) {
+            let kp = (KC / 2).min(pairs - k0);
+            for j in panels.clone() {
+                let c0 = j * NR;
+                let (mask0, mask1) = panel_masks(p.cout - c0);
+                // SAFETY: rows m0..m1 and pairs k0..k0+kp lie inside `xb`, the panel block inside
+                // the packed data, the masked columns inside `out` (the caller's guarantee).
+                unsafe {
+                    let b = BlockBf16 {
+                        x: xb.as_ptr().add(2 * k0),
+                        xs,
+                        kp,
+                        w: p.data.as_ptr().add((j * pairs + k0) * NR * 2),
+                        out: out.add(c0),
+                        os: p.cout,
+                        mask0,
+                        mask1,
+                    };
+                    let mut r = m0;
+                    while r + MR <= m1 {
+                        micro_bf16::<MR>(&b, r);
+                        r += MR;
+                    }
+                    match m1 - r {
+                        0 => {}
+                        1 => micro_bf16::<1>(&b, r),
+                        2 => micro_bf16::<2>(&b, r),
+                        3 => micro_bf16::<3>(&b, r),
+                        4 => micro_bf16::<4>(&b, r),
+                        5 => micro_bf16::<5>(&b, r),
+                        6 => micro_bf16::<6>(&b, r),
+                        7 => micro_bf16::<7>(&b, r),
+                        _ => unreachable!("fewer than MR rows remain"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`Block`] for bf16 operands: `kp` pairs of `k`.
+#[cfg(target_arch = "x86_64")]
+struct BlockBf16 {
+    x: *const u16,
+    xs: usize,
+    kp: usize,
+    w: *const u16,
+    out: *mut f32,
+    os: usize,
+    mask0: u16,
+    mask1: u16,
+}
+
+/// One `R × 32` block: `vdpbf16ps` per pair of `k` (a broadcast pair of `x` against the
+/// panel's interleaved pair of rows).
+///
+/// # Safety
+/// AVX-512F and AVX512-BF16; rows `r..r+R` of `x` (`2·kp` values) and of `out` (masked) valid.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn micro_bf16<const R: usize>(b: &BlockBf16, r: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees the rows and the features; `__m512i` and `__m512bh` are
+    // both 64 bytes of packed lanes (a bit cast).
+    unsafe {
+        let xp = b.x.add(r * b.xs);
+        let op = b.out.add(r * b.os);
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for (i, a) in acc.iter_mut().enumerate() {
+            a[0] = _mm512_maskz_loadu_ps(b.mask0, op.add(i * b.os));
+            a[1] = _mm512_maskz_loadu_ps(b.mask1, op.add(i * b.os + 16));
+        }
+        for k in 0..b.kp {
+            let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.w.add(k * NR * 2) as *const _));
+            let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.w.add(k * NR * 2 + NR) as *const _));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let pair = (xp.add(i * b.xs + 2 * k) as *const i32).read_unaligned();
+                let v: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+                a[0] = _mm512_dpbf16_ps(a[0], v, w0);
+                a[1] = _mm512_dpbf16_ps(a[1], v, w1);
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            _mm512_mask_storeu_ps(op.add(i * b.os), b.mask0, a[0]);
+            _mm512_mask_storeu_ps(op.add(i * b.os + 16), b.mask1, a[1]);
+        }
+    }
+}
+
 /// TF "SAME" padding `(begin, end)` for one dimension (same rule as the Burn model).
 fn same_padding(n: usize, k: usize, s: usize) -> usize {
     super::super::efficientnet::same_padding(n, k, s).0
@@ -813,5 +1006,34 @@ mod tests {
         // Patch (gy 1, gx 0) = row 2: channel 0 rows y=2,3 at x=0,1, then channel 1, 2.
         assert_eq!(&rows[24..36], &[20.0, 21.0, 30.0, 31.0, 120.0, 121.0, 130.0, 131.0, 220.0, 221.0, 230.0, 231.0]);
         assert!(rows.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn gemm_acc_bf16_matches_naive_on_bf16_rounded_operands() {
+        if !bf16_supported() {
+            eprintln!("no AVX512-BF16 on this CPU: nothing to test");
+            return;
+        }
+        let bf = |v: f32| f32::from_bits((to_bf16(v) as u32) << 16) as f64;
+        assert_eq!(bf(1.0), 1.0);
+        assert_eq!(to_bf16(1.0 + 1.0 / 256.0), to_bf16(1.0), "ties round to even");
+        for &(m, cin, cout, threads) in &[(50, 64, 192, 1), (601, 201, 72, 2), (3, 768, 40, 3)] {
+            let x = pseudo(m * cin, 31);
+            let w = pseudo(cin * cout, 37);
+            let p = PanelsBf16::new(&w, cin, cout);
+            let prefill = pseudo(m * cout, 41);
+            let mut out = prefill.clone();
+            gemm_acc_bf16(&x, m, &p, &mut out, threads);
+            for row in [0, 1, m / 2, m - 1] {
+                for o in 0..cout {
+                    let mut acc = prefill[row * cout + o] as f64;
+                    for i in 0..cin {
+                        acc += bf(x[row * cin + i]) * bf(w[i * cout + o]);
+                    }
+                    let got = out[row * cout + o] as f64;
+                    assert!((got - acc).abs() < 1e-3 * (1.0 + acc.abs()), "m{m} {cin}->{cout} t{threads} row {row} col {o}: {got} vs {acc}");
+                }
+            }
+        }
     }
 }

@@ -12,16 +12,25 @@
 
 use std::sync::Mutex;
 
-use super::kernels::{Isa, Pointwise, gemm_acc};
+use super::kernels::{Isa, PanelsBf16, Pointwise, bf16_supported, gemm_acc, gemm_acc_bf16};
 
-/// A linear layer, `y = x · w + b`, its weight prepacked (on AVX-512 only the panels are kept).
+/// A linear layer, `y = x · w + b`, its weight prepacked (on AVX-512 only the panels are kept;
+/// in bf16 only the bf16 panels).
 pub(crate) struct Linear {
     p: Pointwise,
+    bf16: Option<PanelsBf16>,
 }
 
 impl Linear {
-    /// From a `[in, out]` row-major weight and its bias.
-    pub(crate) fn new(w: Vec<f32>, b: Vec<f32>, inp: usize, out: usize, isa: Isa) -> Linear {
+    /// From a `[in, out]` row-major weight and its bias. `bf16`: products in bf16 (weights
+    /// rounded once here, activations per call), sums in f32 — where the CPU has AVX512-BF16
+    /// (else f32).
+    pub(crate) fn new(w: Vec<f32>, b: Vec<f32>, inp: usize, out: usize, isa: Isa, bf16: bool) -> Linear {
+        if bf16 && bf16_supported() {
+            let packed = PanelsBf16::new(&w, inp, out);
+            let p = Pointwise { w: Vec::new(), panels: Vec::new(), bias: b, cin: inp, cout: out, relu6: false };
+            return Linear { p, bf16: Some(packed) };
+        }
         let mut p = Pointwise::new(w, b, inp, out, false);
         if isa == Isa::Avx512 {
             // The AVX-512 kernel reads only the prepacked panels: don't keep two copies.
@@ -30,11 +39,11 @@ impl Linear {
             // The `gemm` crate reads the plain weight: don't keep the panels.
             p.panels = Vec::new();
         }
-        Linear { p }
+        Linear { p, bf16: None }
     }
 
     /// From PyTorch's `[out, in]` row-major weight and its bias.
-    pub(crate) fn from_torch(w: &[f32], b: Vec<f32>, out: usize, inp: usize, isa: Isa) -> Linear {
+    pub(crate) fn from_torch(w: &[f32], b: Vec<f32>, out: usize, inp: usize, isa: Isa, bf16: bool) -> Linear {
         assert_eq!(w.len(), out * inp, "linear weight is out × in");
         let mut t = vec![0f32; out * inp];
         for o in 0..out {
@@ -42,7 +51,7 @@ impl Linear {
                 t[i * out + o] = w[o * inp + i];
             }
         }
-        Linear::new(t, b, inp, out, isa)
+        Linear::new(t, b, inp, out, isa, bf16)
     }
 
     pub(crate) fn inp(&self) -> usize {
@@ -59,12 +68,16 @@ impl Linear {
         for row in out.chunks_exact_mut(self.p.cout) {
             row.copy_from_slice(&self.p.bias);
         }
-        gemm_acc(isa, x, m, &self.p, out, threads);
+        self.accumulate(isa, x, m, out, threads);
     }
 
     /// `out[m, out] += x[m, in] · w` (the bias left out: the caller's starting value has it).
     pub(crate) fn accumulate(&self, isa: Isa, x: &[f32], m: usize, out: &mut [f32], threads: usize) {
-        gemm_acc(isa, x, m, &self.p, &mut out[..m * self.p.cout], threads);
+        let out = &mut out[..m * self.p.cout];
+        match &self.bf16 {
+            Some(b) => gemm_acc_bf16(x, m, b, out, threads),
+            None => gemm_acc(isa, x, m, &self.p, out, threads),
+        }
     }
 
     /// `out[m, out] += x[m, in] · w + b` (a residual connection).
@@ -75,7 +88,7 @@ impl Linear {
                 *o += b;
             }
         }
-        gemm_acc(isa, x, m, &self.p, out, threads);
+        self.accumulate(isa, x, m, out, threads);
     }
 }
 
