@@ -34,7 +34,7 @@ impl HostText {
         let _ftz = FlushDenormals::new();
         let d = self.transformer.width;
         let mut s = self.scratch.take();
-        self.transformer.forward(self.isa, &mut x, 1, len, true, self.threads, &mut s);
+        self.transformer.forward(&mut x, 1, len, true, self.threads, &mut s);
         self.scratch.give(s);
         let mut row = vec![0f32; d];
         self.ln_final.apply(self.isa, &x[pool * d..(pool + 1) * d], &mut row);
@@ -139,7 +139,7 @@ impl HostImage {
         }
         self.patch.accumulate(isa, &s.cols[..m * depth], m, &mut s.tokens[..m * w], threads);
         self.ln_pre.apply(isa, &s.tokens[..m * w], &mut s.x[..m * w]);
-        self.transformer.forward(isa, &mut s.x, k, tokens, false, threads, &mut s.t);
+        self.transformer.forward(&mut s.x, k, tokens, false, threads, &mut s.t);
         for i in 0..k {
             self.ln_post.apply(isa, &s.x[i * tokens * w..i * tokens * w + w], &mut s.cls[i * w..(i + 1) * w]);
         }

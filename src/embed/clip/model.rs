@@ -161,7 +161,7 @@ pub(crate) enum TextMode {
 /// The text transformer on the device (wgpu), or on the host for CPU queries (`host.rs`).
 enum TextTower {
     Burn(Box<BurnText>),
-    Host(HostText),
+    Host(Box<HostText>),
 }
 
 struct BurnText {
@@ -243,7 +243,7 @@ impl ClipModel {
         };
         let text = match text_mode {
             TextMode::None => None,
-            TextMode::Host => Some(TextTower::Host(host_text_tower(&mut ck, shape.text_layers, tw, e, variant, threads, bf16)?)),
+            TextMode::Host => Some(TextTower::Host(Box::new(host_text_tower(&mut ck, shape.text_layers, tw, e, variant, threads, bf16)?))),
             TextMode::Burn => Some(TextTower::Burn(Box::new(BurnText {
                 transformer: transformer(&mut ck, "transformer", shape.text_layers, tw, variant, device)?,
                 ln_final: layer_norm(&mut ck, "ln_final", tw, device)?,
@@ -468,7 +468,7 @@ fn host_transformer(
             proj: host_linear(ck, &format!("{p}.mlp.c_proj.weight"), &format!("{p}.mlp.c_proj.bias"), width, hidden, isa, bf16)?,
         });
     }
-    Ok(host::Transformer { blocks, heads: width / variant.head_width, width, quick_gelu: variant.quick_gelu })
+    Ok(host::Transformer { blocks, heads: width / variant.head_width, width, quick_gelu: variant.quick_gelu, isa })
 }
 
 fn host_text_tower(ck: &mut Checkpoint, layers: usize, width: usize, embed: usize, variant: Variant, threads: usize, bf16: bool) -> Result<HostText, String> {

@@ -364,6 +364,8 @@ pub(crate) struct Transformer {
     pub heads: usize,
     pub width: usize,
     pub quick_gelu: bool,
+    /// The instruction set its kernels run with (the one the weights were packed for).
+    pub isa: Isa,
 }
 
 /// A forward pass's buffers, grown to the largest call and kept between calls.
@@ -391,8 +393,8 @@ impl Transformer {
     /// Run every block over `x` (`[seqs · len, width]`, the residual stream, updated in place).
     /// `causal`: token `i` attends to tokens `0..=i` only (the text tower). `threads` split each
     /// GEMM's output columns (for few rows; a caller with many sequences splits those instead).
-    pub(crate) fn forward(&self, isa: Isa, x: &mut [f32], seqs: usize, len: usize, causal: bool, threads: usize, s: &mut Scratch) {
-        let (w, m) = (self.width, seqs * len);
+    pub(crate) fn forward(&self, x: &mut [f32], seqs: usize, len: usize, causal: bool, threads: usize, s: &mut Scratch) {
+        let (isa, w, m) = (self.isa, self.width, seqs * len);
         let x = &mut x[..m * w];
         let hd = w / self.heads;
         grow(&mut s.h, m * w);
