@@ -164,6 +164,12 @@ fn bench(c: &mut Criterion) {
 
     // p50/p95 of the whole query, as the search path runs it (tokenize inside embed_text).
     let mut times = Vec::new();
+    // Text tower alone, CPU time per query (all threads; robust to a shared machine).
+    let cpu0 = cpu_seconds();
+    for i in 0..50 {
+        std::hint::black_box(e.embed_text(QUERIES[i % QUERIES.len()]).unwrap());
+    }
+    eprintln!("text tower: CPU time {:.1} ms per query (mean of 50, queries of 1–17 words)", (cpu_seconds() - cpu0) * 1000.0 / 50.0);
     for i in 0..200 {
         let q = QUERIES[i % QUERIES.len()];
         let t = Instant::now();

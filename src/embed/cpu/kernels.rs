@@ -335,6 +335,8 @@ const MC: usize = 512;
 /// Depth per cache block of [`gemm_acc`]: a panel's `KC × 32` floats (24 KiB) stay in L1 while
 /// the micro-kernel sweeps the block's rows.
 const KC: usize = 192;
+/// At most this many rows, [`gemm_acc`] does not block the depth (see `gemm_acc_avx512`).
+const FEW_ROWS: usize = 32;
 
 /// `out[m, cout] += x[m, cin] · w` — the transformer GEMM (no bias, no activation: the caller
 /// prefills `out` with the bias, or the residual stream plus bias, and applies activations).
@@ -424,10 +426,13 @@ unsafe fn gemm_acc_panels(isa: Isa, x: &[f32], m: usize, p: &Pointwise, panels: 
 #[target_feature(enable = "avx512f")]
 unsafe fn gemm_acc_avx512(x: &[f32], m: usize, p: &Pointwise, panels: std::ops::Range<usize>, out: *mut f32) {
     let (cin, cout) = (p.cin, p.cout);
+    // A few rows (a query's tokens) reuse a panel too little for L1 blocking to pay: stream
+    // each panel whole, in the order it lies in memory.
+    let kc_max = if m <= FEW_ROWS { cin } else { KC };
     for m0 in (0..m).step_by(MC) {
         let m1 = (m0 + MC).min(m);
-        for k0 in (0..cin).step_by(KC) {
-            let kc = KC.min(cin - k0);
+        for k0 in (0..cin).step_by(kc_max) {
+            let kc = kc_max.min(cin - k0);
             for j in panels.clone() {
                 let c0 = j * NR;
                 let (mask0, mask1) = panel_masks(cout - c0);
