@@ -503,10 +503,9 @@ impl PanelsBf16 {
     }
 }
 
-thread_local! {
-    /// The left operand of [`gemm_acc_bf16`] in bf16, reused across calls on this thread.
-    static BF16_ROWS: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
-}
+/// Buffers for the left operand of [`gemm_acc_bf16`] in bf16, taken and given back per call
+/// (the calling threads are scoped, so a thread-local buffer would be allocated per forward).
+static BF16_ROWS: std::sync::Mutex<Vec<Vec<u16>>> = std::sync::Mutex::new(Vec::new());
 
 /// `out[m, cout] += bf16(x[m, cin]) · w` with f32 accumulation (AVX512-BF16 only: check
 /// [`bf16_supported`] before packing a [`PanelsBf16`]). Blocked like [`gemm_acc`]; `threads`
@@ -515,8 +514,8 @@ pub(crate) fn gemm_acc_bf16(x: &[f32], m: usize, p: &PanelsBf16, out: &mut [f32]
     assert!(bf16_supported(), "gemm_acc_bf16 needs AVX512-BF16");
     assert!(x.len() >= m * p.cin && out.len() >= m * p.cout, "gemm_acc_bf16: {m} rows of {} -> {}", p.cin, p.cout);
     let xs = p.cin.div_ceil(2) * 2;
-    BF16_ROWS.with(|rows| {
-        let mut rows = rows.borrow_mut();
+    let mut rows = BF16_ROWS.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default();
+    {
         if rows.len() < m * xs {
             rows.resize(m * xs, 0);
         }
@@ -552,7 +551,11 @@ pub(crate) fn gemm_acc_bf16(x: &[f32], m: usize, p: &PanelsBf16, out: &mut [f32]
                 gemm_acc_bf16_avx512(xb, xs, m, p, 0..per.min(panels), out_ptr.0)
             }
         });
-    });
+    }
+    let mut pool = BF16_ROWS.lock().unwrap_or_else(|e| e.into_inner());
+    if pool.len() < 8 {
+        pool.push(rows);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
