@@ -1,7 +1,9 @@
-//! Search by words with CLIP on the CPU: tokenize + text tower (Burn flex) + ANN over 100 000
-//! 512-d vectors in the embedded store — the whole query, and each part.
+//! CLIP on the CPU. Search by words: tokenize + text tower (pixdex's CPU kernels) + ANN over
+//! 100 000 512-d vectors in the embedded store — the whole query, and each part. The image
+//! tower: ms per image on pixdex's CPU kernels (`model.device = "cpu"`) and on Burn flex, at
+//! batch 1 and 16 (printed, median of a few calls after a warm-up call).
 //!
-//! `cargo bench --bench clip`. The model is a full-size ViT-B-32 with open_clip's exact keys
+//! `cargo bench --bench clip`; `PIXDEX_BENCH_CLIP=image` (or `text`) runs only that part. The model is a full-size ViT-B-32 with open_clip's exact keys
 //! and shapes and random values (latency does not depend on the values; no CLIP weights ship
 //! with pixdex), written once under the target directory. The store is built once per run
 //! (upsert + `optimize()`), its build time printed. Also prints p50/p95 over 200 queries.
@@ -11,7 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use pixdex::embed::{DeviceChoice, Embedder, ModelKind, ModelSpec};
+use pixdex::embed::{DeviceChoice, Embedder, IMAGE_FLOATS, ModelKind, ModelSpec};
 use pixdex::vectors::{Filter, Payload, Point, VectorStore, VectorsConfig};
 
 const DIM: usize = 512;
@@ -27,7 +29,7 @@ const QUERIES: [&str; 8] = [
     "mountains",
 ];
 
-fn model() -> Embedder {
+fn spec() -> ModelSpec {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo.join("target"));
     let path = target.join("bench-clip-vit-b-32-random.safetensors");
@@ -37,8 +39,61 @@ fn model() -> Embedder {
         pixdex::embed::clip::random::write_safetensors(&path, &pixdex::embed::clip::random::vit_b_32_shapes(&json)).expect("write weights");
         eprintln!("wrote a random full-size ViT-B-32 in {:.1} s", t.elapsed().as_secs_f64());
     }
-    let spec = ModelSpec { kind: ModelKind::Clip("ViT-B-32".parse().unwrap()), weights: path, vocab: repo.join(pixdex::embed::clip::DEFAULT_VOCAB) };
-    Embedder::load_spec(&spec, DeviceChoice::Flex, 1).expect("load CLIP (scripts/fetch-clip-vocab for the merges)")
+    let precision = std::env::var("PIXDEX_BENCH_PRECISION").ok().map(|p| p.parse().expect("PIXDEX_BENCH_PRECISION: f32 or bf16")).unwrap_or_default();
+    ModelSpec { kind: ModelKind::Clip("ViT-B-32".parse().unwrap()), weights: path, vocab: repo.join(pixdex::embed::clip::DEFAULT_VOCAB), precision }
+}
+
+fn model() -> Embedder {
+    Embedder::load_spec(&spec(), DeviceChoice::Cpu, 1).expect("load CLIP (scripts/fetch-clip-vocab for the merges)")
+}
+
+/// ms per image of the image tower on pixdex's kernels and on Burn flex, batch 1 and 16.
+fn image_tower() {
+    const BATCH: usize = 16;
+    let mut s = 0x1234_5678u32;
+    let input: Vec<f32> = (0..BATCH * IMAGE_FLOATS)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s % 256) as f32 / 128.0 - 1.0
+        })
+        .collect();
+    for choice in [DeviceChoice::Cpu, DeviceChoice::Flex] {
+        let e = Embedder::load_spec_images(&spec(), choice, BATCH).expect("load CLIP");
+        for (n, calls) in [(1, 9), (BATCH, 5)] {
+            let x = &input[..n * IMAGE_FLOATS];
+            e.embed_normalized(x, n).unwrap();
+            // Wall time, and the process's CPU time: on a machine shared with other work the
+            // wall time grows, the CPU time per image much less.
+            let mut runs: Vec<(f64, f64)> = (0..calls)
+                .map(|_| {
+                    let (t, c) = (Instant::now(), cpu_seconds());
+                    std::hint::black_box(e.embed_normalized(x, n).unwrap());
+                    (t.elapsed().as_secs_f64() * 1000.0 / n as f64, (cpu_seconds() - c) * 1000.0 / n as f64)
+                })
+                .collect();
+            runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mut cpu: Vec<f64> = runs.iter().map(|r| r.1).collect();
+            cpu.sort_by(f64::total_cmp);
+            eprintln!(
+                "CLIP ViT-B/32 image tower, {}, batch {n}: {:.1} ms/img (median of {calls} calls; {:.1}–{:.1}); CPU time {:.1} ms/img",
+                e.device_name(),
+                runs[calls / 2].0,
+                runs[0].0,
+                runs[calls - 1].0,
+                cpu[calls / 2]
+            );
+        }
+    }
+}
+
+/// CPU seconds used by this process so far (all threads).
+fn cpu_seconds() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 fn unit(seed: u64) -> Vec<f32> {
@@ -92,6 +147,13 @@ fn percentiles(mut v: Vec<Duration>) -> (f64, f64) {
 }
 
 fn bench(c: &mut Criterion) {
+    let part = std::env::var("PIXDEX_BENCH_CLIP").unwrap_or_default();
+    if part != "text" {
+        image_tower();
+    }
+    if part == "image" {
+        return;
+    }
     let rt = tokio::runtime::Runtime::new().unwrap();
     let e = model();
     let n = std::env::var("PIXDEX_BENCH_SIZES").ok().and_then(|s| s.split(',').next().and_then(|x| x.trim().parse().ok())).unwrap_or(100_000);
@@ -102,6 +164,12 @@ fn bench(c: &mut Criterion) {
 
     // p50/p95 of the whole query, as the search path runs it (tokenize inside embed_text).
     let mut times = Vec::new();
+    // Text tower alone, CPU time per query (all threads; robust to a shared machine).
+    let cpu0 = cpu_seconds();
+    for i in 0..50 {
+        std::hint::black_box(e.embed_text(QUERIES[i % QUERIES.len()]).unwrap());
+    }
+    eprintln!("text tower: CPU time {:.1} ms per query (mean of 50, queries of 1–17 words)", (cpu_seconds() - cpu0) * 1000.0 / 50.0);
     for i in 0..200 {
         let q = QUERIES[i % QUERIES.len()];
         let t = Instant::now();

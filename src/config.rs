@@ -80,6 +80,14 @@ pub struct RawModel {
     /// "auto" (a hardware GPU through wgpu if there is one, else the CPU), "wgpu", "cpu" (pixdex's
     /// kernels) or "flex" (Burn's CPU backend, the reference).
     pub device: String,
+    /// CLIP on pixdex's CPU kernels: "f32" (the default) or "bf16" (opt-in, AVX512-BF16 CPUs:
+    /// faster, vectors of a model of their own).
+    #[serde(default = "default_precision")]
+    pub precision: String,
+}
+
+fn default_precision() -> String {
+    "f32".into()
 }
 
 fn default_model_name() -> String {
@@ -325,7 +333,7 @@ impl Default for RawConfig {
                 settle_ms: 1000,
                 rescan_interval_secs: 3600,
             },
-            model: RawModel { name: default_model_name(), weights: None, vocab: default_vocab(), device: "auto".into() },
+            model: RawModel { name: default_model_name(), weights: None, vocab: default_vocab(), device: "auto".into(), precision: default_precision() },
             pipeline: RawPipeline {
                 decode_workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8),
                 resize_workers: 1,
@@ -640,7 +648,8 @@ impl Config {
             crate::embed::ModelKind::EfficientNetLite0 => PathBuf::from(crate::embed::DEFAULT_WEIGHTS),
             crate::embed::ModelKind::Clip(_) => PathBuf::from(crate::embed::clip::DEFAULT_WEIGHTS),
         });
-        let spec = crate::embed::ModelSpec { kind, weights: absolutize(&weights), vocab: absolutize(&raw.model.vocab) };
+        let precision: crate::embed::Precision = raw.model.precision.parse().map_err(|e: String| invalid("model.precision", e))?;
+        let spec = crate::embed::ModelSpec { kind, weights: absolutize(&weights), vocab: absolutize(&raw.model.vocab), precision };
         let p = &raw.pipeline;
         for (key, v) in [("pipeline.decode_workers", p.decode_workers), ("pipeline.resize_workers", p.resize_workers), ("pipeline.batch_size", p.batch_size)] {
             if v == 0 {
@@ -1027,6 +1036,11 @@ mod tests {
         let f = write(d.path(), "[model]\ndevice = \"tpu\"\n");
         let e = Config::load(Some(&f)).unwrap_err().to_string();
         assert!(e.contains("model.device") && e.contains("\"flex\""), "{e}");
+        let f = write(d.path(), "[model]\nprecision = \"fp8\"\n");
+        let e = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("model.precision") && e.contains("\"bf16\""), "{e}");
+        let f = write(d.path(), "[model]\nprecision = \"bf16\"\n");
+        assert_eq!(Config::load(Some(&f)).expect("bf16 is a precision").model.spec.precision, crate::embed::Precision::Bf16);
         let f = write(d.path(), "[model]\ndevice = \"flex\"\n");
         assert_eq!(Config::load(Some(&f)).expect("flex is a device").model.device, "flex");
         let f = write(d.path(), "[vectors]\nbackend = \"qdrant\"\n");

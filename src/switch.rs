@@ -99,7 +99,8 @@ async fn previous(cfg: &Config, vcfg: &VectorsConfig, s: &ModelRow) -> anyhow::R
     let embedder = match s.kind.parse::<crate::embed::ModelKind>() {
         Err(e) => Err(e),
         Ok(kind) => {
-            let spec = ModelSpec { kind, weights: PathBuf::from(&s.weights), vocab: PathBuf::from(&s.vocab) };
+            let precision = crate::embed::Precision::of_model_name(&s.name);
+            let spec = ModelSpec { kind, weights: PathBuf::from(&s.weights), vocab: PathBuf::from(&s.vocab), precision };
             let device: crate::embed::DeviceChoice = cfg.model.device.parse().unwrap_or_default();
             match tokio::task::spawn_blocking(move || Embedder::load_spec(&spec, device, 1)).await {
                 Ok(Ok(e)) if e.model_name() == s.name => Ok(Arc::new(Mutex::new(e))),

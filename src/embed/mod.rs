@@ -133,11 +133,42 @@ pub struct ModelSpec {
     pub weights: PathBuf,
     /// CLIP's tokenizer merges (unused by EfficientNet).
     pub vocab: PathBuf,
+    /// CLIP's arithmetic on the CPU kernels (`model.precision`).
+    pub precision: Precision,
+}
+
+/// The arithmetic of CLIP's GEMMs on pixdex's CPU kernels (config `model.precision`). `bf16`
+/// (opt-in) rounds weights and activations to bf16 for the products and sums in f32, on
+/// AVX512-BF16 CPUs only (elsewhere f32); its vectors are those of another model
+/// (`…-bf16`, a collection of their own), never mixed with f32 ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    /// The precision a model's vectors were made with, from its name (`clip-…-bf16`).
+    pub fn of_model_name(name: &str) -> Precision {
+        if name.starts_with("clip-") && name.ends_with("-bf16") { Precision::Bf16 } else { Precision::F32 }
+    }
+}
+
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            other => Err(format!("{other:?} is not one of \"f32\", \"bf16\"")),
+        }
+    }
 }
 
 impl ModelSpec {
     pub fn efficientnet(weights: &Path) -> ModelSpec {
-        ModelSpec { kind: ModelKind::EfficientNetLite0, weights: weights.to_path_buf(), vocab: PathBuf::from(clip::DEFAULT_VOCAB) }
+        ModelSpec { kind: ModelKind::EfficientNetLite0, weights: weights.to_path_buf(), vocab: PathBuf::from(clip::DEFAULT_VOCAB), precision: Precision::F32 }
     }
 }
 
@@ -199,7 +230,7 @@ pub enum Embedder {
     Flex(Runtime),
     /// Burn wgpu on a GPU (or a software adapter when asked for explicitly).
     Wgpu(Runtime),
-    /// CLIP (image and text towers) on Burn flex or wgpu.
+    /// CLIP (image and text towers) on pixdex's CPU kernels, Burn flex or wgpu.
     Clip(Box<clip::ClipRuntime>),
 }
 
@@ -266,8 +297,9 @@ impl Embedder {
         Ok(embedder)
     }
 
-    /// Load any model (see [`Embedder::load`]); CLIP runs on Burn: wgpu on a GPU, else flex
-    /// (`cpu` means flex for CLIP: pixdex's own CPU kernels are EfficientNet's).
+    /// Load any model (see [`Embedder::load`]); CLIP runs on Burn wgpu on a GPU, on pixdex's CPU
+    /// kernels on the CPU (`cpu`, or `auto` without a GPU), on Burn flex when asked (`flex`,
+    /// the reference).
     pub fn load_spec(spec: &ModelSpec, choice: DeviceChoice, batch_size: usize) -> Result<Embedder, EmbedError> {
         Self::load_spec_with(spec, choice, batch_size, true)
     }
@@ -286,18 +318,23 @@ impl Embedder {
             return Err(EmbedError::Input("batch size must be at least 1".into()));
         }
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let flex = || (Device::flex(), format!("cpu (burn flex, {threads} threads)"), false);
         let adapter = match choice {
             DeviceChoice::Cpu | DeviceChoice::Flex => None,
             DeviceChoice::Wgpu => Some(pick_adapter(true).ok_or_else(|| EmbedError::Device("wgpu found no adapter".into()))?),
             DeviceChoice::Auto => pick_adapter(false),
         };
-        let (device, name, pad) = match adapter {
-            Some(a) => (wgpu_device(&a)?, format!("wgpu: {}", a.describe()), true),
-            None => flex(),
+        let (device, name, pad, host) = match adapter {
+            Some(a) => (wgpu_device(&a)?, format!("wgpu: {}", a.describe()), true, false),
+            None if choice == DeviceChoice::Flex => (Device::flex(), format!("cpu (burn flex, {threads} threads)"), false, false),
+            None => (Device::flex(), format!("cpu (pixdex kernels, {}, {threads} threads)", cpu::kernels::Isa::detect().name()), false, true),
         };
         let start = Instant::now();
-        let rt = clip::ClipRuntime::load(&spec.weights, &spec.vocab, variant, device, name, batch_size, pad, text)?;
+        let bf16 = host && spec.precision == Precision::Bf16 && cpu::kernels::bf16_supported();
+        if host && spec.precision == Precision::Bf16 && !bf16 {
+            tracing::warn!("model.precision = \"bf16\" needs AVX512-BF16, which this CPU lacks: CLIP runs in f32");
+        }
+        let name = if bf16 { name.replace(" threads)", " threads, bf16)") } else { name };
+        let rt = clip::ClipRuntime::load(&spec.weights, &spec.vocab, variant, device, name, batch_size, pad, text, host, bf16)?;
         let embedder = Embedder::Clip(Box::new(rt));
         embedder.warm_up()?;
         tracing::info!(device = %embedder.device_name(), batch_size, ms = start.elapsed().as_millis() as u64, model = %embedder.model_name(), "CLIP ready");

@@ -135,6 +135,16 @@ fn towers_match_open_clip_on_flex() {
     check_against_open_clip(&tiny("tiny.pt", false), "gelu");
 }
 
+/// Both towers on pixdex's CPU kernels (`model.device = "cpu"`: the image tower in
+/// `embed/clip/host.rs`, not Burn) against open_clip.
+#[test]
+fn towers_match_open_clip_on_the_cpu_kernels() {
+    for (file, which, quick_gelu) in [("tiny.safetensors", "gelu", false), ("tiny.safetensors", "quick_gelu", true), ("tiny.pt", "gelu", false)] {
+        let rt = ClipRuntime::load_for_tests_on_host(&fixture(file), &vocab(), Custom { head_width: 16, quick_gelu }).expect("tiny CLIP on the host");
+        check_against_open_clip(&rt, which);
+    }
+}
+
 /// The towers on wgpu (Mesa llvmpipe here, a real GPU on a GPU machine) against open_clip.
 /// `PIXDEX_SKIP_WGPU=1` on machines where wgpu finds no adapter at all.
 #[test]
@@ -156,7 +166,7 @@ fn full_size_state_dict_loads_with_the_right_shapes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vit-b-32-random.safetensors");
     write_random_safetensors(&path, shapes.as_object().unwrap());
-    let spec = ModelSpec { kind: ModelKind::Clip("ViT-B-32".parse().unwrap()), weights: path.clone(), vocab: vocab() };
+    let spec = ModelSpec { kind: ModelKind::Clip("ViT-B-32".parse().unwrap()), weights: path.clone(), vocab: vocab(), precision: Default::default() };
     let e = Embedder::load_spec(&spec, DeviceChoice::Flex, 2).expect("full-size random ViT-B-32 loads");
     assert_eq!(e.dim(), 512);
     assert!(e.has_text());
@@ -174,6 +184,14 @@ fn full_size_state_dict_loads_with_the_right_shapes() {
     let img = e.embed_normalized(&images(1), 1).unwrap();
     assert_eq!(img[0].vector.len(), 512);
     assert!(img[0].labels.is_empty(), "CLIP has no ImageNet labels");
+    // `cpu`: the same model on pixdex's kernels, the same vectors.
+    drop(e);
+    let host = Embedder::load_spec(&spec, DeviceChoice::Cpu, 2).expect("full-size random ViT-B-32 on the CPU kernels");
+    assert!(host.device_name().starts_with("cpu (pixdex kernels"), "{}", host.device_name());
+    let got = host.embed_normalized(&images(2), 2).unwrap();
+    let cos = cosine(&got[0].vector, &img[0].vector);
+    assert!(cos >= 0.9999, "CPU kernels vs flex: cosine {cos}");
+    assert!(cosine(&got[0].vector, &got[1].vector) < 0.9999, "two different images give different vectors");
 }
 
 fn write_random_safetensors(path: &Path, shapes: &serde_json::Map<String, Value>) {
@@ -185,7 +203,7 @@ fn write_random_safetensors(path: &Path, shapes: &serde_json::Map<String, Value>
 #[test]
 fn bad_weights_say_what_and_how() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = |weights: PathBuf| ModelSpec { kind: ModelKind::Clip("ViT-B-32".parse().unwrap()), weights, vocab: vocab() };
+    let spec = |weights: PathBuf| ModelSpec { kind: ModelKind::Clip("ViT-B-32".parse().unwrap()), weights, vocab: vocab(), precision: Default::default() };
     let load = |s: &ModelSpec| Embedder::load_spec(s, DeviceChoice::Flex, 1).map(|_| ()).unwrap_err();
 
     let missing = load(&spec(dir.path().join("nope.safetensors")));

@@ -86,7 +86,9 @@ pub struct Custom {
 
 impl ClipRuntime {
     /// Load the checkpoint and the tokenizer onto `device`. `text`: the text tower too (query
-    /// instances; the pipeline's embeds images only).
+    /// instances; the pipeline's embeds images only). `host_image`: the image tower on pixdex's
+    /// CPU kernels (`host.rs`) instead of Burn on `device`; `bf16`: the host towers' GEMMs in
+    /// bf16 where the CPU has AVX512-BF16 (`model.precision`; its vectors are another model's).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn load(
         weights: &Path,
@@ -97,8 +99,10 @@ impl ClipRuntime {
         batch_size: usize,
         pad: bool,
         text: bool,
+        host_image: bool,
+        bf16: bool,
     ) -> Result<ClipRuntime, EmbedError> {
-        Self::load_custom(weights, vocab, which.variant(), which.as_str(), device, name, batch_size, pad, text)
+        Self::load_custom(weights, vocab, which.variant(), which.as_str(), device, name, batch_size, pad, text, host_image, bf16)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -112,6 +116,8 @@ impl ClipRuntime {
         batch_size: usize,
         pad: bool,
         text: bool,
+        host_image: bool,
+        bf16: bool,
     ) -> Result<ClipRuntime, EmbedError> {
         let fetch = "run `scripts/fetch-clip` (or point model.weights at an open_clip ViT-B-32 checkpoint: safetensors or a PyTorch state dict)";
         if !weights.is_file() {
@@ -133,7 +139,9 @@ impl ClipRuntime {
             (true, false) => TextMode::Host,
             (true, true) => TextMode::Burn,
         };
-        let model = ClipModel::load(ck, v, &device, mode).map_err(|r| invalid(weights, format!("not a CLIP {label} checkpoint: {r}"), fetch))?;
+        let bf16 = bf16 && host_image && crate::embed::cpu::kernels::bf16_supported();
+        let model =
+            ClipModel::load(ck, v, &device, mode, host_image, bf16).map_err(|r| invalid(weights, format!("not a CLIP {label} checkpoint: {r}"), fetch))?;
         if model.shape.image_size() != INPUT {
             return Err(invalid(weights, format!("the image tower takes {0}x{0} px; pixdex feeds {INPUT}x{INPUT}", model.shape.image_size()), fetch));
         }
@@ -141,21 +149,29 @@ impl ClipRuntime {
             return Err(invalid(weights, format!("the text tower has {} tokens, the tokenizer {}", model.shape.vocab, tokenizer.vocab_size()), fetch));
         }
         tracing::info!(weights = %weights.display(), model = label, shape = ?model.shape, "CLIP loaded");
-        let model_name = format!("clip-{}-{}", label.to_ascii_lowercase(), fingerprint(weights).map_err(|r| invalid(weights, r, fetch))?);
+        let precision = if bf16 { "-bf16" } else { "" };
+        let model_name = format!("clip-{}-{}{precision}", label.to_ascii_lowercase(), fingerprint(weights).map_err(|r| invalid(weights, r, fetch))?);
         Ok(ClipRuntime { model, tokenizer: Arc::new(tokenizer), device, name, batch_size, pad, model_name })
     }
 
-    /// A tiny model for tests (head width and activation given, not implied by a name).
+    /// A tiny model for tests (head width and activation given, not implied by a name), on Burn
+    /// flex (the text tower on the host kernels, as on every CPU device).
     pub fn load_for_tests(weights: &Path, vocab: &Path, custom: Custom) -> Result<ClipRuntime, EmbedError> {
         let v = Variant { head_width: custom.head_width, quick_gelu: custom.quick_gelu };
-        Self::load_custom(weights, vocab, v, "test", Device::flex(), "cpu (burn flex)".into(), 8, false, true)
+        Self::load_custom(weights, vocab, v, "test", Device::flex(), "cpu (burn flex)".into(), 8, false, true, false, false)
+    }
+
+    /// The same with both towers on pixdex's CPU kernels (what `model.device = "cpu"` runs).
+    pub fn load_for_tests_on_host(weights: &Path, vocab: &Path, custom: Custom) -> Result<ClipRuntime, EmbedError> {
+        let v = Variant { head_width: custom.head_width, quick_gelu: custom.quick_gelu };
+        Self::load_custom(weights, vocab, v, "test", Device::flex(), "cpu (pixdex kernels)".into(), 8, false, true, true, false)
     }
 
     /// The same on a wgpu device (tests).
     pub fn load_for_tests_on_wgpu(weights: &Path, vocab: &Path, custom: Custom) -> Result<ClipRuntime, EmbedError> {
         let device = super::preprocess::init_wgpu_device().map_err(EmbedError::Device)?;
         let v = Variant { head_width: custom.head_width, quick_gelu: custom.quick_gelu };
-        Self::load_custom(weights, vocab, v, "test", device, "wgpu".into(), 4, true, true)
+        Self::load_custom(weights, vocab, v, "test", device, "wgpu".into(), 4, true, true, false, false)
     }
 
     /// The architecture as read from the checkpoint.
@@ -195,6 +211,9 @@ impl ClipRuntime {
 
     /// L2-normalized image embeddings of `n` pipeline-normalized images (NCHW, 224 px).
     pub fn embed_images_normalized(&self, nchw: &[f32], n: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if let Some(rows) = self.model.encode_image_host(&nchw[..n * super::IMAGE_FLOATS], n) {
+            return Ok(rows.iter().map(|r| l2_normalize(r)).collect());
+        }
         let rows = if self.pad { self.batch_size.max(n) } else { n };
         let mut data = Vec::with_capacity(rows * super::IMAGE_FLOATS);
         data.extend_from_slice(nchw);
@@ -205,7 +224,13 @@ impl ClipRuntime {
 
     /// Like [`Self::embed_images_normalized`] for a batch already on the device (`rows >= n`).
     pub(crate) fn embed_image_tensor(&self, x: Tensor<4>, n: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
-        read_rows(self.model.encode_image(x), n)
+        if self.model.host_image() {
+            let data = x.narrow(0, 0, n).try_into_data().map_err(|e| EmbedError::Backend(format!("{e:?}")))?;
+            let flat: Vec<f32> = data.try_to_vec::<f32>().map_err(|e| EmbedError::Backend(format!("{e:?}")))?;
+            return self.embed_images_normalized(&flat, n);
+        }
+        let out = self.model.encode_image(x).expect("a Burn image tower");
+        read_rows(out, n)
     }
 
     /// L2-normalized text embeddings.

@@ -15,8 +15,10 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::host::{HostBlock, HostLinear, HostNorm, HostText};
+use super::host::{HostImage, HostText};
 use super::weights::Checkpoint;
+use crate::embed::cpu::kernels::Isa;
+use crate::embed::cpu::transformer::{self as host, Pool};
 
 const LN_EPS: f64 = 1e-5;
 /// OpenAI CLIP's image normalization.
@@ -118,7 +120,17 @@ impl Transformer {
 
 pub(crate) struct ClipModel {
     pub shape: Shape,
-    // Image tower.
+    image: ImageTower,
+    // Text tower.
+    token_embedding: Vec<f32>,
+    text_pos: Vec<f32>,
+    /// `None`: an instance that embeds images only (the pipeline's).
+    text: Option<TextTower>,
+    device: Device,
+}
+
+/// The image tower through Burn (flex: the reference; wgpu: the GPU path).
+struct BurnImage {
     patch_w: Tensor<4>,
     patch_b: Tensor<1>,
     class_embedding: Tensor<3>,
@@ -127,12 +139,12 @@ pub(crate) struct ClipModel {
     visual: Transformer,
     ln_post: LayerNorm,
     visual_proj: Tensor<2>,
-    // Text tower.
-    token_embedding: Vec<f32>,
-    text_pos: Vec<f32>,
-    /// `None`: an instance that embeds images only (the pipeline's).
-    text: Option<TextTower>,
-    device: Device,
+}
+
+/// The image tower through Burn, or on the host kernels (`host.rs`, CPU devices).
+enum ImageTower {
+    Burn(Box<BurnImage>),
+    Host(Box<HostImage>),
 }
 
 /// Where the text tower runs, if this instance has one.
@@ -149,7 +161,7 @@ pub(crate) enum TextMode {
 /// The text transformer on the device (wgpu), or on the host for CPU queries (`host.rs`).
 enum TextTower {
     Burn(Box<BurnText>),
-    Host(HostText),
+    Host(Box<HostText>),
 }
 
 struct BurnText {
@@ -208,44 +220,22 @@ impl Shape {
 }
 
 impl ClipModel {
-    pub(crate) fn load(mut ck: Checkpoint, variant: Variant, device: &Device, text_mode: TextMode) -> Result<ClipModel, String> {
+    /// `host_image`: the image tower on the host kernels (else through Burn on `device`);
+    /// `bf16`: the host towers' GEMMs in bf16 (where the CPU has AVX512-BF16).
+    pub(crate) fn load(mut ck: Checkpoint, variant: Variant, device: &Device, text_mode: TextMode, host_image: bool, bf16: bool) -> Result<ClipModel, String> {
         let shape = Shape::read(&ck)?;
         for (what, width) in [("image", shape.vision_width), ("text", shape.text_width)] {
             if width % variant.head_width != 0 {
                 return Err(format!("the {what} tower's width {width} is not a multiple of the head width {}", variant.head_width));
             }
         }
-        let t1 = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), device);
-        let (vw, p) = (shape.vision_width, shape.patch);
-
-        // Patch embedding with CLIP's normalization folded in: input v = (px - 127) / 128, CLIP
-        // wants (px / 255 - mean) / std = a v + b per channel.
-        let mut conv = ck.take("visual.conv1.weight", &[vw, 3, p, p])?;
-        let mut bias = vec![0f32; vw];
-        for (o, bias_o) in bias.iter_mut().enumerate() {
-            for c in 0..3 {
-                let a = 128.0 / (255.0 * STD[c]);
-                let b = (127.0 / 255.0 - MEAN[c]) / STD[c];
-                let base = (o * 3 + c) * p * p;
-                let mut sum = 0f64;
-                for w in &mut conv[base..base + p * p] {
-                    sum += *w as f64 * b;
-                    *w = (*w as f64 * a) as f32;
-                }
-                *bias_o += sum as f32;
-            }
-        }
-        let patch_w = Tensor::<4>::from_data(TensorData::new(conv, [vw, 3, p, p]), device);
-        let class_embedding = Tensor::<3>::from_data(TensorData::new(ck.take("visual.class_embedding", &[vw])?, [1, 1, vw]), device);
-        let tokens = shape.grid * shape.grid + 1;
-        let vision_pos = Tensor::<3>::from_data(TensorData::new(ck.take("visual.positional_embedding", &[tokens, vw])?, [1, tokens, vw]), device);
-        let ln_pre = layer_norm(&mut ck, "visual.ln_pre", vw, device)?;
-        let visual = transformer(&mut ck, "visual.transformer", shape.vision_layers, vw, variant, device)?;
-        let ln_post = layer_norm(&mut ck, "visual.ln_post", vw, device)?;
-        let e = shape.embed_dim;
-        let visual_proj = Tensor::<2>::from_data(TensorData::new(ck.take("visual.proj", &[vw, e])?, [vw, e]), device);
-
-        let tw = shape.text_width;
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let image = if host_image {
+            ImageTower::Host(Box::new(host_image_tower(&mut ck, &shape, variant, threads, bf16)?))
+        } else {
+            ImageTower::Burn(Box::new(burn_image_tower(&mut ck, &shape, variant, device)?))
+        };
+        let (tw, e) = (shape.text_width, shape.embed_dim);
         let (token_embedding, text_pos) = if text_mode == TextMode::None {
             (Vec::new(), Vec::new())
         } else {
@@ -253,31 +243,14 @@ impl ClipModel {
         };
         let text = match text_mode {
             TextMode::None => None,
-            TextMode::Host => {
-                let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-                Some(TextTower::Host(host_text_tower(&mut ck, shape.text_layers, tw, e, variant, threads)?))
-            }
+            TextMode::Host => Some(TextTower::Host(Box::new(host_text_tower(&mut ck, shape.text_layers, tw, e, variant, threads, bf16)?))),
             TextMode::Burn => Some(TextTower::Burn(Box::new(BurnText {
                 transformer: transformer(&mut ck, "transformer", shape.text_layers, tw, variant, device)?,
                 ln_final: layer_norm(&mut ck, "ln_final", tw, device)?,
                 proj: Tensor::<2>::from_data(TensorData::new(ck.take("text_projection", &[tw, e])?, [tw, e]), device),
             }))),
         };
-        Ok(ClipModel {
-            shape,
-            patch_w,
-            patch_b: t1(bias),
-            class_embedding,
-            vision_pos,
-            ln_pre,
-            visual,
-            ln_post,
-            visual_proj,
-            token_embedding,
-            text_pos,
-            text,
-            device: device.clone(),
-        })
+        Ok(ClipModel { shape, image, token_embedding, text_pos, text, device: device.clone() })
     }
 
     pub(crate) fn has_text(&self) -> bool {
@@ -288,24 +261,44 @@ impl ClipModel {
     pub(crate) fn heads(&self) -> (usize, usize) {
         let text = match &self.text {
             Some(TextTower::Burn(b)) => b.transformer.heads,
-            Some(TextTower::Host(h)) => h.heads,
+            Some(TextTower::Host(h)) => h.transformer.heads,
             None => self.shape.text_width / 64,
         };
-        (self.visual.heads, text)
+        let image = match &self.image {
+            ImageTower::Burn(b) => b.visual.heads,
+            ImageTower::Host(h) => h.transformer.heads,
+        };
+        (image, text)
     }
 
-    /// Image features (not normalized), `[n, embed_dim]`, from `[n, 3, S, S]` pipeline input.
-    pub(crate) fn encode_image(&self, x: Tensor<4>) -> Tensor<2> {
+    /// True when the image tower runs on the host kernels (it takes host batches).
+    pub(crate) fn host_image(&self) -> bool {
+        matches!(self.image, ImageTower::Host(_))
+    }
+
+    /// Image features (not normalized) of `n` NCHW pipeline-normalized images on the host
+    /// kernels; `None` when the image tower is Burn's.
+    pub(crate) fn encode_image_host(&self, nchw: &[f32], n: usize) -> Option<Vec<Vec<f32>>> {
+        match &self.image {
+            ImageTower::Host(h) => Some(h.forward(nchw, n)),
+            ImageTower::Burn(_) => None,
+        }
+    }
+
+    /// Image features (not normalized), `[n, embed_dim]`, from `[n, 3, S, S]` pipeline input,
+    /// through Burn; `None` when the image tower is on the host ([`Self::encode_image_host`]).
+    pub(crate) fn encode_image(&self, x: Tensor<4>) -> Option<Tensor<2>> {
+        let ImageTower::Burn(m) = &self.image else { return None };
         let [n, _, _, _] = x.dims();
         let (w, g) = (self.shape.vision_width, self.shape.grid);
         let options = ConvOptions { stride: [self.shape.patch; 2], padding: [(0, 0); 2], dilation: [1, 1], groups: 1 };
-        let patches = conv2d(x, self.patch_w.clone(), Some(self.patch_b.clone()), options); // [n, w, g, g]
+        let patches = conv2d(x, m.patch_w.clone(), Some(m.patch_b.clone()), options); // [n, w, g, g]
         let patches = patches.reshape([n, w, g * g]).swap_dims(1, 2);
-        let cls = self.class_embedding.clone().expand([n, 1, w]);
-        let x = Tensor::cat(vec![cls, patches], 1) + self.vision_pos.clone();
-        let x = self.visual.forward(self.ln_pre.forward(x), None);
+        let cls = m.class_embedding.clone().expand([n, 1, w]);
+        let x = Tensor::cat(vec![cls, patches], 1) + m.vision_pos.clone();
+        let x = m.visual.forward(m.ln_pre.forward(x), None);
         let pooled = x.narrow(1, 0, 1).reshape([n, w]);
-        self.ln_post.forward(pooled).matmul(self.visual_proj.clone())
+        Some(m.ln_post.forward(pooled).matmul(m.visual_proj.clone()))
     }
 
     /// Text features (not normalized), one row per token sequence (each from the tokenizer:
@@ -377,36 +370,116 @@ impl ClipModel {
     }
 }
 
-fn host_norm(ck: &mut Checkpoint, prefix: &str, width: usize) -> Result<HostNorm, String> {
-    Ok(HostNorm { g: ck.take(&format!("{prefix}.weight"), &[width])?, b: ck.take(&format!("{prefix}.bias"), &[width])? })
+/// The patch convolution `[width, 3, p, p]` with CLIP's normalization folded in, and its bias:
+/// the input is pixdex's `v = (px - 127) / 128`, CLIP wants `(px / 255 - mean) / std`, which is
+/// `a v + b` per channel.
+fn folded_patch_embedding(ck: &mut Checkpoint, vw: usize, p: usize) -> Result<(Vec<f32>, Vec<f32>), String> {
+    let mut conv = ck.take("visual.conv1.weight", &[vw, 3, p, p])?;
+    let mut bias = vec![0f32; vw];
+    for (o, bias_o) in bias.iter_mut().enumerate() {
+        for c in 0..3 {
+            let a = 128.0 / (255.0 * STD[c]);
+            let b = (127.0 / 255.0 - MEAN[c]) / STD[c];
+            let base = (o * 3 + c) * p * p;
+            let mut sum = 0f64;
+            for w in &mut conv[base..base + p * p] {
+                sum += *w as f64 * b;
+                *w = (*w as f64 * a) as f32;
+            }
+            *bias_o += sum as f32;
+        }
+    }
+    Ok((conv, bias))
 }
 
-fn host_linear(ck: &mut Checkpoint, w_key: &str, b_key: &str, out: usize, inp: usize, threads: usize) -> Result<HostLinear, String> {
+fn burn_image_tower(ck: &mut Checkpoint, shape: &Shape, variant: Variant, device: &Device) -> Result<BurnImage, String> {
+    let (vw, p, e) = (shape.vision_width, shape.patch, shape.embed_dim);
+    let (conv, bias) = folded_patch_embedding(ck, vw, p)?;
+    let tokens = shape.grid * shape.grid + 1;
+    Ok(BurnImage {
+        patch_w: Tensor::<4>::from_data(TensorData::new(conv, [vw, 3, p, p]), device),
+        patch_b: Tensor::<1>::from_data(TensorData::new(bias, [vw]), device),
+        class_embedding: Tensor::<3>::from_data(TensorData::new(ck.take("visual.class_embedding", &[vw])?, [1, 1, vw]), device),
+        vision_pos: Tensor::<3>::from_data(TensorData::new(ck.take("visual.positional_embedding", &[tokens, vw])?, [1, tokens, vw]), device),
+        ln_pre: layer_norm(ck, "visual.ln_pre", vw, device)?,
+        visual: transformer(ck, "visual.transformer", shape.vision_layers, vw, variant, device)?,
+        ln_post: layer_norm(ck, "visual.ln_post", vw, device)?,
+        visual_proj: Tensor::<2>::from_data(TensorData::new(ck.take("visual.proj", &[vw, e])?, [vw, e]), device),
+    })
+}
+
+fn host_image_tower(ck: &mut Checkpoint, shape: &Shape, variant: Variant, threads: usize, bf16: bool) -> Result<HostImage, String> {
+    let isa = Isa::detect();
+    let (vw, p, e) = (shape.vision_width, shape.patch, shape.embed_dim);
+    let (conv, bias) = folded_patch_embedding(ck, vw, p)?;
+    let tokens = shape.grid * shape.grid + 1;
+    let class = ck.take("visual.class_embedding", &[vw])?;
+    let mut start = ck.take("visual.positional_embedding", &[tokens, vw])?;
+    for (t, row) in start.chunks_exact_mut(vw).enumerate() {
+        let add = if t == 0 { &class } else { &bias };
+        for (s, a) in row.iter_mut().zip(add) {
+            *s += a;
+        }
+    }
+    Ok(HostImage {
+        patch: host::Linear::from_torch(&conv, vec![0.0; vw], vw, 3 * p * p, isa, bf16),
+        start,
+        ln_pre: host_norm(ck, "visual.ln_pre", vw)?,
+        transformer: host_transformer(ck, "visual.transformer", shape.vision_layers, vw, variant, isa, bf16)?,
+        ln_post: host_norm(ck, "visual.ln_post", vw)?,
+        proj: host::Linear::new(ck.take("visual.proj", &[vw, e])?, vec![0.0; e], vw, e, isa, bf16),
+        patch_px: p,
+        size: shape.image_size(),
+        threads: threads.max(1),
+        isa,
+        scratch: Pool::new(threads),
+    })
+}
+
+fn host_norm(ck: &mut Checkpoint, prefix: &str, width: usize) -> Result<host::LayerNorm, String> {
+    Ok(host::LayerNorm { g: ck.take(&format!("{prefix}.weight"), &[width])?, b: ck.take(&format!("{prefix}.bias"), &[width])? })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn host_linear(ck: &mut Checkpoint, w_key: &str, b_key: &str, out: usize, inp: usize, isa: Isa, bf16: bool) -> Result<host::Linear, String> {
     let (w, b) = transposed(ck, w_key, b_key, out, inp)?;
-    Ok(HostLinear::new(w, b, inp, out, threads))
+    Ok(host::Linear::new(w, b, inp, out, isa, bf16))
 }
 
-fn host_text_tower(ck: &mut Checkpoint, layers: usize, width: usize, embed: usize, variant: Variant, threads: usize) -> Result<HostText, String> {
+fn host_transformer(
+    ck: &mut Checkpoint,
+    prefix: &str,
+    layers: usize,
+    width: usize,
+    variant: Variant,
+    isa: Isa,
+    bf16: bool,
+) -> Result<host::Transformer, String> {
     let mut blocks = Vec::with_capacity(layers);
     for i in 0..layers {
-        let p = format!("transformer.resblocks.{i}");
+        let p = format!("{prefix}.resblocks.{i}");
         let hidden = ck.shape(&format!("{p}.mlp.c_fc.weight"))?[0];
-        blocks.push(HostBlock {
+        blocks.push(host::Block {
             ln_1: host_norm(ck, &format!("{p}.ln_1"), width)?,
-            qkv: host_linear(ck, &format!("{p}.attn.in_proj_weight"), &format!("{p}.attn.in_proj_bias"), 3 * width, width, threads)?,
-            out: host_linear(ck, &format!("{p}.attn.out_proj.weight"), &format!("{p}.attn.out_proj.bias"), width, width, threads)?,
+            qkv: host_linear(ck, &format!("{p}.attn.in_proj_weight"), &format!("{p}.attn.in_proj_bias"), 3 * width, width, isa, bf16)?,
+            out: host_linear(ck, &format!("{p}.attn.out_proj.weight"), &format!("{p}.attn.out_proj.bias"), width, width, isa, bf16)?,
             ln_2: host_norm(ck, &format!("{p}.ln_2"), width)?,
-            fc: host_linear(ck, &format!("{p}.mlp.c_fc.weight"), &format!("{p}.mlp.c_fc.bias"), hidden, width, threads)?,
-            proj: host_linear(ck, &format!("{p}.mlp.c_proj.weight"), &format!("{p}.mlp.c_proj.bias"), width, hidden, threads)?,
+            fc: host_linear(ck, &format!("{p}.mlp.c_fc.weight"), &format!("{p}.mlp.c_fc.bias"), hidden, width, isa, bf16)?,
+            proj: host_linear(ck, &format!("{p}.mlp.c_proj.weight"), &format!("{p}.mlp.c_proj.bias"), width, hidden, isa, bf16)?,
         });
     }
+    Ok(host::Transformer { blocks, heads: width / variant.head_width, width, quick_gelu: variant.quick_gelu, isa })
+}
+
+fn host_text_tower(ck: &mut Checkpoint, layers: usize, width: usize, embed: usize, variant: Variant, threads: usize, bf16: bool) -> Result<HostText, String> {
+    let isa = Isa::detect();
     Ok(HostText {
-        blocks,
-        heads: width / variant.head_width,
-        quick_gelu: variant.quick_gelu,
+        transformer: host_transformer(ck, "transformer", layers, width, variant, isa, bf16)?,
         ln_final: host_norm(ck, "ln_final", width)?,
-        proj: ck.take("text_projection", &[width, embed])?,
-        embed,
+        proj: host::Linear::new(ck.take("text_projection", &[width, embed])?, vec![0.0; embed], width, embed, isa, bf16),
+        threads: threads.max(1),
+        isa,
+        scratch: Pool::new(1),
     })
 }
 

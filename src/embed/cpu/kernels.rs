@@ -212,68 +212,110 @@ fn pointwise_tile_avx512(x: &[f32], m: usize, p: &Pointwise, tile: &mut [f32]) {
     assert!(x.len() >= m * p.cin && tile.len() >= m * p.cout && p.panels.len() >= p.cout.div_ceil(NR) * p.cin * NR);
     for j in 0..p.cout.div_ceil(NR) {
         let c0 = j * NR;
-        let valid = NR.min(p.cout - c0);
-        let mask0: u16 = if valid >= 16 { 0xffff } else { ((1u32 << valid) - 1) as u16 };
-        let mask1: u16 = if valid >= NR {
-            0xffff
-        } else if valid > 16 {
-            ((1u32 << (valid - 16)) - 1) as u16
-        } else {
-            0
-        };
+        let (mask0, mask1) = panel_masks(p.cout - c0);
         let panel = &p.panels[j * p.cin * NR..(j + 1) * p.cin * NR];
-        let mut r = 0;
-        while r + MR <= m {
-            // SAFETY: rows r..r+MR exist in `x` and `tile` (asserted above); columns beyond
-            // `cout` are masked off.
-            unsafe { micro_avx512::<MR>(x, r, p, panel, tile, c0, mask0, mask1) };
-            r += MR;
+        // SAFETY: rows 0..m exist in `x` (`cin` wide) and `tile` (`cout` wide), asserted above;
+        // the panel holds `cin` rows of NR; columns beyond `cout` are masked off.
+        unsafe {
+            let block =
+                Block { x: x.as_ptr(), xs: p.cin, kc: p.cin, w: panel.as_ptr(), out: tile.as_mut_ptr().add(c0), os: p.cout, mask0, mask1, relu6: p.relu6 };
+            micro_rows(&block, 0, m);
         }
-        macro_rules! tail {
-            ($($n:literal)*) => {
-                match m - r {
-                    0 => {}
-                    // SAFETY: as above, for the last `m - r` rows.
-                    $($n => unsafe { micro_avx512::<$n>(x, r, p, panel, tile, c0, mask0, mask1) },)*
-                    _ => unreachable!("fewer than MR rows remain"),
-                }
-            };
-        }
-        tail!(1 2 3 4 5 6 7);
     }
 }
 
-/// One `R × 32` output block at rows `r..r+R`, columns `c0..c0+32` (masked).
+/// Masks of a panel's two 16-lane halves when `valid` of its columns exist.
+fn panel_masks(valid: usize) -> (u16, u16) {
+    let valid = valid.min(NR);
+    let mask0: u16 = if valid >= 16 { 0xffff } else { ((1u32 << valid) - 1) as u16 };
+    let mask1: u16 = if valid >= NR {
+        0xffff
+    } else if valid > 16 {
+        ((1u32 << (valid - 16)) - 1) as u16
+    } else {
+        0
+    };
+    (mask0, mask1)
+}
+
+/// One panel's worth of a GEMM for the micro-kernel: `out[r, 0..32] (+)= x[r, 0..kc] · w`.
+#[cfg(target_arch = "x86_64")]
+struct Block {
+    /// Row 0 of the left operand, at its first `k`.
+    x: *const f32,
+    /// Row stride of `x`.
+    xs: usize,
+    /// Depth of this block.
+    kc: usize,
+    /// The panel's row at the first `k` (`[kc, NR]` contiguous).
+    w: *const f32,
+    /// Row 0 of the output, at the panel's first column.
+    out: *mut f32,
+    /// Row stride of `out`.
+    os: usize,
+    mask0: u16,
+    mask1: u16,
+    relu6: bool,
+}
+
+/// Rows `r0..r1` of a [`Block`]: [`MR`] rows per micro-kernel call, then the tail.
 ///
 /// # Safety
-/// AVX-512F must be available; rows `r..r+R` must exist in `x` (`cin` wide) and `tile` (`cout`
-/// wide); `panel` is `[cin, 32]`; the masks cover only columns below `cout`.
+/// AVX-512F must be available; rows `r0..r1` of `x` (`kc` values from the block's start) and of
+/// `out` (the masked columns) must be valid; the panel must hold `kc` rows of [`NR`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn micro_avx512<const R: usize>(x: &[f32], r: usize, p: &Pointwise, panel: &[f32], tile: &mut [f32], c0: usize, mask0: u16, mask1: u16) {
+unsafe fn micro_rows(b: &Block, r0: usize, r1: usize) {
+    let mut r = r0;
+    // SAFETY: the caller's guarantee, row by row.
+    unsafe {
+        while r + MR <= r1 {
+            micro_avx512::<MR>(b, r);
+            r += MR;
+        }
+        match r1 - r {
+            0 => {}
+            1 => micro_avx512::<1>(b, r),
+            2 => micro_avx512::<2>(b, r),
+            3 => micro_avx512::<3>(b, r),
+            4 => micro_avx512::<4>(b, r),
+            5 => micro_avx512::<5>(b, r),
+            6 => micro_avx512::<6>(b, r),
+            7 => micro_avx512::<7>(b, r),
+            _ => unreachable!("fewer than MR rows remain"),
+        }
+    }
+}
+
+/// One `R × 32` output block at rows `r..r+R` of a [`Block`] (columns masked): loaded into
+/// registers, accumulated over the block's depth, clamped if asked, stored once.
+///
+/// # Safety
+/// As [`micro_rows`], for rows `r..r+R`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn micro_avx512<const R: usize>(b: &Block, r: usize) {
     use std::arch::x86_64::*;
-    let (cin, cout) = (p.cin, p.cout);
     // SAFETY: the caller guarantees the rows and the feature (see `# Safety`).
     unsafe {
-        let xp = x.as_ptr().add(r * cin);
-        let op = tile.as_mut_ptr().add(r * cout + c0);
-        let wp = panel.as_ptr();
+        let xp = b.x.add(r * b.xs);
+        let op = b.out.add(r * b.os);
+        let wp = b.w;
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
         for (i, a) in acc.iter_mut().enumerate() {
-            a[0] = _mm512_maskz_loadu_ps(mask0, op.add(i * cout));
-            a[1] = _mm512_maskz_loadu_ps(mask1, op.add(i * cout + 16));
+            a[0] = _mm512_maskz_loadu_ps(b.mask0, op.add(i * b.os));
+            a[1] = _mm512_maskz_loadu_ps(b.mask1, op.add(i * b.os + 16));
         }
-        for k in 0..cin {
+        for k in 0..b.kc {
             let w0 = _mm512_loadu_ps(wp.add(k * NR));
             let w1 = _mm512_loadu_ps(wp.add(k * NR + 16));
             for (i, a) in acc.iter_mut().enumerate() {
-                let b = _mm512_set1_ps(*xp.add(i * cin + k));
-                a[0] = _mm512_fmadd_ps(b, w0, a[0]);
-                a[1] = _mm512_fmadd_ps(b, w1, a[1]);
+                let v = _mm512_set1_ps(*xp.add(i * b.xs + k));
+                a[0] = _mm512_fmadd_ps(v, w0, a[0]);
+                a[1] = _mm512_fmadd_ps(v, w1, a[1]);
             }
         }
-        if p.relu6 {
+        if b.relu6 {
             let (lo, hi) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
             for a in acc.iter_mut() {
                 a[0] = _mm512_min_ps(_mm512_max_ps(a[0], lo), hi);
@@ -281,8 +323,332 @@ unsafe fn micro_avx512<const R: usize>(x: &[f32], r: usize, p: &Pointwise, panel
             }
         }
         for (i, a) in acc.iter().enumerate() {
-            _mm512_mask_storeu_ps(op.add(i * cout), mask0, a[0]);
-            _mm512_mask_storeu_ps(op.add(i * cout + 16), mask1, a[1]);
+            _mm512_mask_storeu_ps(op.add(i * b.os), b.mask0, a[0]);
+            _mm512_mask_storeu_ps(op.add(i * b.os + 16), b.mask1, a[1]);
+        }
+    }
+}
+
+/// Rows of the left operand per cache block of [`gemm_acc`]: `MC × KC` floats (384 KiB) stay in
+/// L2 while every panel of the weight passes over them.
+const MC: usize = 512;
+/// Depth per cache block of [`gemm_acc`]: a panel's `KC × 32` floats (24 KiB) stay in L1 while
+/// the micro-kernel sweeps the block's rows.
+const KC: usize = 192;
+/// At most this many rows, [`gemm_acc`] does not block the depth (see `gemm_acc_avx512`).
+const FEW_ROWS: usize = 32;
+
+/// `out[m, cout] += x[m, cin] · w` — the transformer GEMM (no bias, no activation: the caller
+/// prefills `out` with the bias, or the residual stream plus bias, and applies activations).
+/// Unlike [`pointwise`], whose row tiles sweep all of a (small) weight per tile, this is blocked
+/// for weights far bigger than the caches (ViT-B/32: 2.4–9.4 MB per matrix): `MC` rows × `KC`
+/// depth of `x` in L2, one `KC × 32` panel block in L1, so each weight is read from memory once
+/// per `MC` rows. `threads > 1` splits the panels (output columns) over scoped threads.
+pub(crate) fn gemm_acc(isa: Isa, x: &[f32], m: usize, p: &Pointwise, out: &mut [f32], threads: usize) {
+    assert!(x.len() >= m * p.cin && out.len() >= m * p.cout, "gemm_acc: {m} rows of {} -> {}", p.cin, p.cout);
+    let panels = p.cout.div_ceil(NR);
+    let threads = threads.clamp(1, panels);
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    if threads == 1 {
+        // SAFETY: `out` holds `m × cout` floats (asserted) and is borrowed mutably here.
+        unsafe { gemm_acc_panels(isa, x, m, p, 0..panels, out_ptr) };
+        return;
+    }
+    let per = panels.div_ceil(threads);
+    std::thread::scope(|s| {
+        for t in 1..threads {
+            let range = (t * per).min(panels)..((t + 1) * per).min(panels);
+            s.spawn(move || {
+                let _ftz = FlushDenormals::new();
+                // SAFETY: each thread writes only the columns of its own panels, disjoint from
+                // every other thread's; `out` stays mutably borrowed until the scope ends.
+                unsafe { gemm_acc_panels(isa, x, m, p, range, out_ptr) }
+            });
+        }
+        // SAFETY: as above, panels 0..per are this thread's.
+        unsafe { gemm_acc_panels(isa, x, m, p, 0..per.min(panels), out_ptr) };
+    });
+}
+
+/// A raw output pointer handed to the threads of [`gemm_acc`], each writing its own columns.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: the pointer is only written through in disjoint column ranges (see `gemm_acc`).
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+
+/// [`gemm_acc`] for the output columns of `panels` (32 each; the last may be partial).
+///
+/// # Safety
+/// `out.0` points to `m × cout` floats that nothing else touches in these columns meanwhile.
+unsafe fn gemm_acc_panels(isa: Isa, x: &[f32], m: usize, p: &Pointwise, panels: std::ops::Range<usize>, out: SendPtr) {
+    if panels.is_empty() || m == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && !p.panels.is_empty() {
+        // SAFETY: `detect` saw AVX-512F; the caller vouches for `out`.
+        unsafe { gemm_acc_avx512(x, m, p, panels, out.0) };
+        return;
+    }
+    let _ = isa;
+    let (c0, c1) = (panels.start * NR, (panels.end * NR).min(p.cout));
+    assert_eq!(p.w.len(), p.cin * p.cout, "the unpacked weight is kept off AVX-512");
+    // SAFETY: `dst` is `m × (c1 - c0)` at row stride `cout` inside `out` (the caller's rows and
+    // columns); `x` is `m × cin` row-major; `w`'s columns c0..c1 at row stride `cout`.
+    unsafe {
+        gemm::gemm(
+            m,
+            c1 - c0,
+            p.cin,
+            out.0.add(c0),
+            1,
+            p.cout as isize,
+            true,
+            x.as_ptr(),
+            1,
+            p.cin as isize,
+            p.w.as_ptr().add(c0),
+            1,
+            p.cout as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gemm_acc_avx512(x: &[f32], m: usize, p: &Pointwise, panels: std::ops::Range<usize>, out: *mut f32) {
+    let (cin, cout) = (p.cin, p.cout);
+    // A few rows (a query's tokens) reuse a panel too little for L1 blocking to pay: stream
+    // each panel whole, in the order it lies in memory.
+    let kc_max = if m <= FEW_ROWS { cin } else { KC };
+    for m0 in (0..m).step_by(MC) {
+        let m1 = (m0 + MC).min(m);
+        for k0 in (0..cin).step_by(kc_max) {
+            let kc = kc_max.min(cin - k0);
+            for j in panels.clone() {
+                let c0 = j * NR;
+                let (mask0, mask1) = panel_masks(cout - c0);
+                // SAFETY: rows m0..m1 and depth k0..k0+kc lie inside `x` (asserted by
+                // `gemm_acc`), the panel block inside `panels`, the masked columns inside `out`.
+                unsafe {
+                    let block = Block {
+                        x: x.as_ptr().add(k0),
+                        xs: cin,
+                        kc,
+                        w: p.panels.as_ptr().add((j * cin + k0) * NR),
+                        out: out.add(c0),
+                        os: cout,
+                        mask0,
+                        mask1,
+                        relu6: false,
+                    };
+                    micro_rows(&block, m0, m1);
+                }
+            }
+        }
+    }
+}
+
+/// True when the CPU has AVX512-BF16 (`vdpbf16ps`: two bf16 products per f32 lane and
+/// instruction, twice the multiply-adds of an f32 FMA).
+pub(crate) fn bf16_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// f32 → bf16 bits, rounded to nearest even (NaN stays NaN).
+#[inline(always)]
+pub(crate) fn to_bf16(v: f32) -> u16 {
+    let b = v.to_bits();
+    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+    if v.is_nan() { ((b >> 16) | 0x40) as u16 } else { rounded }
+}
+
+/// A `[cin, cout]` weight in bf16 for [`gemm_acc_bf16`]: per panel of [`NR`] columns, `k` in
+/// pairs, `[cin / 2, NR, 2]` (each pair of rows interleaved, as `vdpbf16ps` takes them); an odd
+/// `cin` gets a zero row, missing columns are zero.
+#[derive(Debug, Clone)]
+pub(crate) struct PanelsBf16 {
+    data: Vec<u16>,
+    pub cin: usize,
+    pub cout: usize,
+}
+
+impl PanelsBf16 {
+    pub(crate) fn new(w: &[f32], cin: usize, cout: usize) -> PanelsBf16 {
+        assert_eq!(w.len(), cin * cout, "bf16 weight is cin × cout");
+        let pairs = cin.div_ceil(2);
+        let n_panels = cout.div_ceil(NR);
+        let mut data = vec![0u16; n_panels * pairs * NR * 2];
+        for j in 0..n_panels {
+            for k in 0..cin {
+                for c in 0..NR.min(cout - j * NR) {
+                    data[((j * pairs + k / 2) * NR + c) * 2 + k % 2] = to_bf16(w[k * cout + j * NR + c]);
+                }
+            }
+        }
+        PanelsBf16 { data, cin, cout }
+    }
+}
+
+/// Buffers for the left operand of [`gemm_acc_bf16`] in bf16, taken and given back per call
+/// (the calling threads are scoped, so a thread-local buffer would be allocated per forward).
+static BF16_ROWS: std::sync::Mutex<Vec<Vec<u16>>> = std::sync::Mutex::new(Vec::new());
+
+/// `out[m, cout] += bf16(x[m, cin]) · w` with f32 accumulation (AVX512-BF16 only: check
+/// [`bf16_supported`] before packing a [`PanelsBf16`]). Blocked like [`gemm_acc`]; `threads`
+/// split the panels.
+pub(crate) fn gemm_acc_bf16(x: &[f32], m: usize, p: &PanelsBf16, out: &mut [f32], threads: usize) {
+    assert!(bf16_supported(), "gemm_acc_bf16 needs AVX512-BF16");
+    assert!(x.len() >= m * p.cin && out.len() >= m * p.cout, "gemm_acc_bf16: {m} rows of {} -> {}", p.cin, p.cout);
+    let xs = p.cin.div_ceil(2) * 2;
+    let mut rows = BF16_ROWS.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default();
+    {
+        if rows.len() < m * xs {
+            rows.resize(m * xs, 0);
+        }
+        for (r, dst) in x[..m * p.cin].chunks_exact(p.cin).zip(rows.chunks_exact_mut(xs)) {
+            for (d, v) in dst.iter_mut().zip(r) {
+                *d = to_bf16(*v);
+            }
+            if xs > p.cin {
+                dst[p.cin] = 0;
+            }
+        }
+        let xb = &rows[..m * xs];
+        let panels = p.cout.div_ceil(NR);
+        let threads = threads.clamp(1, panels);
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        let per = panels.div_ceil(threads);
+        std::thread::scope(|s| {
+            for t in 1..threads {
+                let range = (t * per).min(panels)..((t + 1) * per).min(panels);
+                s.spawn(move || {
+                    let _ftz = FlushDenormals::new();
+                    let out_ptr = out_ptr; // the whole wrapper (Send), not its raw field
+                    // SAFETY: disjoint columns per thread (see `gemm_acc`); AVX512-BF16 checked.
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        gemm_acc_bf16_avx512(xb, xs, m, p, range, out_ptr.0)
+                    }
+                });
+            }
+            // SAFETY: as above, panels 0..per are this thread's.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                gemm_acc_bf16_avx512(xb, xs, m, p, 0..per.min(panels), out_ptr.0)
+            }
+        });
+    }
+    let mut pool = BF16_ROWS.lock().unwrap_or_else(|e| e.into_inner());
+    if pool.len() < 8 {
+        pool.push(rows);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn gemm_acc_bf16_avx512(xb: &[u16], xs: usize, m: usize, p: &PanelsBf16, panels: std::ops::Range<usize>, out: *mut f32) {
+    let pairs = xs / 2;
+    for m0 in (0..m).step_by(MC) {
+        let m1 = (m0 + MC).min(m);
+        for k0 in (0..pairs).step_by(KC / 2) {
+            let kp = (KC / 2).min(pairs - k0);
+            for j in panels.clone() {
+                let c0 = j * NR;
+                let (mask0, mask1) = panel_masks(p.cout - c0);
+                // SAFETY: rows m0..m1 and pairs k0..k0+kp lie inside `xb`, the panel block inside
+                // the packed data, the masked columns inside `out` (the caller's guarantee).
+                unsafe {
+                    let b = BlockBf16 {
+                        x: xb.as_ptr().add(2 * k0),
+                        xs,
+                        kp,
+                        w: p.data.as_ptr().add((j * pairs + k0) * NR * 2),
+                        out: out.add(c0),
+                        os: p.cout,
+                        mask0,
+                        mask1,
+                    };
+                    let mut r = m0;
+                    while r + MR <= m1 {
+                        micro_bf16::<MR>(&b, r);
+                        r += MR;
+                    }
+                    match m1 - r {
+                        0 => {}
+                        1 => micro_bf16::<1>(&b, r),
+                        2 => micro_bf16::<2>(&b, r),
+                        3 => micro_bf16::<3>(&b, r),
+                        4 => micro_bf16::<4>(&b, r),
+                        5 => micro_bf16::<5>(&b, r),
+                        6 => micro_bf16::<6>(&b, r),
+                        7 => micro_bf16::<7>(&b, r),
+                        _ => unreachable!("fewer than MR rows remain"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`Block`] for bf16 operands: `kp` pairs of `k`.
+#[cfg(target_arch = "x86_64")]
+struct BlockBf16 {
+    x: *const u16,
+    xs: usize,
+    kp: usize,
+    w: *const u16,
+    out: *mut f32,
+    os: usize,
+    mask0: u16,
+    mask1: u16,
+}
+
+/// One `R × 32` block: `vdpbf16ps` per pair of `k` (a broadcast pair of `x` against the
+/// panel's interleaved pair of rows).
+///
+/// # Safety
+/// AVX-512F and AVX512-BF16; rows `r..r+R` of `x` (`2·kp` values) and of `out` (masked) valid.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn micro_bf16<const R: usize>(b: &BlockBf16, r: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees the rows and the features; `__m512i` and `__m512bh` are
+    // both 64 bytes of packed lanes (a bit cast).
+    unsafe {
+        let xp = b.x.add(r * b.xs);
+        let op = b.out.add(r * b.os);
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for (i, a) in acc.iter_mut().enumerate() {
+            a[0] = _mm512_maskz_loadu_ps(b.mask0, op.add(i * b.os));
+            a[1] = _mm512_maskz_loadu_ps(b.mask1, op.add(i * b.os + 16));
+        }
+        for k in 0..b.kp {
+            let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.w.add(k * NR * 2) as *const _));
+            let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.w.add(k * NR * 2 + NR) as *const _));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let pair = (xp.add(i * b.xs + 2 * k) as *const i32).read_unaligned();
+                let v: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+                a[0] = _mm512_dpbf16_ps(a[0], v, w0);
+                a[1] = _mm512_dpbf16_ps(a[1], v, w1);
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            _mm512_mask_storeu_ps(op.add(i * b.os), b.mask0, a[0]);
+            _mm512_mask_storeu_ps(op.add(i * b.os + 16), b.mask1, a[1]);
         }
     }
 }
@@ -491,6 +857,26 @@ pub(crate) fn stem_im2col(x: &[f32], h: usize, w: usize, k: usize, s: usize, col
     (ho, wo)
 }
 
+/// Non-overlapping `p×p` patches of one NCHW image of side `size` (a ViT's patch embedding, a
+/// convolution with stride = kernel): `rows[(gy·g + gx), (c·p + ky)·p + kx]`, PyTorch's
+/// `[out, c, ky, kx]` weight order, so the embedding is one GEMM. `rows` holds `g² × 3p²`.
+pub(crate) fn patch_im2col(x: &[f32], size: usize, p: usize, rows: &mut [f32]) {
+    let g = size / p;
+    let depth = 3 * p * p;
+    let plane = size * size;
+    for gy in 0..g {
+        for gx in 0..g {
+            let row = &mut rows[(gy * g + gx) * depth..][..depth];
+            for c in 0..3 {
+                for ky in 0..p {
+                    let src = &x[c * plane + (gy * p + ky) * size + gx * p..][..p];
+                    row[(c * p + ky) * p..][..p].copy_from_slice(src);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -589,5 +975,73 @@ mod tests {
         let last = &cols[3 * 27..4 * 27];
         assert_eq!(&last[0..3], &[22.0, 122.0, 222.0]);
         assert_eq!(&last[24..27], &[0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn gemm_acc_matches_naive_over_blocks_tails_and_thread_splits() {
+        // Shapes cross the MC/KC cache blocks, partial panels and 1..7-row tails.
+        for isa in [Isa::detect(), Isa::Baseline] {
+            for &(m, cin, cout, threads) in &[(50, 64, 192, 1), (601, 200, 72, 2), (3, 768, 40, 3), (517, 400, 33, 2)] {
+                let x = pseudo(m * cin, 21);
+                let mut p = Pointwise::new(pseudo(cin * cout, 23), vec![0.0; cout], cin, cout, false);
+                if isa == Isa::Avx512 {
+                    p.w = Vec::new(); // the packed panels alone must do
+                }
+                let prefill = pseudo(m * cout, 29);
+                let mut out = prefill.clone();
+                gemm_acc(isa, &x, m, &p, &mut out, threads);
+                let w = pseudo(cin * cout, 23);
+                for row in [0, 1, m / 2, m - 1] {
+                    for o in 0..cout {
+                        let mut acc = prefill[row * cout + o] as f64;
+                        for i in 0..cin {
+                            acc += x[row * cin + i] as f64 * w[i * cout + o] as f64;
+                        }
+                        let got = out[row * cout + o] as f64;
+                        assert!((got - acc).abs() < 1e-3 * (1.0 + acc.abs()), "{isa:?} m{m} {cin}->{cout} t{threads} row {row} col {o}: {got} vs {acc}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn patch_rows_follow_the_conv_weight_order() {
+        // 3 channels of 4x4, patch 2: value = c*100 + y*10 + x.
+        let x: Vec<f32> = (0..3).flat_map(|c| (0..4).flat_map(move |y| (0..4).map(move |xx| (c * 100 + y * 10 + xx) as f32))).collect();
+        let mut rows = vec![f32::NAN; 4 * 12];
+        patch_im2col(&x, 4, 2, &mut rows);
+        // Patch (gy 1, gx 0) = row 2: channel 0 rows y=2,3 at x=0,1, then channel 1, 2.
+        assert_eq!(&rows[24..36], &[20.0, 21.0, 30.0, 31.0, 120.0, 121.0, 130.0, 131.0, 220.0, 221.0, 230.0, 231.0]);
+        assert!(rows.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn gemm_acc_bf16_matches_naive_on_bf16_rounded_operands() {
+        if !bf16_supported() {
+            eprintln!("no AVX512-BF16 on this CPU: nothing to test");
+            return;
+        }
+        let bf = |v: f32| f32::from_bits((to_bf16(v) as u32) << 16) as f64;
+        assert_eq!(bf(1.0), 1.0);
+        assert_eq!(to_bf16(1.0 + 1.0 / 256.0), to_bf16(1.0), "ties round to even");
+        for &(m, cin, cout, threads) in &[(50, 64, 192, 1), (601, 201, 72, 2), (3, 768, 40, 3)] {
+            let x = pseudo(m * cin, 31);
+            let w = pseudo(cin * cout, 37);
+            let p = PanelsBf16::new(&w, cin, cout);
+            let prefill = pseudo(m * cout, 41);
+            let mut out = prefill.clone();
+            gemm_acc_bf16(&x, m, &p, &mut out, threads);
+            for row in [0, 1, m / 2, m - 1] {
+                for o in 0..cout {
+                    let mut acc = prefill[row * cout + o] as f64;
+                    for i in 0..cin {
+                        acc += bf(x[row * cin + i]) * bf(w[i * cout + o]);
+                    }
+                    let got = out[row * cout + o] as f64;
+                    assert!((got - acc).abs() < 1e-3 * (1.0 + acc.abs()), "m{m} {cin}->{cout} t{threads} row {row} col {o}: {got} vs {acc}");
+                }
+            }
+        }
     }
 }

@@ -14,6 +14,7 @@
 //! Activation buffers are reused across calls from a small pool (no page faults per image).
 
 pub(crate) mod kernels;
+pub(crate) mod transformer;
 
 use std::sync::Mutex;
 
