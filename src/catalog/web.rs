@@ -205,7 +205,8 @@ impl Catalog {
         };
         // The whole library: no path range at all (the id index alone serves the page).
         let p = self.byte_order("a.path");
-        let range = if under.is_some() { format!("{p} >= $1 AND {p} < $2") } else { "CAST($1 AS TEXT) IS NOT NULL AND CAST($2 AS TEXT) IS NOT NULL".to_string() };
+        let range =
+            if under.is_some() { format!("{p} >= $1 AND {p} < $2") } else { "CAST($1 AS TEXT) IS NOT NULL AND CAST($2 AS TEXT) IS NOT NULL".to_string() };
         let rows = match after {
             Some(after) => {
                 sqlx::query(sqlx::AssertSqlSafe(format!("{ASSET_SELECT} WHERE {range} AND a.id > $4 ORDER BY a.id LIMIT $3")))
