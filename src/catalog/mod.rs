@@ -916,8 +916,11 @@ impl Catalog {
     pub async fn renew_leases(&self, owner: &str, leases: &[Lease], lease: Duration) -> Result<Vec<Lease>> {
         let now = now_ms();
         let mut lost = Vec::new();
+        // By job id: the order every writer of job rows takes them in (no lock cycles).
+        let mut sorted: Vec<Lease> = leases.to_vec();
+        sorted.sort_by_key(|l| l.job_id);
         let mut tx = self.begin_write().await?;
-        for l in leases {
+        for l in &sorted {
             let r =
                 sqlx::query("UPDATE training_jobs SET lease_expires_at = $1 WHERE id = $2 AND status = 'running' AND lease_owner = $3 AND lease_token = $4")
                     .bind(now + lease.as_millis() as i64)

@@ -61,7 +61,14 @@ impl Catalog {
         let mut sessions: BTreeMap<i64, i64> = BTreeMap::new();
         let mut subdirs: BTreeMap<i64, i64> = BTreeMap::new();
         let mut done = 0;
-        for l in leases {
+        // Locks in one order everywhere (PostgreSQL, many daemons): the jobs by id first, then
+        // their assets by id (whose folder-count trigger takes the shared `library_dirs` row
+        // last, briefly), then subdirectories and sessions. A batch that took a folder's row
+        // between two of its job rows deadlocked with its own lease renewer.
+        let mut leases: Vec<Lease> = leases.to_vec();
+        leases.sort_by_key(|l| l.job_id);
+        let mut stamped: Vec<i64> = Vec::with_capacity(leases.len());
+        for l in &leases {
             let row = sqlx::query(
                 "UPDATE training_jobs SET status = 'completed', completed_at = $1, updated_at = $1, lease_owner = NULL, \
                  lease_expires_at = NULL, error_message = NULL WHERE id = $2 AND status = 'running' AND lease_owner = $3 \
@@ -79,24 +86,28 @@ impl Catalog {
                     *subdirs.entry(sub).or_default() += 1;
                 }
                 if let Some(asset) = row.try_get::<Option<i64>, _>(1)? {
-                    // One statement per asset: the stamp, plus what the embedding learnt.
-                    let q = match meta.get(&asset) {
-                        Some(m) => sqlx::query(
-                            "UPDATE image_assets SET indexed_at = $1, width = $2, height = $3, labels = $4, \
-                             content_hash = COALESCE($5, content_hash), dhash = COALESCE($6, dhash) WHERE id = $7",
-                        )
-                        .bind(now)
-                        .bind(m.width as i64)
-                        .bind(m.height as i64)
-                        .bind(m.labels.as_str())
-                        .bind(m.hashes.as_ref().map(|h| h.0.clone()))
-                        .bind(m.hashes.as_ref().map(|h| h.1 as i64)),
-                        None => sqlx::query("UPDATE image_assets SET indexed_at = $1 WHERE id = $2").bind(now),
-                    };
-                    q.bind(asset).execute(&mut *tx).await?;
+                    stamped.push(asset);
                 }
                 done += 1;
             }
+        }
+        stamped.sort_unstable();
+        for asset in stamped {
+            // One statement per asset: the stamp, plus what the embedding learnt.
+            let q = match meta.get(&asset) {
+                Some(m) => sqlx::query(
+                    "UPDATE image_assets SET indexed_at = $1, width = $2, height = $3, labels = $4, \
+                     content_hash = COALESCE($5, content_hash), dhash = COALESCE($6, dhash) WHERE id = $7",
+                )
+                .bind(now)
+                .bind(m.width as i64)
+                .bind(m.height as i64)
+                .bind(m.labels.as_str())
+                .bind(m.hashes.as_ref().map(|h| h.0.clone()))
+                .bind(m.hashes.as_ref().map(|h| h.1 as i64)),
+                None => sqlx::query("UPDATE image_assets SET indexed_at = $1 WHERE id = $2").bind(now),
+            };
+            q.bind(asset).execute(&mut *tx).await?;
         }
         for (sub, n) in subdirs {
             sqlx::query("UPDATE training_subdirectories SET trained_count = trained_count + $1 WHERE id = $2").bind(n).bind(sub).execute(&mut *tx).await?;
