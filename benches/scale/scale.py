@@ -94,7 +94,7 @@ weights = "{workdir}/no-model.pth"
         return 0.0
 
 
-def make_library(lib, n, folders):
+def make_library(lib, n, folders, seed=PNG):
     """N images in `folders` folders: hard links of a tiny PNG, one seed file per folder
     (a file has at most 65,000 links on ext4); ~100k files/s."""
     seeds = os.path.join(os.path.dirname(lib), "seeds")
@@ -108,7 +108,7 @@ def make_library(lib, n, folders):
         os.makedirs(dd, exist_ok=True)
         src = os.path.join(seeds, f"seed{d:04d}.png")
         with open(src, "wb") as f:
-            f.write(PNG)
+            f.write(seed)
         for i in range(min(per, n - made)):
             os.link(src, os.path.join(dd, f"img{i:06d}.png"))
             made += 1

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::{AssetMeta, Catalog, Lease, Result, finish_if_done, refresh_counts};
+use super::{AssetMeta, Catalog, Lease, Result, count_ended, finish_if_done};
 use crate::model::now_ms;
 
 /// An asset's hashes, for grouping duplicates.
@@ -62,7 +62,7 @@ impl Catalog {
             .execute(&mut *tx)
             .await?;
         }
-        refresh_counts(&mut tx, sid, now).await?;
+        count_ended(&mut tx, sid, crate::model::JobStatus::Skipped, now).await?;
         finish_if_done(&mut tx, sid, now).await?;
         tx.commit().await?;
         Ok(true)

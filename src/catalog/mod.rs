@@ -802,7 +802,8 @@ impl Catalog {
         .await?;
         if let Some(row) = row {
             let sid: i64 = row.try_get(0)?;
-            refresh_counts(&mut tx, sid, now).await?;
+            // running → failed/skipped: one counter moves (O(1), not a recount of the session).
+            count_ended(&mut tx, sid, status, now).await?;
             finish_if_done(&mut tx, sid, now).await?;
         }
         tx.commit().await?;
@@ -1101,6 +1102,17 @@ async fn refresh_counts(tx: &mut Transaction<'static, Any>, session_id: i64, now
     .bind(session_id)
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// A running job of `session_id` ended failed or skipped: add it to the session's counter.
+async fn count_ended(tx: &mut Transaction<'static, Any>, session_id: i64, status: JobStatus, now: i64) -> Result<()> {
+    let q = match status {
+        JobStatus::Failed => "UPDATE training_sessions SET failed_images = failed_images + 1, updated_at = $2 WHERE id = $1",
+        JobStatus::Skipped => "UPDATE training_sessions SET skipped_images = skipped_images + 1, updated_at = $2 WHERE id = $1",
+        _ => return refresh_counts(tx, session_id, now).await,
+    };
+    sqlx::query(q).bind(session_id).bind(now).execute(&mut **tx).await?;
     Ok(())
 }
 
