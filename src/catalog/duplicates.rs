@@ -48,19 +48,7 @@ impl Catalog {
         let Some(row) = row else { return Ok(false) };
         let sid: i64 = row.try_get(0)?;
         if let Some(asset) = row.try_get::<Option<i64>, _>(1)? {
-            sqlx::query(
-                "UPDATE image_assets SET indexed_at = $1, width = $2, height = $3, labels = $4, \
-                 content_hash = COALESCE($5, content_hash), dhash = COALESCE($6, dhash) WHERE id = $7",
-            )
-            .bind(now)
-            .bind(meta.width as i64)
-            .bind(meta.height as i64)
-            .bind(meta.labels.as_str())
-            .bind(meta.hashes.as_ref().map(|h| h.0.clone()))
-            .bind(meta.hashes.as_ref().map(|h| h.1 as i64))
-            .bind(asset)
-            .execute(&mut *tx)
-            .await?;
+            super::pipeline::stamp_asset(&mut tx, asset, Some(meta), now).await?;
         }
         count_ended(&mut tx, sid, crate::model::JobStatus::Skipped, now).await?;
         finish_if_done(&mut tx, sid, now).await?;

@@ -93,21 +93,7 @@ impl Catalog {
         }
         stamped.sort_unstable();
         for asset in stamped {
-            // One statement per asset: the stamp, plus what the embedding learnt.
-            let q = match meta.get(&asset) {
-                Some(m) => sqlx::query(
-                    "UPDATE image_assets SET indexed_at = $1, width = $2, height = $3, labels = $4, \
-                     content_hash = COALESCE($5, content_hash), dhash = COALESCE($6, dhash) WHERE id = $7",
-                )
-                .bind(now)
-                .bind(m.width as i64)
-                .bind(m.height as i64)
-                .bind(m.labels.as_str())
-                .bind(m.hashes.as_ref().map(|h| h.0.clone()))
-                .bind(m.hashes.as_ref().map(|h| h.1 as i64)),
-                None => sqlx::query("UPDATE image_assets SET indexed_at = $1 WHERE id = $2").bind(now),
-            };
-            q.bind(asset).execute(&mut *tx).await?;
+            stamp_asset(&mut tx, asset, meta.get(&asset).copied(), now).await?;
         }
         for (sub, n) in subdirs {
             sqlx::query("UPDATE training_subdirectories SET trained_count = trained_count + $1 WHERE id = $2").bind(n).bind(sub).execute(&mut *tx).await?;
@@ -149,4 +135,24 @@ impl Catalog {
         }
         Ok(out)
     }
+}
+
+/// An asset is indexed: its stamp, plus what the embedding learnt (size, labels, hashes) when
+/// known — one statement (a completed job and a copy completed as skipped both end here).
+pub(super) async fn stamp_asset(tx: &mut sqlx::Transaction<'static, sqlx::Any>, asset: i64, meta: Option<&AssetMeta>, now: i64) -> Result<()> {
+    let q = match meta {
+        Some(m) => sqlx::query(
+            "UPDATE image_assets SET indexed_at = $1, width = $2, height = $3, labels = $4, \
+             content_hash = COALESCE($5, content_hash), dhash = COALESCE($6, dhash) WHERE id = $7",
+        )
+        .bind(now)
+        .bind(m.width as i64)
+        .bind(m.height as i64)
+        .bind(m.labels.as_str())
+        .bind(m.hashes.as_ref().map(|h| h.0.clone()))
+        .bind(m.hashes.as_ref().map(|h| h.1 as i64)),
+        None => sqlx::query("UPDATE image_assets SET indexed_at = $1 WHERE id = $2").bind(now),
+    };
+    q.bind(asset).execute(&mut **tx).await?;
+    Ok(())
 }
