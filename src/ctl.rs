@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use crate::api::client::{Client, ClientError, Response};
+use crate::api::client::{Client, ClientError, Endpoint, Response};
 use crate::api::wire::{self, paths};
 
 /// The packaged daemon's config (the Debian package's conffile).
@@ -231,6 +231,38 @@ async fn health(c: &Client, wait: Option<f64>) -> Result<Response, ClientError> 
 
 /// Run one ctl command; returns the process exit code (0 ok, 1 refused by the daemon, 2 daemon
 /// unreachable).
+/// `pixdex ctl`: find the daemon (`--tcp`, `--socket`, or the config's socket; without
+/// `--config`, the packaged daemon's config when it is installed), send the command, print the
+/// answer. The exit code.
+pub fn main(file: Option<&std::path::Path>, args: &CtlArgs) -> i32 {
+    let file = config_file(file);
+    let file = file.as_deref();
+    let endpoint = if let Some(tcp) = &args.tcp {
+        Endpoint::Tcp(tcp.clone())
+    } else if let Some(sock) = &args.socket {
+        Endpoint::Unix(sock.clone())
+    } else {
+        match load_config(file) {
+            Ok(c) => Endpoint::Unix(c.socket),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        }
+    };
+    // Over TCP the daemon wants its token: --token / PIXDEX_TOKEN, else the one the config
+    // names (daemon.token, daemon.token_file, or the generated one in data_dir).
+    let token = match (&args.tcp, &args.token) {
+        (None, _) => None,
+        (Some(_), Some(t)) => Some(t.clone()),
+        (Some(_), None) => {
+            crate::config::Config::load(file).ok().and_then(|c| crate::api::guard::Guard::new(&c.web).ok()).and_then(|g| g.token().map(str::to_string))
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    rt.block_on(run(&Client::new(endpoint).with_token(token), args))
+}
+
 pub async fn run(client: &Client, args: &CtlArgs) -> i32 {
     match dispatch(client, args).await {
         Ok(code) => code,
@@ -245,114 +277,147 @@ fn to_json(v: &impl serde::Serialize) -> Value {
     serde_json::to_value(v).expect("wire types serialize")
 }
 
+/// How a command's answer is printed.
+type Render = fn(&Value) -> String;
+
+/// What a command came to: the daemon's answer and how to print it, or an exit code it decided
+/// on its own (bad local input, a watch that ran to its end).
+enum Outcome {
+    Answer(Response, Render),
+    Exit(i32),
+}
+
+/// The subcommands, one line each: the request is built and sent by the function named.
 async fn dispatch(c: &Client, a: &CtlArgs) -> Result<i32, ClientError> {
-    let json = a.json;
-    let (resp, render): (Response, fn(&Value) -> String) = match &a.cmd {
-        CtlCommand::Health { wait } => (health(c, *wait).await?, |v| format!("daemon ok (version {}, catalog {})", s(&v["version"]), s(&v["catalog"]))),
-        CtlCommand::Sessions(cmd) => match cmd {
-            SessionsCmd::List { status, page, page_size } => (c.get(&paths::session_list(*page, *page_size, status.as_deref())).await?, render_session_list),
-            SessionsCmd::Show { id } => (c.get(&paths::session(*id)).await?, render_session),
-            SessionsCmd::Create { name, root, subdirs, category, session_config } => {
-                let config = match session_config.as_deref().map(serde_json::from_str::<Value>).transpose() {
-                    Ok(v) => v,
-                    Err(e) => {
-                        eprintln!("error: --session-config is not JSON: {e}");
-                        return Ok(1);
-                    }
-                };
-                let body = wire::CreateSession {
-                    name: name.clone(),
-                    root_path: root.clone(),
-                    category_id: *category,
-                    subdirectories: (!subdirs.is_empty()).then(|| subdirs.clone()),
-                    config,
-                    ..Default::default()
-                };
-                (c.post(&paths::sessions(), Some(&to_json(&body))).await?, render_session)
-            }
-            SessionsCmd::Update { id, name, category, live } => {
-                let body = wire::PatchSession { name: name.clone(), category_id: category.map(Some), live: *live, ..Default::default() };
-                (c.patch(&paths::session(*id), &to_json(&body)).await?, render_session)
-            }
-            SessionsCmd::Delete { id } => (c.delete(&paths::session(*id)).await?, render_action),
-            SessionsCmd::Start { id } => (c.post(&paths::session_part(*id, "start"), None).await?, render_action),
-            SessionsCmd::Pause { id } => (c.post(&paths::session_part(*id, "pause"), None).await?, render_action),
-            SessionsCmd::Cancel { id } => (c.post(&paths::session_part(*id, "cancel"), None).await?, render_action),
-            SessionsCmd::Restart { id, failed_only } => (c.post(&paths::restart(*id, *failed_only), None).await?, render_action),
-            SessionsCmd::Validate { id } => (c.post(&paths::session_part(*id, "validate"), None).await?, render_validate),
-            SessionsCmd::Progress { id, watch, interval } => {
-                if *watch && !json {
-                    return watch_progress(c, *id, *interval).await;
-                }
-                (c.get(&paths::session_part(*id, "progress")).await?, |v| progress_line(v))
-            }
-        },
-        CtlCommand::Subdirs(cmd) => match cmd {
-            SubdirsCmd::List { id } => (c.get(&paths::session_part(*id, "subdirectories")).await?, render_subdirs),
-            SubdirsCmd::Select { id, subdir_ids } | SubdirsCmd::Unselect { id, subdir_ids } => {
-                let selected = matches!(cmd, SubdirsCmd::Select { .. });
-                let body: Vec<wire::Selection> = subdir_ids.iter().map(|&id| wire::Selection { id, selected }).collect();
-                (c.patch(&paths::session_part(*id, "subdirectories"), &to_json(&body)).await?, render_subdirs)
-            }
-        },
-        CtlCommand::Jobs { id, status, page, page_size } => (c.get(&paths::jobs(*id, *page, *page_size, status.as_deref())).await?, render_jobs),
-        CtlCommand::Scan { dir, auto_train } => {
-            let abs = crate::config::absolutize(std::path::Path::new(dir));
-            (c.post(&paths::scan_incremental(&abs.to_string_lossy(), *auto_train), None).await?, render_incremental)
-        }
-        CtlCommand::Library(LibraryCmd::Emptied { dir }) => {
-            let abs = crate::config::absolutize(std::path::Path::new(dir));
-            (c.post(&paths::library_emptied(&abs.to_string_lossy()), None).await?, render_incremental)
-        }
-        CtlCommand::Watcher => (c.get(&paths::watcher()).await?, render_watcher),
-        CtlCommand::Pipeline => (c.get(&paths::pipeline()).await?, render_pipeline),
+    use Outcome::Answer;
+    let outcome = match &a.cmd {
+        CtlCommand::Health { wait } => Answer(health(c, *wait).await?, render_health),
+        CtlCommand::Sessions(cmd) => sessions(c, cmd, a.json).await?,
+        CtlCommand::Subdirs(cmd) => subdirs(c, cmd).await?,
+        CtlCommand::Jobs { id, status, page, page_size } => Answer(c.get(&paths::jobs(*id, *page, *page_size, status.as_deref())).await?, render_jobs),
+        CtlCommand::Scan { dir, auto_train } => Answer(c.post(&paths::scan_incremental(&absolute(dir), *auto_train), None).await?, render_incremental),
+        CtlCommand::Library(LibraryCmd::Emptied { dir }) => Answer(c.post(&paths::library_emptied(&absolute(dir)), None).await?, render_incremental),
+        CtlCommand::Watcher => Answer(c.get(&paths::watcher()).await?, render_watcher),
+        CtlCommand::Pipeline => Answer(c.get(&paths::pipeline()).await?, render_pipeline),
         CtlCommand::Search { image, similar, text, limit, session, path_prefix } => {
-            let filters = crate::search::Filters {
-                session_id: *session,
-                path_prefix: path_prefix.as_ref().map(|p| crate::config::absolutize(std::path::Path::new(p)).to_string_lossy().into_owned()),
-                ..Default::default()
-            };
-            let resp = if let Some(img) = image {
-                let bytes = match std::fs::read(img) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        eprintln!("error: cannot read {}: {e}", img.display());
-                        return Ok(1);
-                    }
-                };
-                let r = c.raw(hyper::Method::POST, &paths::search_image(*limit, *session), &[("content-type", "application/octet-stream")], bytes).await?;
-                Response { status: r.status, body: r.json() }
-            } else if let Some(id) = similar {
-                c.get(&paths::similar(*id, *limit, *session)).await?
-            } else if let Some(t) = text {
-                let body = wire::SearchWords { query: t.clone(), limit: Some(*limit), offset: None, filters };
-                c.post(paths::SEARCH, Some(&to_json(&body))).await?
-            } else {
-                eprintln!("error: say how to search: --image FILE, --similar ASSET_ID or --text WORDS");
-                return Ok(1);
-            };
-            (resp, render_search)
+            search(c, Query { image: image.as_deref(), similar: *similar, text: text.as_deref() }, *limit, *session, path_prefix.as_deref()).await?
         }
-        CtlCommand::ScanDir { path, no_recursive, extensions } => {
-            let body = wire::ScanDirectory {
-                root_path: path.clone(),
-                recursive: Some(!no_recursive),
-                extensions: (!extensions.is_empty()).then(|| extensions.clone()),
-            };
-            (c.post(&paths::scan_directory(), Some(&to_json(&body))).await?, render_scan)
-        }
+        CtlCommand::ScanDir { path, no_recursive, extensions } => scan_dir(c, path, !no_recursive, extensions).await?,
     };
+    Ok(match outcome {
+        Outcome::Exit(code) => code,
+        Outcome::Answer(resp, render) => print_answer(&resp, render, a.json),
+    })
+}
+
+/// JSON as the daemon sent it (`--json`), or rendered; errors to stderr. The exit code.
+fn print_answer(resp: &Response, render: Render, json: bool) -> i32 {
     if json {
         println!("{}", serde_json::to_string_pretty(&resp.body).unwrap_or_default());
-        return Ok(if resp.is_success() { 0 } else { 1 });
+        return if resp.is_success() { 0 } else { 1 };
     }
     if resp.is_success() {
         println!("{}", render(&resp.body));
-        Ok(0)
+        0
     } else {
-        eprintln!("{}", render_error(&resp));
-        Ok(1)
+        eprintln!("{}", render_error(resp));
+        1
     }
+}
+
+fn render_health(v: &Value) -> String {
+    format!("daemon ok (version {}, catalog {})", s(&v["version"]), s(&v["catalog"]))
+}
+
+/// A path given on the command line, absolute against the current directory.
+fn absolute(dir: &str) -> String {
+    crate::config::absolutize(std::path::Path::new(dir)).to_string_lossy().into_owned()
+}
+
+async fn sessions(c: &Client, cmd: &SessionsCmd, json: bool) -> Result<Outcome, ClientError> {
+    use Outcome::Answer;
+    Ok(match cmd {
+        SessionsCmd::List { status, page, page_size } => Answer(c.get(&paths::session_list(*page, *page_size, status.as_deref())).await?, render_session_list),
+        SessionsCmd::Show { id } => Answer(c.get(&paths::session(*id)).await?, render_session),
+        SessionsCmd::Create { name, root, subdirs, category, session_config } => {
+            let config = match session_config.as_deref().map(serde_json::from_str::<Value>).transpose() {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("error: --session-config is not JSON: {e}");
+                    return Ok(Outcome::Exit(1));
+                }
+            };
+            let body = wire::CreateSession {
+                name: name.clone(),
+                root_path: root.clone(),
+                category_id: *category,
+                subdirectories: (!subdirs.is_empty()).then(|| subdirs.clone()),
+                config,
+                ..Default::default()
+            };
+            Answer(c.post(&paths::sessions(), Some(&to_json(&body))).await?, render_session)
+        }
+        SessionsCmd::Update { id, name, category, live } => {
+            let body = wire::PatchSession { name: name.clone(), category_id: category.map(Some), live: *live, ..Default::default() };
+            Answer(c.patch(&paths::session(*id), &to_json(&body)).await?, render_session)
+        }
+        SessionsCmd::Delete { id } => Answer(c.delete(&paths::session(*id)).await?, render_action),
+        SessionsCmd::Start { id } => Answer(c.post(&paths::session_part(*id, "start"), None).await?, render_action),
+        SessionsCmd::Pause { id } => Answer(c.post(&paths::session_part(*id, "pause"), None).await?, render_action),
+        SessionsCmd::Cancel { id } => Answer(c.post(&paths::session_part(*id, "cancel"), None).await?, render_action),
+        SessionsCmd::Restart { id, failed_only } => Answer(c.post(&paths::restart(*id, *failed_only), None).await?, render_action),
+        SessionsCmd::Validate { id } => Answer(c.post(&paths::session_part(*id, "validate"), None).await?, render_validate),
+        SessionsCmd::Progress { id, watch: true, interval } if !json => Outcome::Exit(watch_progress(c, *id, *interval).await?),
+        SessionsCmd::Progress { id, .. } => Answer(c.get(&paths::session_part(*id, "progress")).await?, progress_line),
+    })
+}
+
+async fn subdirs(c: &Client, cmd: &SubdirsCmd) -> Result<Outcome, ClientError> {
+    Ok(match cmd {
+        SubdirsCmd::List { id } => Outcome::Answer(c.get(&paths::session_part(*id, "subdirectories")).await?, render_subdirs),
+        SubdirsCmd::Select { id, subdir_ids } | SubdirsCmd::Unselect { id, subdir_ids } => {
+            let selected = matches!(cmd, SubdirsCmd::Select { .. });
+            let body: Vec<wire::Selection> = subdir_ids.iter().map(|&id| wire::Selection { id, selected }).collect();
+            Outcome::Answer(c.patch(&paths::session_part(*id, "subdirectories"), &to_json(&body)).await?, render_subdirs)
+        }
+    })
+}
+
+/// What `ctl search` searches by (exactly one is expected).
+struct Query<'a> {
+    image: Option<&'a std::path::Path>,
+    similar: Option<i64>,
+    text: Option<&'a str>,
+}
+
+async fn search(c: &Client, q: Query<'_>, limit: usize, session: Option<i64>, path_prefix: Option<&str>) -> Result<Outcome, ClientError> {
+    let resp = if let Some(img) = q.image {
+        let bytes = match std::fs::read(img) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", img.display());
+                return Ok(Outcome::Exit(1));
+            }
+        };
+        let r = c.raw(hyper::Method::POST, &paths::search_image(limit, session), &[("content-type", "application/octet-stream")], bytes).await?;
+        Response { status: r.status, body: r.json() }
+    } else if let Some(id) = q.similar {
+        c.get(&paths::similar(id, limit, session)).await?
+    } else if let Some(t) = q.text {
+        let filters = crate::search::Filters { session_id: session, path_prefix: path_prefix.map(absolute), ..Default::default() };
+        let body = wire::SearchWords { query: t.to_string(), limit: Some(limit), offset: None, filters };
+        c.post(paths::SEARCH, Some(&to_json(&body))).await?
+    } else {
+        eprintln!("error: say how to search: --image FILE, --similar ASSET_ID or --text WORDS");
+        return Ok(Outcome::Exit(1));
+    };
+    Ok(Outcome::Answer(resp, render_search))
+}
+
+async fn scan_dir(c: &Client, path: &str, recursive: bool, extensions: &[String]) -> Result<Outcome, ClientError> {
+    let body =
+        wire::ScanDirectory { root_path: path.to_string(), recursive: Some(recursive), extensions: (!extensions.is_empty()).then(|| extensions.to_vec()) };
+    Ok(Outcome::Answer(c.post(&paths::scan_directory(), Some(&to_json(&body))).await?, render_scan))
 }
 
 fn s(v: &Value) -> String {

@@ -139,6 +139,21 @@ pub enum DecodeError {
     Corrupt { path: PathBuf, reason: String },
 }
 
+impl crate::error::Classify for DecodeError {
+    fn cause(&self) -> crate::error::Cause {
+        use crate::error::Cause;
+        match self {
+            DecodeError::Vanished { .. } => Cause::NotFound,
+            DecodeError::Unreadable { source, .. }
+                if crate::fault::is_fd_exhaustion(source) || matches!(source.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) =>
+            {
+                Cause::Transient
+            }
+            _ => Cause::UserInput,
+        }
+    }
+}
+
 fn megapixels(width: &u32, height: &u32) -> f64 {
     *width as f64 * *height as f64 / 1e6
 }
@@ -257,7 +272,7 @@ fn decode_inner(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<Deco
     match result {
         Ok(r) => r,
         Err(panic) => {
-            Err(DecodeError::Corrupt { path: path.to_path_buf(), reason: format!("the decoder panicked: {}", crate::error::panic_message(panic.as_ref())) })
+            Err(DecodeError::Corrupt { path: path.to_path_buf(), reason: format!("the decoder panicked: {}", crate::fault::panic_message(panic.as_ref())) })
         }
     }
 }
@@ -589,6 +604,17 @@ pub(crate) fn box_reduce(img: RgbImage, target: u32) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn causes() {
+        use crate::error::{Cause, Classify};
+        for code in [libc::EMFILE, libc::ENFILE] {
+            assert_eq!(DecodeError::Unreadable { path: "/a.jpg".into(), source: std::io::Error::from_raw_os_error(code) }.cause(), Cause::Transient);
+        }
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert_eq!(DecodeError::Unreadable { path: "/a.jpg".into(), source: denied }.cause(), Cause::UserInput);
+        assert_eq!(DecodeError::Vanished { path: "/a.jpg".into() }.cause(), Cause::NotFound);
+    }
     use std::time::Instant;
 
     fn gradient(w: u32, h: u32) -> image::RgbImage {

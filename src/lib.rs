@@ -13,6 +13,7 @@ pub mod embed;
 pub mod error;
 pub mod events;
 pub mod failpoint;
+pub mod fault;
 pub mod heap;
 pub mod library;
 pub mod logging;

@@ -28,6 +28,18 @@ pub enum LibraryError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
+impl crate::error::Classify for LibraryError {
+    fn cause(&self) -> crate::error::Cause {
+        use crate::error::Cause;
+        match self {
+            LibraryError::OutsideRoots { .. } => Cause::Forbidden,
+            LibraryError::NotFound { .. } => Cause::NotFound,
+            LibraryError::Io { source, .. } if crate::fault::is_fd_exhaustion(source) => Cause::Transient,
+            LibraryError::NotADirectory { .. } | LibraryError::NotAFile { .. } | LibraryError::Io { .. } => Cause::UserInput,
+        }
+    }
+}
+
 /// A regular image file found by a walk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
@@ -508,6 +520,19 @@ pub fn mtime_ms(m: &std::fs::Metadata) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn causes() {
+        use crate::error::{Cause, Classify};
+        let path = PathBuf::from("/a");
+        assert_eq!(LibraryError::OutsideRoots { path: path.clone(), roots: "/r".into() }.cause(), Cause::Forbidden);
+        assert_eq!(LibraryError::NotFound { path: path.clone() }.cause(), Cause::NotFound);
+        for code in [libc::EMFILE, libc::ENFILE] {
+            assert_eq!(LibraryError::Io { path: path.clone(), source: std::io::Error::from_raw_os_error(code) }.cause(), Cause::Transient);
+        }
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert_eq!(LibraryError::Io { path, source: denied }.cause(), Cause::UserInput);
+    }
 
     fn lib(root: &Path) -> Library {
         Library::new(LibraryConfig {

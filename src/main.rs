@@ -1,13 +1,12 @@
 //! `pixdex`: the daemon, its control client and config tools. Only wiring lives here.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pixdex::api::client::{Client, Endpoint};
 use pixdex::config::Config;
-use pixdex::ctl::{self, CtlArgs};
+use pixdex::ctl::CtlArgs;
 
 #[derive(Parser)]
 #[command(name = "pixdex", version, about = "Keeps an image library indexed for search")]
@@ -52,116 +51,83 @@ enum ConfigCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let file = cli.config.as_deref();
-    let load = || match Config::load(file) {
-        Ok(c) => Ok(c),
-        Err(e) => {
-            eprintln!("error: {e}");
-            Err(ExitCode::from(2))
-        }
-    };
     match cli.cmd {
-        Cmd::Config(ConfigCmd::Show) => {
-            let raw = match Config::load_raw(file) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            match Config::validate(raw.clone(), file) {
-                Ok(cfg) => {
-                    print!("{}", Config::show(&raw, &cfg));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(2)
-                }
-            }
+        Cmd::Config(ConfigCmd::Show) => config_show(file),
+        Cmd::Daemon => daemon(file),
+        Cmd::Embed { files, json, bench_batches, iters } => embed(file, &files, json, &bench_batches, iters),
+        Cmd::Ctl(args) => ExitCode::from(pixdex::ctl::main(file, &args) as u8),
+    }
+}
+
+/// A configuration error: printed, exit code 2.
+fn config_error(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
+}
+
+/// `pixdex config show`: the effective configuration, secrets masked.
+fn config_show(file: Option<&Path>) -> ExitCode {
+    let raw = match Config::load_raw(file) {
+        Ok(r) => r,
+        Err(e) => return config_error(e),
+    };
+    match Config::validate(raw.clone(), file) {
+        Ok(cfg) => {
+            print!("{}", Config::show(&raw, &cfg));
+            ExitCode::SUCCESS
         }
-        Cmd::Daemon => {
-            let cfg = match load() {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            // Text (colour only on a terminal) or JSON lines (`log.format`).
-            pixdex::logging::init(&cfg.log, cfg.log_format);
-            let json = cfg.log_format == pixdex::config::LogFormat::Json;
-            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            let ran = rt.block_on(pixdex::daemon::run(cfg));
-            // A blocking task still running (a handler's walk or store call whose connection
-            // was dropped at shutdown) must not hold the exit: the daemon has shut down.
-            rt.shutdown_timeout(std::time::Duration::from_secs(2));
-            match ran {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) if json => {
-                    tracing::error!(error = %format!("{e:#}"), "the daemon stopped on an error");
-                    ExitCode::FAILURE
-                }
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+        Err(e) => config_error(e),
+    }
+}
+
+/// `pixdex daemon`: logging, a runtime, `daemon::run` until a signal stops it.
+fn daemon(file: Option<&Path>) -> ExitCode {
+    let cfg = match Config::load(file) {
+        Ok(c) => c,
+        Err(e) => return config_error(e),
+    };
+    // Text (colour only on a terminal) or JSON lines (`log.format`).
+    pixdex::logging::init(&cfg.log, cfg.log_format);
+    let json = cfg.log_format == pixdex::config::LogFormat::Json;
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let ran = rt.block_on(pixdex::daemon::run(cfg));
+    // A blocking task still running (a handler's walk or store call whose connection was
+    // dropped at shutdown) must not hold the exit: the daemon has shut down.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    match ran {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if json => {
+            tracing::error!(error = %format!("{e:#}"), "the daemon stopped on an error");
+            ExitCode::FAILURE
         }
-        Cmd::Embed { files, json, bench_batches, iters } => {
-            let cfg = match load() {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            if std::env::var_os("RUST_LOG").is_some() {
-                tracing_subscriber::fmt()
-                    .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-                    .with_writer(std::io::stderr)
-                    .with_ansi(std::io::stderr().is_terminal())
-                    .init();
-            }
-            if !bench_batches.is_empty() {
-                return match pixdex::embed::cli::bench(&cfg, &bench_batches, iters.max(1)) {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        ExitCode::from(2)
-                    }
-                };
-            }
-            match pixdex::embed::cli::run(&cfg, &files, json) {
-                Ok(code) => ExitCode::from(code),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(2)
-                }
-            }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
-        Cmd::Ctl(args) => {
-            // Without --config, the packaged daemon's config when it is installed.
-            let file = ctl::config_file(file);
-            let file = file.as_deref();
-            let endpoint = if let Some(tcp) = &args.tcp {
-                Endpoint::Tcp(tcp.clone())
-            } else if let Some(sock) = &args.socket {
-                Endpoint::Unix(sock.clone())
-            } else {
-                match ctl::load_config(file) {
-                    Ok(c) => Endpoint::Unix(c.socket),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return ExitCode::from(2);
-                    }
-                }
-            };
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-            // Over TCP the daemon wants its token: --token / PIXDEX_TOKEN, else the one the
-            // config names (daemon.token, daemon.token_file, or the generated one in data_dir).
-            let token = match (&args.tcp, &args.token) {
-                (None, _) => None,
-                (Some(_), Some(t)) => Some(t.clone()),
-                (Some(_), None) => {
-                    Config::load(file).ok().and_then(|c| pixdex::api::guard::Guard::new(&c.web).ok()).and_then(|g| g.token().map(str::to_string))
-                }
-            };
-            let code = rt.block_on(ctl::run(&Client::new(endpoint).with_token(token), &args));
-            ExitCode::from(code as u8)
-        }
+    }
+}
+
+/// `pixdex embed`: files through the model, or a device throughput measurement.
+fn embed(file: Option<&Path>, files: &[PathBuf], json: bool, bench_batches: &[usize], iters: usize) -> ExitCode {
+    let cfg = match Config::load(file) {
+        Ok(c) => c,
+        Err(e) => return config_error(e),
+    };
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init();
+    }
+    if !bench_batches.is_empty() {
+        return match pixdex::embed::cli::bench(&cfg, bench_batches, iters.max(1)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => config_error(e),
+        };
+    }
+    match pixdex::embed::cli::run(&cfg, files, json) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => config_error(e),
     }
 }

@@ -113,7 +113,7 @@ pub async fn serve<L: Accept>(mut listener: L, app: Router, limits: Limits, what
                     Err(e) => {
                         // Out of descriptors (EMFILE/ENFILE) or memory: transient; accepting
                         // again at once would only spin. Connections closing free them.
-                        tracing::warn!(listener = what, error = %e, transient = crate::error::is_fd_exhaustion(&e), "accept failed; retrying in 100 ms");
+                        tracing::warn!(listener = what, error = %e, transient = crate::fault::is_fd_exhaustion(&e), "accept failed; retrying in 100 ms");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }

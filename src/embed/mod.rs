@@ -32,8 +32,7 @@ pub const INPUT: usize = 224;
 pub const IMAGE_FLOATS: usize = 3 * INPUT * INPUT;
 /// Labels returned per image.
 pub const TOP_K: usize = 5;
-/// Default weights location, relative to the working directory.
-pub const DEFAULT_WEIGHTS: &str = "models/efficientnet-lite0.pth";
+pub use crate::model::{DEFAULT_EFFICIENTNET_WEIGHTS as DEFAULT_WEIGHTS, ModelKind, ModelSpec, Precision};
 
 const _: () = assert!(DIM == FEATURES);
 
@@ -93,83 +92,6 @@ pub enum EmbedError {
     Input(String),
     #[error("embedding backend failed: {0}")]
     Backend(String),
-}
-
-/// Which model embeds images (config `model.name`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ModelKind {
-    /// EfficientNet-Lite0 (ImageNet): 1280-d features and labels; words search the labels.
-    EfficientNetLite0,
-    /// CLIP: image and text in one 512-d space; words search the images.
-    Clip(clip::ClipVariant),
-}
-
-impl FromStr for ModelKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "efficientnet-lite0" | "efficientnet-lite0-imagenet" => Ok(ModelKind::EfficientNetLite0),
-            other => other
-                .parse::<clip::ClipVariant>()
-                .map(ModelKind::Clip)
-                .map_err(|_| format!("unknown model {s:?}: expected \"efficientnet-lite0\", \"ViT-B-32\" or \"ViT-B-32-quickgelu\"")),
-        }
-    }
-}
-
-impl fmt::Display for ModelKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ModelKind::EfficientNetLite0 => f.write_str("efficientnet-lite0"),
-            ModelKind::Clip(v) => v.fmt(f),
-        }
-    }
-}
-
-/// A model and its files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelSpec {
-    pub kind: ModelKind,
-    pub weights: PathBuf,
-    /// CLIP's tokenizer merges (unused by EfficientNet).
-    pub vocab: PathBuf,
-    /// CLIP's arithmetic on the CPU kernels (`model.precision`).
-    pub precision: Precision,
-}
-
-/// The arithmetic of CLIP's GEMMs on pixdex's CPU kernels (config `model.precision`). `bf16`
-/// (opt-in) rounds weights and activations to bf16 for the products and sums in f32, on
-/// AVX512-BF16 CPUs only (elsewhere f32); its vectors are those of another model
-/// (`…-bf16`, a collection of their own), never mixed with f32 ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Precision {
-    #[default]
-    F32,
-    Bf16,
-}
-
-impl Precision {
-    /// The precision a model's vectors were made with, from its name (`clip-…-bf16`).
-    pub fn of_model_name(name: &str) -> Precision {
-        if name.starts_with("clip-") && name.ends_with("-bf16") { Precision::Bf16 } else { Precision::F32 }
-    }
-}
-
-impl FromStr for Precision {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "f32" => Ok(Precision::F32),
-            "bf16" => Ok(Precision::Bf16),
-            other => Err(format!("{other:?} is not one of \"f32\", \"bf16\"")),
-        }
-    }
-}
-
-impl ModelSpec {
-    pub fn efficientnet(weights: &Path) -> ModelSpec {
-        ModelSpec { kind: ModelKind::EfficientNetLite0, weights: weights.to_path_buf(), vocab: PathBuf::from(clip::DEFAULT_VOCAB), precision: Precision::F32 }
-    }
 }
 
 /// One ImageNet label with its softmax probability.

@@ -7,8 +7,15 @@
 //! claims for running sessions); cancel is a shared set of session ids that every stage checks
 //! at its batch boundary, dropping that session's jobs (the catalog has already cancelled them).
 
+mod claim;
+mod decode;
+mod embed;
 mod messages;
+mod optimize;
+mod renew;
+mod resize;
 mod stages;
+mod write;
 
 pub use messages::FailCause;
 

@@ -68,11 +68,11 @@ fn op_err(e: OperationError) -> VectorError {
 /// outage to wait out, not a refusal of the points).
 fn join_err(e: tokio::task::JoinError) -> VectorError {
     let message = if e.is_panic() {
-        format!("qdrant-edge call panicked: {}", crate::error::panic_message(&*e.into_panic()))
+        format!("qdrant-edge call panicked: {}", crate::fault::panic_message(&*e.into_panic()))
     } else {
         format!("qdrant-edge call was cancelled: {e}")
     };
-    if crate::error::mentions_fd_exhaustion(&message) {
+    if crate::fault::mentions_fd_exhaustion(&message) {
         tracing::warn!(error = %message, "qdrant-edge ran out of file descriptors; the call is retried");
     }
     VectorError::Backend { backend: Backend::Embedded, message }

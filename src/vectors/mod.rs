@@ -277,9 +277,9 @@ impl VectorError {
             // Out of file descriptors (EMFILE/ENFILE), whatever error carries it: qdrant-edge
             // opening a segment or its WAL reports it as a storage error (or panics; the
             // caught panic's message says it): descriptors come back, the write waits.
-            VectorError::Invalid(m) | VectorError::Corrupt(m) | VectorError::Config(m) if crate::error::mentions_fd_exhaustion(m) => true,
+            VectorError::Invalid(m) | VectorError::Corrupt(m) | VectorError::Config(m) if crate::fault::mentions_fd_exhaustion(m) => true,
             VectorError::Io { source, .. } => {
-                crate::error::is_fd_exhaustion(source)
+                crate::fault::is_fd_exhaustion(source)
                     || matches!(source.kind(), K::StorageFull | K::TimedOut | K::Interrupted | K::WouldBlock | K::ResourceBusy | K::QuotaExceeded)
             }
             VectorError::Backend { message, .. } => looks_transient(message),
@@ -288,10 +288,21 @@ impl VectorError {
     }
 }
 
+impl crate::error::Classify for VectorError {
+    fn cause(&self) -> crate::error::Cause {
+        use crate::error::Cause;
+        match self {
+            e if e.is_retryable() => Cause::Transient,
+            VectorError::Invalid(_) => Cause::UserInput,
+            _ => Cause::Bug,
+        }
+    }
+}
+
 /// Words of an error message that mean "try again later": a connection refused, reset or
 /// broken, a transport failure, a full disk.
 pub(crate) fn looks_transient(message: &str) -> bool {
-    if crate::error::mentions_fd_exhaustion(message) {
+    if crate::fault::mentions_fd_exhaustion(message) {
         return true;
     }
     let m = message.to_ascii_lowercase();

@@ -468,3 +468,29 @@ async fn embedded_store_is_paired_with_its_catalog() {
     assert_eq!(s.count().await.unwrap(), 2);
     assert_eq!(s.delete_above(BASE_ID + 2).await.unwrap(), 0);
 }
+
+/// Outages, full disks and out-of-descriptors are transient wherever they show; refusals of the
+/// request are the request's fault.
+#[test]
+fn causes() {
+    use crate::error::{Cause, Classify};
+    assert_eq!(VectorError::Unavailable { backend: Backend::Qdrant, reason: "down".into() }.cause(), Cause::Transient);
+    let full = VectorError::Io { path: "/v".into(), source: std::io::Error::from(std::io::ErrorKind::StorageFull) };
+    assert!(full.is_transient());
+    assert_eq!(VectorError::Invalid("dim".into()).cause(), Cause::UserInput);
+    for code in [libc::EMFILE, libc::ENFILE] {
+        let v = VectorError::Io { path: "/v".into(), source: std::io::Error::from_raw_os_error(code) };
+        assert!(v.is_retryable() && v.is_transient());
+    }
+    // qdrant-edge panics on EMFILE ("Too many open files"): the caught panic's message is
+    // all that is left, and it still says "retry".
+    for message in ["qdrant-edge call panicked: failed to open segment: Too many open files (os error 24)", "Too many open files in system (os error 23)"] {
+        let e = VectorError::Backend { backend: Backend::Embedded, message: message.into() };
+        assert!(e.is_retryable(), "{message}");
+    }
+    for message in ["Too many open files (os error 24)", "os error 23"] {
+        assert!(VectorError::Invalid(message.into()).is_retryable(), "{message}");
+        assert!(VectorError::Corrupt(message.into()).is_retryable(), "{message}");
+    }
+    assert!(!VectorError::Invalid("wrong vector dimension".into()).is_retryable());
+}

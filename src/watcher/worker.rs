@@ -439,11 +439,48 @@ impl Worker {
         Ok(o.report)
     }
 
-    /// Bring the catalog to the truth under `scopes` (files or directories).
+    /// Bring the catalog to the truth under `scopes` (files or directories): read the disk
+    /// there, compare with what the catalog holds, apply the difference.
     fn process(&mut self, scopes: Vec<PathBuf>, hints: Vec<(PathBuf, PathBuf)>, jobs: JobsFor, threads: usize) -> Result<Outcome, WatcherError> {
-        let settle_ms = self.settle().as_millis() as i64;
+        let mut out = Outcome { report: ScanReport::default(), dirs: 0 };
+        let kept = self.outermost_scopes(scopes);
+        if kept.is_empty() {
+            return Ok(out);
+        }
+        // Mounts that are away: not walked, their assets kept (an unmounted mount point is an
+        // empty folder, not a folder whose images were deleted).
+        let away = self.away_under(&kept)?;
+        self.note_away(&kept, &away);
+        let is_away = |p: &Path| away.iter().any(|(a, _)| p.starts_with(a));
+        let read = self.read_disk(&kept, &is_away, threads);
+        out.dirs = read.dirs;
+        let (disk, fresh) = self.split_settling(read.found);
+        self.note_unreadable(&kept, &read.unreadable);
+        if !read.walked.is_empty() {
+            self.rt.block_on(self.catalog.set_other_files(&read.walked, &read.other))?;
+        }
+        let mut known = Vec::new();
+        for s in &kept {
+            known.extend(self.rt.block_on(self.catalog.assets_under(&s.to_string_lossy()))?);
+        }
+        // Files still being written are left alone (neither read nor deleted) and looked at
+        // again; nor is anything under an unreadable directory or a mount that is away deleted.
+        known.retain(|a| !fresh.contains(&a.path));
+        known.retain(|a| !read.unreadable.iter().any(|(u, _)| Path::new(&a.path).starts_with(u)));
+        known.retain(|a| !is_away(Path::new(&a.path)));
+        let hint_strs: Vec<(String, String)> = hints.iter().map(|(a, b)| (a.to_string_lossy().into_owned(), b.to_string_lossy().into_owned())).collect();
+        let cs = super::diff(&disk, &known, &hint_strs);
+        out.report.discovered = disk.len() as u64;
+        out.report.settling = fresh.len() as u64;
+        if !cs.is_empty() {
+            self.apply(&cs, &hint_strs, &kept, jobs, &mut out.report)?;
+        }
+        out.report.skipped = out.report.discovered.saturating_sub(out.report.created + out.report.updated + out.report.renamed);
+        Ok(out)
+    }
 
-        // Scopes inside the roots, no hidden component, none nested in another.
+    /// Scopes inside the roots, no hidden component, none nested in another.
+    fn outermost_scopes(&self, scopes: Vec<PathBuf>) -> Vec<PathBuf> {
         let mut scopes: Vec<PathBuf> = scopes.into_iter().filter(|p| self.library.visible_dir_path(p)).collect();
         scopes.sort();
         scopes.dedup();
@@ -453,52 +490,45 @@ impl Worker {
                 kept.push(s);
             }
         }
-        let mut out = Outcome { report: ScanReport::default(), dirs: 0 };
-        if kept.is_empty() {
-            return Ok(out);
-        }
+        kept
+    }
 
-        // Mounts that are away: not walked, their assets kept (an unmounted mount point is an
-        // empty folder, not a folder whose images were deleted).
-        let away = self.away_under(&kept)?;
-        self.note_away(&kept, &away);
-        let is_away = |p: &Path| away.iter().any(|(a, _)| p.starts_with(a));
-
-        let mut disk = Vec::new();
-        let mut found = Vec::new();
-        let mut fresh: HashSet<String> = HashSet::new();
-        // Directories (or entries) that exist but could not be read: what they hold is
-        // unknown, so their assets are kept as they are (an unreadable folder is not an empty
-        // one: deleting would drop its vectors and re-embed everything when it comes back).
-        let mut unreadable: Vec<(PathBuf, String)> = Vec::new();
-        // Folders walked, and the non-image files found in them (listings show the counts).
-        let mut walked: Vec<String> = Vec::new();
-        let mut other: Vec<(String, i64)> = Vec::new();
+    /// Walk the scopes that are not away (a file scope is looked at alone).
+    fn read_disk(&self, kept: &[PathBuf], is_away: &dyn Fn(&Path) -> bool, threads: usize) -> DiskRead {
+        let mut read = DiskRead::default();
         for s in kept.iter().filter(|s| !is_away(s.as_path())) {
             match std::fs::metadata(s) {
                 Ok(m) if m.is_dir() => {
                     let tree = self.library.walk_parallel(s, threads);
-                    out.dirs += tree.dirs;
-                    unreadable.extend(tree.unreadable);
-                    found.extend(tree.files);
-                    walked.push(s.to_string_lossy().into_owned());
-                    other.extend(tree.other.into_iter().map(|(p, n)| (p.to_string_lossy().into_owned(), n as i64)));
+                    read.dirs += tree.dirs;
+                    read.unreadable.extend(tree.unreadable);
+                    read.found.extend(tree.files);
+                    read.walked.push(s.to_string_lossy().into_owned());
+                    read.other.extend(tree.other.into_iter().map(|(p, n)| (p.to_string_lossy().into_owned(), n as i64)));
                 }
                 // A file event: catalogued only if it resolves inside the roots (a symlink
                 // leading out is not followed, as in the walks).
                 Ok(m) if m.is_file() && self.library.wants_file(s) && std::fs::canonicalize(s).is_ok_and(|c| self.library.is_inside_roots(&c)) => {
-                    found.push(crate::library::FileEntry { path: s.clone(), size: m.len(), modified_ms: crate::library::mtime_ms(&m) });
+                    read.found.push(crate::library::FileEntry { path: s.clone(), size: m.len(), modified_ms: crate::library::mtime_ms(&m) });
                 }
                 Ok(_) => {}
                 // Gone: nothing of it is left to count either.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => walked.push(s.to_string_lossy().into_owned()),
-                Err(e) => unreadable.push((s.clone(), e.to_string())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => read.walked.push(s.to_string_lossy().into_owned()),
+                Err(e) => read.unreadable.push((s.clone(), e.to_string())),
             }
         }
-        // "Modified within settle_ms" is judged by the clock *after* the walk: a file written
-        // while the walk ran has an mtime later than any time taken before it, and would
-        // otherwise look settled (a negative age) and be read half-written.
+        read
+    }
+
+    /// Files modified within `settle_ms` are still being written: set aside (and remembered
+    /// to be looked at again), the rest are what the disk holds. "Within" is judged by the
+    /// clock *after* the walk: a file written while the walk ran has an mtime later than any
+    /// time taken before it, and would otherwise look settled (a negative age) and be read
+    /// half-written.
+    fn split_settling(&mut self, found: Vec<crate::library::FileEntry>) -> (Vec<crate::library::FileEntry>, HashSet<String>) {
+        let settle_ms = self.settle().as_millis() as i64;
         let now = now_ms();
+        let (mut disk, mut fresh) = (Vec::new(), HashSet::new());
         for f in found {
             if (0..settle_ms).contains(&(now - f.modified_ms)) {
                 fresh.insert(f.path.to_string_lossy().into_owned());
@@ -506,67 +536,74 @@ impl Worker {
                 disk.push(f);
             }
         }
-        self.note_unreadable(&kept, &unreadable);
-        if !walked.is_empty() {
-            self.rt.block_on(self.catalog.set_other_files(&walked, &other))?;
-        }
-        let mut known = Vec::new();
-        for s in &kept {
-            let under = self.rt.block_on(self.catalog.assets_under(&s.to_string_lossy()))?;
-            known.extend(under);
-        }
-        // Files still being written are left alone (neither read nor deleted) and looked at again.
-        known.retain(|a| !fresh.contains(&a.path));
-        // Nor is anything under an unreadable directory deleted.
-        known.retain(|a| !unreadable.iter().any(|(u, _)| Path::new(&a.path).starts_with(u)));
-        known.retain(|a| !is_away(Path::new(&a.path)));
         let t = Instant::now();
         for p in &fresh {
             self.dirty.insert(PathBuf::from(p), t);
         }
-
-        let hint_strs: Vec<(String, String)> = hints.iter().map(|(a, b)| (a.to_string_lossy().into_owned(), b.to_string_lossy().into_owned())).collect();
-        let cs = super::diff(&disk, &known, &hint_strs);
-        out.report.discovered = disk.len() as u64;
-        out.report.settling = fresh.len() as u64;
-        if !cs.is_empty() {
-            let applied = self.rt.block_on(self.catalog.apply_changes(&cs))?;
-            if !cs.deletes.is_empty() {
-                self.observer.removed(&cs.deletes);
-            }
-            if !cs.renames.is_empty() {
-                self.observer.moved(&cs.renames);
-            }
-            // A renamed folder stays what sessions selected.
-            for (from, to) in &hint_strs {
-                self.rt.block_on(self.catalog.rename_subdirectories(from, to))?;
-            }
-            let scope_strs: Vec<String> = kept.iter().map(|k| k.to_string_lossy().into_owned()).collect();
-            self.rt.block_on(self.catalog.recount_subdirectories(&scope_strs))?;
-            out.report.created = applied.created;
-            out.report.updated = applied.updated;
-            out.report.renamed = applied.renamed;
-            out.report.removed = applied.removed;
-            if jobs != JobsFor::Nothing && !applied.touched.is_empty() {
-                let targets = self.rt.block_on(self.catalog.job_targets(jobs == JobsFor::Any))?;
-                let items = match_targets(&targets, &applied.touched);
-                out.report.jobs_queued = self.rt.block_on(self.catalog.queue_jobs(&items))?;
-            }
-            tracing::debug!(
-                created = applied.created,
-                updated = applied.updated,
-                renamed = applied.renamed,
-                removed = applied.removed,
-                jobs = out.report.jobs_queued,
-                "catalog follows the filesystem"
-            );
-            if applied.created > 0 {
-                (self.on_new_images)();
-            }
-        }
-        out.report.skipped = out.report.discovered.saturating_sub(out.report.created + out.report.updated + out.report.renamed);
-        Ok(out)
+        (disk, fresh)
     }
+
+    /// Apply a change set: the catalog, the vectors (removals and moves), renamed selections,
+    /// subdirectory counts, jobs for sessions that follow new images; wake waiting sessions.
+    fn apply(
+        &mut self,
+        cs: &crate::catalog::ChangeSet,
+        hints: &[(String, String)],
+        kept: &[PathBuf],
+        jobs: JobsFor,
+        report: &mut ScanReport,
+    ) -> Result<(), WatcherError> {
+        let applied = self.rt.block_on(self.catalog.apply_changes(cs))?;
+        if !cs.deletes.is_empty() {
+            self.observer.removed(&cs.deletes);
+        }
+        if !cs.renames.is_empty() {
+            self.observer.moved(&cs.renames);
+        }
+        // A renamed folder stays what sessions selected.
+        for (from, to) in hints {
+            self.rt.block_on(self.catalog.rename_subdirectories(from, to))?;
+        }
+        let scope_strs: Vec<String> = kept.iter().map(|k| k.to_string_lossy().into_owned()).collect();
+        self.rt.block_on(self.catalog.recount_subdirectories(&scope_strs))?;
+        report.created = applied.created;
+        report.updated = applied.updated;
+        report.renamed = applied.renamed;
+        report.removed = applied.removed;
+        if jobs != JobsFor::Nothing && !applied.touched.is_empty() {
+            let targets = self.rt.block_on(self.catalog.job_targets(jobs == JobsFor::Any))?;
+            let items = match_targets(&targets, &applied.touched);
+            report.jobs_queued = self.rt.block_on(self.catalog.queue_jobs(&items))?;
+        }
+        tracing::debug!(
+            created = applied.created,
+            updated = applied.updated,
+            renamed = applied.renamed,
+            removed = applied.removed,
+            jobs = report.jobs_queued,
+            "catalog follows the filesystem"
+        );
+        if applied.created > 0 {
+            (self.on_new_images)();
+        }
+        Ok(())
+    }
+}
+
+/// What a walk of the scopes found.
+#[derive(Default)]
+struct DiskRead {
+    /// Image files found.
+    found: Vec<crate::library::FileEntry>,
+    /// Directories visited.
+    dirs: u64,
+    /// Directories (or entries) that exist but could not be read: what they hold is unknown,
+    /// so their assets are kept as they are (an unreadable folder is not an empty one: deleting
+    /// would drop its vectors and re-embed everything when it comes back).
+    unreadable: Vec<(PathBuf, String)>,
+    /// Folders walked, and the non-image files found in them (listings show the counts).
+    walked: Vec<String>,
+    other: Vec<(String, i64)>,
 }
 
 /// Directories with a problem (unreadable, away), each with its reason and since when: the

@@ -15,7 +15,10 @@
 //!   class token and positional embedding its starting value.
 
 use crate::embed::cpu::kernels::{FlushDenormals, Isa, patch_im2col};
-use crate::embed::cpu::transformer::{LayerNorm, Linear, Pool, Scratch, Transformer};
+use std::sync::OnceLock;
+
+use crate::embed::cpu::exec::{self, Pool};
+use crate::embed::cpu::transformer::{LayerNorm, Linear, Scratch, Transformer};
 
 pub(crate) struct HostText {
     pub transformer: Transformer,
@@ -94,27 +97,15 @@ impl HostImage {
         if groups == 1 {
             return self.group(&nchw[..n * per], n, self.threads);
         }
-        // Contiguous groups, sizes differing by at most one image.
-        let (base, extra) = (n / groups, n % groups);
-        let mut bounds = Vec::with_capacity(groups + 1);
-        bounds.push(0);
-        for g in 0..groups {
-            bounds.push(bounds[g] + base + usize::from(g < extra));
-        }
-        std::thread::scope(|s| {
-            let handles: Vec<_> = bounds[1..]
-                .windows(2)
-                .map(|w| {
-                    let (a, b) = (w[0], w[1]);
-                    s.spawn(move || self.group(&nchw[a * per..b * per], b - a, 1))
-                })
-                .collect();
-            let mut out = self.group(&nchw[..bounds[1] * per], bounds[1], 1);
-            for h in handles {
-                out.extend(h.join().expect("image group"));
+        // Contiguous groups, sizes differing by at most one image, one per thread.
+        let outs: Vec<OnceLock<Vec<f32>>> = (0..n).map(|_| OnceLock::new()).collect();
+        exec::fan_out(groups, n, |images| {
+            let features = self.group(&nchw[images.start * per..images.end * per], images.len(), 1);
+            for (i, f) in images.zip(features) {
+                let _ = outs[i].set(f);
             }
-            out
-        })
+        });
+        outs.into_iter().map(|o| o.into_inner().expect("every image is in a group")).collect()
     }
 
     /// One forward pass over `k` images; `threads` split the GEMMs' columns.

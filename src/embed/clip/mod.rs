@@ -8,9 +8,7 @@ mod model;
 pub mod tokenizer;
 mod weights;
 
-use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor, TensorData};
@@ -19,49 +17,11 @@ use super::{EmbedError, INPUT};
 use model::{ClipModel, TextMode, Variant};
 pub use tokenizer::Tokenizer;
 
-/// Default checkpoint location (`scripts/fetch-clip`).
-pub const DEFAULT_WEIGHTS: &str = "models/clip-vit-b-32.safetensors";
-/// Default tokenizer merges location (`scripts/fetch-clip-vocab`).
-pub const DEFAULT_VOCAB: &str = "models/clip-bpe-vocab.txt.gz";
+pub use crate::model::{ClipVariant, DEFAULT_CLIP_VOCAB as DEFAULT_VOCAB, DEFAULT_CLIP_WEIGHTS as DEFAULT_WEIGHTS};
 
-/// Which CLIP: open_clip's model names. The checkpoint gives the sizes; the name gives the
-/// activation (OpenAI's weights were trained with QuickGELU, open_clip's LAION ones with GELU).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ClipVariant {
-    /// `ViT-B-32` (e.g. `laion2b_s34b_b79k`).
-    VitB32,
-    /// `ViT-B-32-quickgelu` (e.g. `openai`).
-    VitB32QuickGelu,
-}
-
-impl ClipVariant {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ClipVariant::VitB32 => "ViT-B-32",
-            ClipVariant::VitB32QuickGelu => "ViT-B-32-quickgelu",
-        }
-    }
-
-    fn variant(self) -> Variant {
-        Variant { head_width: 64, quick_gelu: self == ClipVariant::VitB32QuickGelu }
-    }
-}
-
-impl FromStr for ClipVariant {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "vit-b-32" | "clip-vit-b-32" => Ok(ClipVariant::VitB32),
-            "vit-b-32-quickgelu" | "clip-vit-b-32-quickgelu" => Ok(ClipVariant::VitB32QuickGelu),
-            other => Err(format!("unknown CLIP model {other:?}: expected \"ViT-B-32\" or \"ViT-B-32-quickgelu\"")),
-        }
-    }
-}
-
-impl fmt::Display for ClipVariant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// What the checkpoint does not say about a CLIP: its head width and activation, from its name.
+fn variant_of(which: ClipVariant) -> Variant {
+    Variant { head_width: 64, quick_gelu: which == ClipVariant::VitB32QuickGelu }
 }
 
 /// A loaded CLIP on one device.
@@ -102,7 +62,7 @@ impl ClipRuntime {
         host_image: bool,
         bf16: bool,
     ) -> Result<ClipRuntime, EmbedError> {
-        Self::load_custom(weights, vocab, which.variant(), which.as_str(), device, name, batch_size, pad, text, host_image, bf16)
+        Self::load_custom(weights, vocab, variant_of(which), which.as_str(), device, name, batch_size, pad, text, host_image, bf16)
     }
 
     #[allow(clippy::too_many_arguments)]

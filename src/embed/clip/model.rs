@@ -17,8 +17,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::host::{HostImage, HostText};
 use super::weights::Checkpoint;
+use crate::embed::cpu::exec::Pool;
 use crate::embed::cpu::kernels::Isa;
-use crate::embed::cpu::transformer::{self as host, Pool};
+use crate::embed::cpu::transformer as host;
 
 const LN_EPS: f64 = 1e-5;
 /// OpenAI CLIP's image normalization.

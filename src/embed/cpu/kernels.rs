@@ -346,27 +346,11 @@ const FEW_ROWS: usize = 32;
 /// per `MC` rows. `threads > 1` splits the panels (output columns) over scoped threads.
 pub(crate) fn gemm_acc(isa: Isa, x: &[f32], m: usize, p: &Pointwise, out: &mut [f32], threads: usize) {
     assert!(x.len() >= m * p.cin && out.len() >= m * p.cout, "gemm_acc: {m} rows of {} -> {}", p.cin, p.cout);
-    let panels = p.cout.div_ceil(NR);
-    let threads = threads.clamp(1, panels);
     let out_ptr = SendPtr(out.as_mut_ptr());
-    if threads == 1 {
-        // SAFETY: `out` holds `m × cout` floats (asserted) and is borrowed mutably here.
-        unsafe { gemm_acc_panels(isa, x, m, p, 0..panels, out_ptr) };
-        return;
-    }
-    let per = panels.div_ceil(threads);
-    std::thread::scope(|s| {
-        for t in 1..threads {
-            let range = (t * per).min(panels)..((t + 1) * per).min(panels);
-            s.spawn(move || {
-                let _ftz = FlushDenormals::new();
-                // SAFETY: each thread writes only the columns of its own panels, disjoint from
-                // every other thread's; `out` stays mutably borrowed until the scope ends.
-                unsafe { gemm_acc_panels(isa, x, m, p, range, out_ptr) }
-            });
-        }
-        // SAFETY: as above, panels 0..per are this thread's.
-        unsafe { gemm_acc_panels(isa, x, m, p, 0..per.min(panels), out_ptr) };
+    super::exec::fan_out(threads, p.cout.div_ceil(NR), |panels| {
+        // SAFETY: `out` holds `m × cout` floats (asserted) and stays mutably borrowed until every
+        // range is done; each range writes only the columns of its own panels.
+        unsafe { gemm_acc_panels(isa, x, m, p, panels, out_ptr) }
     });
 }
 
@@ -377,6 +361,13 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 // SAFETY: as above.
 unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The pointer (a method, so a closure captures the whole `Sync` wrapper, not its field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 
 /// [`gemm_acc`] for the output columns of `panels` (32 each; the last may be partial).
 ///
@@ -505,7 +496,7 @@ impl PanelsBf16 {
 
 /// Buffers for the left operand of [`gemm_acc_bf16`] in bf16, taken and given back per call
 /// (the calling threads are scoped, so a thread-local buffer would be allocated per forward).
-static BF16_ROWS: std::sync::Mutex<Vec<Vec<u16>>> = std::sync::Mutex::new(Vec::new());
+static BF16_ROWS: super::exec::Pool<Vec<u16>> = super::exec::Pool::new(8);
 
 /// `out[m, cout] += bf16(x[m, cin]) · w` with f32 accumulation (AVX512-BF16 only: check
 /// [`bf16_supported`] before packing a [`PanelsBf16`]). Blocked like [`gemm_acc`]; `threads`
@@ -514,48 +505,28 @@ pub(crate) fn gemm_acc_bf16(x: &[f32], m: usize, p: &PanelsBf16, out: &mut [f32]
     assert!(bf16_supported(), "gemm_acc_bf16 needs AVX512-BF16");
     assert!(x.len() >= m * p.cin && out.len() >= m * p.cout, "gemm_acc_bf16: {m} rows of {} -> {}", p.cin, p.cout);
     let xs = p.cin.div_ceil(2) * 2;
-    let mut rows = BF16_ROWS.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default();
-    {
-        if rows.len() < m * xs {
-            rows.resize(m * xs, 0);
-        }
-        for (r, dst) in x[..m * p.cin].chunks_exact(p.cin).zip(rows.chunks_exact_mut(xs)) {
-            for (d, v) in dst.iter_mut().zip(r) {
-                *d = to_bf16(*v);
-            }
-            if xs > p.cin {
-                dst[p.cin] = 0;
-            }
-        }
-        let xb = &rows[..m * xs];
-        let panels = p.cout.div_ceil(NR);
-        let threads = threads.clamp(1, panels);
-        let out_ptr = SendPtr(out.as_mut_ptr());
-        let per = panels.div_ceil(threads);
-        std::thread::scope(|s| {
-            for t in 1..threads {
-                let range = (t * per).min(panels)..((t + 1) * per).min(panels);
-                s.spawn(move || {
-                    let _ftz = FlushDenormals::new();
-                    let out_ptr = out_ptr; // the whole wrapper (Send), not its raw field
-                    // SAFETY: disjoint columns per thread (see `gemm_acc`); AVX512-BF16 checked.
-                    #[cfg(target_arch = "x86_64")]
-                    unsafe {
-                        gemm_acc_bf16_avx512(xb, xs, m, p, range, out_ptr.0)
-                    }
-                });
-            }
-            // SAFETY: as above, panels 0..per are this thread's.
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                gemm_acc_bf16_avx512(xb, xs, m, p, 0..per.min(panels), out_ptr.0)
-            }
-        });
+    let mut rows = BF16_ROWS.take();
+    if rows.len() < m * xs {
+        rows.resize(m * xs, 0);
     }
-    let mut pool = BF16_ROWS.lock().unwrap_or_else(|e| e.into_inner());
-    if pool.len() < 8 {
-        pool.push(rows);
+    for (r, dst) in x[..m * p.cin].chunks_exact(p.cin).zip(rows.chunks_exact_mut(xs)) {
+        for (d, v) in dst.iter_mut().zip(r) {
+            *d = to_bf16(*v);
+        }
+        if xs > p.cin {
+            dst[p.cin] = 0;
+        }
     }
+    let xb = &rows[..m * xs];
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    super::exec::fan_out(threads, p.cout.div_ceil(NR), |panels| {
+        // SAFETY: disjoint columns per range (see `gemm_acc`); AVX512-BF16 checked above.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            gemm_acc_bf16_avx512(xb, xs, m, p, panels, out_ptr.get())
+        }
+    });
+    BF16_ROWS.give(rows);
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -13,10 +13,11 @@
 //! at a time (no synchronisation inside a forward pass; throughput does not fall with batch).
 //! Activation buffers are reused across calls from a small pool (no page faults per image).
 
+pub(crate) mod exec;
 pub(crate) mod kernels;
 pub(crate) mod transformer;
 
-use std::sync::Mutex;
+use std::sync::OnceLock;
 
 use super::efficientnet::{Architecture, CLASSES, ConvSpec, FEATURES};
 use super::{INPUT, RawOutput};
@@ -40,7 +41,7 @@ pub(crate) struct CpuNet {
     threads: usize,
     /// Largest activation (floats) of one image, for the scratch buffers.
     max_activation: usize,
-    scratch: Mutex<Vec<Scratch>>,
+    scratch: exec::Pool<Scratch>,
 }
 
 /// Three activation buffers of one image in flight.
@@ -48,6 +49,12 @@ struct Scratch {
     a: Vec<f32>,
     b: Vec<f32>,
     c: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(floats: usize) -> Scratch {
+        Scratch { a: vec![0.0; floats], b: vec![0.0; floats], c: vec![0.0; floats] }
+    }
 }
 
 fn pack_pointwise(s: &ConvSpec) -> Pointwise {
@@ -122,7 +129,7 @@ impl CpuNet {
             isa: Isa::detect(),
             threads: threads.max(1),
             max_activation,
-            scratch: Mutex::new(Vec::new()),
+            scratch: exec::Pool::new(threads.max(1)),
         })
     }
 
@@ -131,50 +138,19 @@ impl CpuNet {
         format!("{}, {} threads", self.isa.name(), self.threads)
     }
 
-    /// Forward `n` NCHW images (`n · 3 · 224 · 224` floats).
+    /// Forward `n` NCHW images (`n · 3 · 224 · 224` floats): contiguous runs of images over
+    /// the threads, one image at a time per thread.
     pub(crate) fn forward(&self, nchw: &[f32], n: usize) -> Vec<RawOutput> {
         let per = 3 * INPUT * INPUT;
-        let threads = self.threads.min(n).max(1);
-        let mut outs: Vec<Option<RawOutput>> = (0..n).map(|_| None).collect();
-        if threads == 1 {
-            let _ftz = kernels::FlushDenormals::new();
-            let mut s = self.take_scratch();
-            for (i, o) in outs.iter_mut().enumerate() {
-                *o = Some(self.forward_one(&nchw[i * per..(i + 1) * per], &mut s));
+        let outs: Vec<OnceLock<RawOutput>> = (0..n).map(|_| OnceLock::new()).collect();
+        exec::fan_out(self.threads, n, |images| {
+            let mut s = self.scratch.take_or(|| Scratch::new(self.max_activation));
+            for i in images {
+                let _ = outs[i].set(self.forward_one(&nchw[i * per..(i + 1) * per], &mut s));
             }
-            self.return_scratch(s);
-        } else {
-            // Image i goes to thread i % threads; each thread fills its own slots.
-            let mut lanes: Vec<Vec<(usize, &mut Option<RawOutput>)>> = (0..threads).map(|_| Vec::new()).collect();
-            for (i, o) in outs.iter_mut().enumerate() {
-                lanes[i % threads].push((i, o));
-            }
-            std::thread::scope(|scope| {
-                for lane in lanes {
-                    scope.spawn(move || {
-                        let _ftz = kernels::FlushDenormals::new();
-                        let mut s = self.take_scratch();
-                        for (i, o) in lane {
-                            *o = Some(self.forward_one(&nchw[i * per..(i + 1) * per], &mut s));
-                        }
-                        self.return_scratch(s);
-                    });
-                }
-            });
-        }
-        outs.into_iter().map(|o| o.expect("every image has a lane")).collect()
-    }
-
-    fn take_scratch(&self) -> Scratch {
-        let pooled = self.scratch.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        pooled.unwrap_or_else(|| Scratch { a: vec![0.0; self.max_activation], b: vec![0.0; self.max_activation], c: vec![0.0; self.max_activation] })
-    }
-
-    fn return_scratch(&self, s: Scratch) {
-        let mut pool = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < self.threads {
-            pool.push(s);
-        }
+            self.scratch.give(s);
+        });
+        outs.into_iter().map(|o| o.into_inner().expect("every image is forwarded")).collect()
     }
 
     fn forward_one(&self, x: &[f32], s: &mut Scratch) -> RawOutput {

@@ -10,8 +10,6 @@
 //! Buffers live in a [`Scratch`] the caller keeps between calls (nothing is allocated per
 //! forward once it has grown to the largest batch).
 
-use std::sync::Mutex;
-
 use super::kernels::{Isa, PanelsBf16, Pointwise, bf16_supported, gemm_acc, gemm_acc_bf16};
 
 /// A linear layer, `y = x · w + b`, its weight prepacked (on AVX-512 only the panels are kept;
@@ -415,29 +413,6 @@ impl Transformer {
             b.fc.apply(isa, h, m, f, threads);
             gelu(isa, self.quick_gelu, f);
             b.proj.apply_add(isa, f, m, x, threads);
-        }
-    }
-}
-
-/// Buffers handed out to one forward pass at a time and taken back (at most `keep` kept).
-pub(crate) struct Pool<T> {
-    items: Mutex<Vec<T>>,
-    keep: usize,
-}
-
-impl<T: Default> Pool<T> {
-    pub(crate) fn new(keep: usize) -> Pool<T> {
-        Pool { items: Mutex::new(Vec::new()), keep: keep.max(1) }
-    }
-
-    pub(crate) fn take(&self) -> T {
-        self.items.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default()
-    }
-
-    pub(crate) fn give(&self, item: T) {
-        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
-        if items.len() < self.keep {
-            items.push(item);
         }
     }
 }

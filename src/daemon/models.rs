@@ -1,0 +1,118 @@
+//! The daemon's model and vectors: the configured model loaded off the runtime, the vector
+//! store paired with this catalog, vectors the catalog never knew forgotten, and the pipeline
+//! started with the model (or disabled, saying why).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::library::Library;
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::vectors::{VectorStore, VectorsConfig};
+
+fn vectors_config(cfg: &Config) -> VectorsConfig {
+    let mut v = VectorsConfig::embedded(&cfg.data_dir);
+    v.path = cfg.vectors.path.clone();
+    v.collection_prefix = cfg.vectors.collection_prefix.clone();
+    v.min_free_bytes = cfg.vectors.min_free_mb * 1024 * 1024;
+    if !cfg.vectors.embedded {
+        v.backend = crate::vectors::Backend::Qdrant;
+        v.url = cfg.vectors.url.clone();
+        v.api_key = cfg.vectors.api_key.clone();
+        v.replication_factor = Some(cfg.vectors.replication_factor);
+        v.shard_number = cfg.vectors.shard_number;
+    }
+    v
+}
+
+/// The vector store's settings, paired with this catalog: a store written with another catalog
+/// is refused (its point ids name other assets), an unmarked one is adopted only by a catalog
+/// that already holds assets (see `vectors::Pairing`).
+pub(super) async fn paired_vectors_config(cfg: &Config, catalog: &Catalog) -> anyhow::Result<VectorsConfig> {
+    let mut v = vectors_config(cfg);
+    let catalog_id = catalog.identity().await.context("reading the catalog's id")?;
+    let adopt_unmarked = catalog.count_assets().await.context("counting the catalog's assets")? > 0;
+    v.pairing = Some(crate::vectors::Pairing { catalog_id, adopt_unmarked });
+    Ok(v)
+}
+
+/// A catalog restored from an older backup gives ids it never knew to new files: vectors
+/// stored under those ids (images catalogued after the backup) would answer for other images.
+/// They are deleted before the watcher catalogues anything (SQLite catalogs; see
+/// `Catalog::asset_id_high_water`). A store that cannot be reached now is left for later.
+pub(super) async fn forget_unknown_vectors(catalog: &Catalog, stores: &[VectorStore]) -> anyhow::Result<()> {
+    let Some(high) = catalog.asset_id_high_water().await.context("reading the catalog's highest asset id")? else { return Ok(()) };
+    for s in stores {
+        match s.delete_above(high.max(0) as u64).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                store = %s.describe(),
+                deleted = n,
+                catalog_high_water = high,
+                "deleted vectors of assets this catalog never knew (a catalog restored from an older backup?); their files are catalogued anew and embedded by the sessions that select them"
+            ),
+            Err(e) if e.is_retryable() => tracing::warn!(store = %s.describe(), error = %e, "cannot check for vectors unknown to the catalog now"),
+            Err(e) => return Err(e).context("deleting vectors unknown to the catalog"),
+        }
+    }
+    Ok(())
+}
+
+/// Load the configured model twice (the pipeline's batched instance and a batch-1 one for
+/// queries), on blocking threads; or say why not.
+pub(super) async fn load_model(spec: &crate::embed::ModelSpec, device: &str, bs: usize) -> Result<(crate::embed::Embedder, crate::embed::Embedder), String> {
+    let device: crate::embed::DeviceChoice = device.parse().unwrap_or_default();
+    let spec = spec.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let main = crate::embed::Embedder::load_spec_images(&spec, device, bs)?;
+        let search = crate::embed::Embedder::load_spec(&spec, device, 1)?;
+        Ok::<_, crate::embed::EmbedError>((main, search))
+    })
+    .await;
+    match loaded {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("the embedding pipeline is not running: {e}")),
+        Err(e) => Err(format!("loading the model panicked: {e}")),
+    }
+}
+
+/// Start the pipeline with the loaded model, or a disabled one that says why not.
+pub(super) fn start_pipeline(
+    cfg: &Config,
+    catalog: &Catalog,
+    embedder: Result<crate::embed::Embedder, String>,
+    store: &VectorStore,
+    owner: &str,
+    budget: &Arc<crate::decode::MemoryBudget>,
+) -> Pipeline {
+    let embedder = match embedder {
+        Ok(e) => e,
+        Err(reason) => {
+            tracing::error!("{reason}");
+            return Pipeline::disabled(reason);
+        }
+    };
+    let pcfg = PipelineConfig {
+        decode_workers: cfg.pipeline.decode_workers,
+        resize_workers: cfg.pipeline.resize_workers,
+        claim_batch: cfg.pipeline.batch_size * 2,
+        lease: cfg.pipeline.lease,
+        max_attempts: cfg.pipeline.max_attempts as i64,
+        limits: decode_limits(cfg, budget),
+        library: Some(Arc::new(Library::new(cfg.library.clone()))),
+        owner: owner.to_string(),
+    };
+    Pipeline::start(pcfg, embedder, store.clone(), catalog.clone(), tokio::runtime::Handle::current())
+}
+
+/// The decode limits from the config, sharing the daemon's one memory budget.
+pub(super) fn decode_limits(cfg: &Config, budget: &Arc<crate::decode::MemoryBudget>) -> crate::decode::DecodeLimits {
+    crate::decode::DecodeLimits {
+        max_megapixels: cfg.pipeline.max_megapixels,
+        max_file_bytes: cfg.pipeline.max_file_bytes,
+        target: 224,
+        memory: crate::decode::Budget(Some(budget.clone())),
+    }
+}
