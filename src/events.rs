@@ -2,8 +2,9 @@
 //!
 //! One producer task builds a snapshot (sessions with progress, pipeline stages and queue
 //! depths, watcher, a library version, and the health report the Health page shows — the
-//! vector store's point count in it refreshed every [`STORE_COUNT_PERIOD`]) once a second while
-//! anyone listens, and publishes it only when it changed. Subscribers read a `tokio::sync::watch` channel: it holds just the
+//! vector store's point count in it refreshed every [`STORE_COUNT_BUSY`] while images are
+//! completed, every [`STORE_COUNT_PERIOD`] otherwise) once a second while anyone listens, and
+//! publishes it only when it changed. Subscribers read a `tokio::sync::watch` channel: it holds just the
 //! latest snapshot (capacity one), so a slow browser skips intermediate states instead of
 //! queueing them, and the producer never waits for a reader.
 
@@ -22,8 +23,13 @@ use crate::watcher::{Watcher, WatcherStatus};
 pub const PERIOD: Duration = Duration::from_secs(1);
 
 /// How often the snapshot's health report counts the vector store's points (an exact count:
-/// not once a second at a million points).
+/// not once a second at a million points): every [`STORE_COUNT_BUSY`] while the pipeline
+/// completes images, every `STORE_COUNT_PERIOD` otherwise.
 pub const STORE_COUNT_PERIOD: Duration = Duration::from_secs(30);
+pub const STORE_COUNT_BUSY: Duration = Duration::from_secs(5);
+
+/// The vector store's point count, or why counting failed; `None` without a pipeline.
+pub type StoreCount = Option<Result<u64, String>>;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -45,8 +51,8 @@ pub struct Snapshot {
     pub pipeline: PipelineStatus,
     pub watcher: WatcherStatus,
     pub library: LibraryVersion,
-    /// What `GET /api/v1/health` answers (its vector count as of the last
-    /// [`STORE_COUNT_PERIOD`]).
+    /// What `GET /api/v1/health` answers (its vector count as of the last count: at most
+    /// [`STORE_COUNT_BUSY`] old while images are completed, [`STORE_COUNT_PERIOD`] otherwise).
     pub health: serde_json::Value,
 }
 
@@ -61,7 +67,8 @@ impl Events {
         let (tx, rx) = watch::channel(Arc::new(String::new()));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(PERIOD);
-            let mut store: Option<(std::time::Instant, Option<Result<u64, String>>)> = None;
+            // The last count: when, at which pipeline `completed`, and what it said.
+            let mut store: Option<(std::time::Instant, u64, StoreCount)> = None;
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 tokio::select! {
@@ -79,11 +86,15 @@ impl Events {
                             store = None;
                             continue;
                         }
-                        if store.as_ref().is_none_or(|(at, _)| at.elapsed() >= STORE_COUNT_PERIOD) {
+                        let completed = pipeline.status().completed;
+                        let stale = store.as_ref().is_none_or(|(at, done, _)| {
+                            at.elapsed() >= STORE_COUNT_PERIOD || (*done != completed && at.elapsed() >= STORE_COUNT_BUSY)
+                        });
+                        if stale {
                             let points = pipeline.store_points().await.map(|r| r.map_err(|e| e.to_string()));
-                            store = Some((std::time::Instant::now(), points));
+                            store = Some((std::time::Instant::now(), completed, points));
                         }
-                        let points = store.as_ref().and_then(|(_, p)| p.clone());
+                        let points = store.as_ref().and_then(|(_, _, p)| p.clone());
                         match snapshot(&sessions, &pipeline, &watcher, points).await {
                             Ok(s) => {
                                 let json = serde_json::to_string(&s).unwrap_or_default();
@@ -119,7 +130,7 @@ pub async fn snapshot(
     sessions: &Sessions,
     pipeline: &Pipeline,
     watcher: &Watcher,
-    store_points: Option<Result<u64, String>>,
+    store_points: StoreCount,
 ) -> Result<Snapshot, crate::sessions::SessionError> {
     let cat = sessions.catalog();
     let (_, total) = cat.list_sessions(None, 1, 0).await?;
@@ -147,13 +158,7 @@ pub async fn snapshot(
 /// watcher). `status` is "ok" whenever the daemon answers (the replaced UI's header dot reads
 /// exactly that); `state` is "healthy", or "degraded" with the `problems`. Served by
 /// `GET /api/v1/health` and carried by every live snapshot.
-pub fn health(
-    catalog: &crate::catalog::Catalog,
-    assets: Result<i64, String>,
-    p: &PipelineStatus,
-    store: Option<Result<u64, String>>,
-    w: &WatcherStatus,
-) -> serde_json::Value {
+pub fn health(catalog: &crate::catalog::Catalog, assets: Result<i64, String>, p: &PipelineStatus, store: StoreCount, w: &WatcherStatus) -> serde_json::Value {
     let backend = match catalog.backend() {
         crate::catalog::Backend::Sqlite => "sqlite",
         crate::catalog::Backend::Postgres => "postgres",
