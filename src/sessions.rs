@@ -527,22 +527,36 @@ impl Sessions {
                 ),
             )
         } else if n_selected == 0 {
-            (format!("{subject} has {total} subdirectories but none is selected."), format!("Select at least one: {select_hint}."))
+            (format!("{subject} has {} but none is selected.", count(total, "subdirectory", "subdirectories")), format!("Select at least one: {select_hint}."))
         } else if images == 0 && unsupported > 0 {
             (
                 format!(
-                    "The {n_selected} selected subdirectories of {} hold {unsupported} files, but none with a supported extension ({ext_list}).",
-                    subject.to_lowercase()
+                    "{} of {} {} {}, but none with a supported extension ({ext_list}).",
+                    selected_subdirs(n_selected),
+                    subject.to_lowercase(),
+                    if n_selected == 1 { "holds" } else { "hold" },
+                    count(unsupported, "file", "files"),
                 ),
                 "Convert the files to a supported format, or add their extension to `library.extensions` in the config and restart the daemon.".to_string(),
             )
         } else if images == 0 {
             (
-                format!("The {n_selected} selected subdirectories of {} are empty: they hold no images.", subject.to_lowercase()),
+                if n_selected == 1 {
+                    format!("The selected subdirectory of {} is empty: it holds no images.", subject.to_lowercase())
+                } else {
+                    format!("The {n_selected} selected subdirectories of {} are empty: they hold no images.", subject.to_lowercase())
+                },
                 format!("Copy images ({ext_list}) into them, or select subdirectories that hold images ({list_hint})."),
             )
         } else {
-            (format!("{subject} can start: {images} images in {with_images} of {n_selected} selected subdirectories."), String::new())
+            (
+                format!(
+                    "{subject} can start: {} in {with_images} of {n_selected} selected {}.",
+                    count(images, "image", "images"),
+                    if n_selected == 1 { "subdirectory" } else { "subdirectories" }
+                ),
+                String::new(),
+            )
         };
         Admission {
             detail,
@@ -592,7 +606,10 @@ impl Sessions {
                 Some(true) => Ok(Next::Done(self.result(id, "resumed with no unfinished jobs left: session completed".into()).await?)),
                 Some(false) => {
                     let summary = self.catalog.jobs_summary(id).await?;
-                    Ok(Next::Done(self.result(id, format!("session {id} resumed: {} unfinished jobs", summary.pending + summary.running)).await?))
+                    Ok(Next::Done(
+                        self.result(id, format!("session {id} resumed: {}", count(summary.pending + summary.running, "unfinished job", "unfinished jobs")))
+                            .await?,
+                    ))
                 }
             },
             _ => Err(conflict(&s, Action::Start)),
@@ -651,7 +668,7 @@ impl Sessions {
             }
             return Err(self.changed(id).await);
         };
-        self.result(id, format!("session {id} cancelled: {n} unfinished jobs cancelled")).await
+        self.result(id, format!("session {id} cancelled: {} cancelled", count(n, "unfinished job", "unfinished jobs"))).await
     }
 
     pub async fn restart(&self, id: i64, failed_only: bool) -> Result<ActionResult> {
@@ -678,7 +695,7 @@ impl Sessions {
                 });
             }
             let Some(n) = self.catalog.restart_session(id, s.status, true, &[]).await? else { return Err(self.changed(id).await) };
-            return Ok(Next::Done(self.result(id, format!("session {id} restarted: {n} failed jobs queued again")).await?));
+            return Ok(Next::Done(self.result(id, format!("session {id} restarted: {} queued again", count(n, "failed job", "failed jobs"))).await?));
         }
         // Everything again, including images added since the last start: in the background.
         // A session without a single job must have something to index now.
@@ -895,6 +912,17 @@ impl Sessions {
         }
         Ok(())
     }
+}
+
+/// "1 file", "2 files": a count with its noun in the right number.
+fn count(n: impl Into<i128> + Copy, one: &str, many: &str) -> String {
+    let v: i128 = n.into();
+    format!("{v} {}", if v == 1 { one } else { many })
+}
+
+/// "The selected subdirectory", "The 3 selected subdirectories".
+fn selected_subdirs(n: u64) -> String {
+    if n == 1 { "The selected subdirectory".into() } else { format!("The {n} selected subdirectories") }
 }
 
 fn rel_name(root: &Path, dir: &Path) -> String {

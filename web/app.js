@@ -9,6 +9,19 @@ const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
 const fmtTime = (t) => (t ? new Date(t).toLocaleString() : '—');
 const fmtEta = (s) => (s == null ? '—' : s < 60 ? `${s} s` : s < 3600 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`);
 const base = (p) => String(p || '').split('/').pop();
+// A daemon message for people: `quoted` parts (config keys, commands) shown as code, not as
+// backticks; escaped otherwise.
+const rich = (s) => esc(s).replace(/`([^`]+)`/g, '<code>$1</code>');
+// A path under `root` shown relative to it ("photos/a.jpg"); other paths as they are.
+const rel = (p, root) => { const r = String(root || '').replace(/\/+$/, ''); p = String(p || ''); return r && p.startsWith(r + '/') ? p.slice(r.length + 1) : p; };
+// A failed job's reason without its file's path in front (the File column shows it), and any
+// other path under the root shown relative to it.
+const reasonOf = (msg, path, root) => {
+  let m = String(msg || '');
+  if (path && m.startsWith(path + ': ')) m = m.slice(path.length + 2);
+  const r = String(root || '').replace(/\/+$/, '');
+  return r ? m.split(r + '/').join('') : m;
+};
 
 const state = { snapshot: null, libraryVersion: null, categories: null, signedIn: true };
 const listeners = new Set();
@@ -38,17 +51,29 @@ async function api(path, opts = {}) {
   return body;
 }
 
+// A message under the header (in the page's flow: it covers nothing), gone after 8 s, with ×,
+// or when the page changes.
 function toast(msg) {
   const t = $('#toast');
-  t.textContent = msg;
+  $('#toast-msg').innerHTML = rich(msg);
   t.hidden = false;
   clearTimeout(toast.timer);
-  toast.timer = setTimeout(() => { t.hidden = true; }, 6000);
+  toast.timer = setTimeout(hideToast, 8000);
 }
+function hideToast() { clearTimeout(toast.timer); $('#toast').hidden = true; }
 
+// Signed out (no cookie, or it expired): the sign-in panel, the indicator says so, and the
+// navigation is hidden (it cannot show anything until a token is given).
 function showSignIn() {
   if (!state.signedIn) return;
   state.signedIn = false;
+  listeners.clear();
+  if (state.events) { state.events.close(); state.events = null; }
+  const live = $('#live');
+  live.textContent = 'signed out';
+  live.className = 'live off';
+  $('#nav').hidden = true;
+  hideToast();
   const failed = new URLSearchParams(location.search).get('login') === 'failed';
   main().innerHTML = `<section class="card" aria-labelledby="si"><h1 id="si">Sign in</h1>
     <p>This pixdex listener is protected by a token. Open the login link the daemon printed when it started
@@ -68,6 +93,7 @@ function showSignIn() {
 function connectEvents() {
   const live = $('#live');
   const es = new EventSource('/api/v1/events');
+  state.events = es;
   es.addEventListener('snapshot', (e) => {
     live.textContent = 'live';
     live.className = 'live on';
@@ -78,8 +104,12 @@ function connectEvents() {
     for (const f of listeners) f(snap, libChanged);
   });
   es.onerror = () => {
+    if (!state.signedIn) return;
     live.textContent = 'reconnecting…';
     live.className = 'live off';
+    // The stream also fails when the token cookie is gone or expired: ask once (a 401 shows
+    // the sign-in) instead of saying "reconnecting…" forever.
+    api('/api/v1/categories?page=1&page_size=1').catch(() => {});
   };
 }
 
@@ -101,6 +131,7 @@ const routes = [
 function route() {
   if (!state.signedIn) return;
   listeners.clear();
+  hideToast();
   const h = location.hash || '#/library';
   for (const [re, nav, page] of routes) {
     const m = h.match(re);
@@ -122,6 +153,9 @@ async function categories() {
 }
 
 // ------------------------------------------------------------------ Library
+// A folder without images says what it holds: nothing at all, or only other files.
+const dirNote = (d) => (d.imageCount > 0 ? ''
+  : `<span class="muted note">${d.otherFiles ? `no images · ${plural(d.otherFiles, 'other file')}` : 'empty'}</span>`);
 async function pageLibrary() {
   main().innerHTML = `<h1>Library</h1>
     <div class="row" style="margin-bottom:8px"><div class="grow"><label for="lib-filter">Filter folders</label>
@@ -150,7 +184,7 @@ async function pageLibrary() {
       · last indexed ${fmtTime(r.lastIndexedAt)}</p>
       <table class="tree"><caption class="muted" style="text-align:left">${f ? `${plural(dirs.length, 'folder')} matching “${esc(f)}”` : plural(dirs.length, 'folder')}</caption><thead><tr><th scope="col">Folder</th><th class="num" scope="col">Images</th>
       <th class="num" scope="col">Indexed</th><th scope="col" class="hide-sm">Last indexed</th></tr></thead><tbody>
-      ${rows.map((d) => `<tr><td style="padding-left:${8 + d.depth * 18}px">${d.depth ? '└ ' : ''}${esc(f ? d.path.slice(r.path.length + 1) : d.name)}</td>
+      ${rows.map((d) => `<tr data-dir="${esc(d.path)}" data-depth="${d.depth}"><td style="padding-left:${8 + d.depth * 18}px">${d.depth ? '└ ' : ''}${esc(f ? d.path.slice(r.path.length + 1) : d.name)}${dirNote(d)}</td>
         <td class="num">${d.imageCount}</td><td class="num">${d.indexedCount}</td><td class="hide-sm">${fmtTime(d.lastIndexedAt)}</td></tr>`).join('')}
       </tbody></table>${more > 0 ? `<button type="button" class="lib-more">Show ${Math.min(more, PAGE)} more of ${more}</button>` : ''}</section>`;
     }).join('');
@@ -168,11 +202,17 @@ async function pageLibrary() {
 }
 
 // ------------------------------------------------------------------ New session
+// "Session 2025-01-31 14:05:09" (local time, to the second).
+const defaultName = () => {
+  const d = new Date();
+  const p2 = (n) => String(n).padStart(2, '0');
+  return `Session ${d.getFullYear()}-${p2(d.getMonth() + 1)}-${p2(d.getDate())} ${p2(d.getHours())}:${p2(d.getMinutes())}:${p2(d.getSeconds())}`;
+};
 async function pageNew() {
   const [lib, cats] = await Promise.all([api('/api/v1/library'), categories()]);
   main().innerHTML = `<h1>New session</h1><form id="ns" class="card" novalidate>
     <div class="row">
-      <div class="grow"><label for="ns-name">Name</label><input id="ns-name" type="text" required value="Session ${new Date().toISOString().slice(0, 19).replace('T', ' ')}"></div>
+      <div class="grow"><label for="ns-name">Name</label><input id="ns-name" type="text" required value="${esc(defaultName())}"></div>
       <div class="grow"><label for="ns-root">Library folder</label><select id="ns-root">${lib.roots.map((r) => `<option>${esc(r.path)}</option>`).join('')}</select></div>
       <div><label for="ns-cat">Category</label><select id="ns-cat">${cats.map((c) => `<option value="${c.id}">${esc(c.name)}</option>`).join('')}</select></div>
     </div>
@@ -196,7 +236,7 @@ async function pageNew() {
       if (my !== seq) return;
       const v = $('#ns-verdict');
       v.className = 'verdict' + (a.canStart ? ' ok' : '');
-      v.innerHTML = `<b>${esc(a.detail)}</b>${a.diagnostics.suggestion ? `<br>${esc(a.diagnostics.suggestion)}` : ''}`;
+      v.innerHTML = `<b>${rich(a.detail)}</b>${a.diagnostics.suggestion ? `<br>${rich(a.diagnostics.suggestion)}` : ''}`;
       btn.disabled = !a.canStart;
     } catch (e) {
       $('#ns-verdict').innerHTML = `<b class="bad">${esc(e.message)}</b>`;
@@ -221,7 +261,20 @@ async function pageNew() {
     const btn = $('#ns-start');
     btn.disabled = true;
     try {
-      const s = await api('/api/v1/training/sessions', { method: 'POST', json: { name: $('#ns-name').value, rootPath: $('#ns-root').value, subdirectories: selected(), categoryId: Number($('#ns-cat').value) } });
+      const body = { name: $('#ns-name').value, rootPath: $('#ns-root').value, subdirectories: selected(), categoryId: Number($('#ns-cat').value) };
+      let s;
+      // The name was left as proposed and another session took it (started the same second):
+      // take the next free one, "… (2)", instead of refusing. Any other name is kept as typed.
+      for (let n = 2; ; n++) {
+        try {
+          s = await api('/api/v1/training/sessions', { method: 'POST', json: body });
+          break;
+        } catch (err) {
+          if (err.status !== 409 || !/^Session \d{4}-\d\d-\d\d \d\d:\d\d:\d\d/.test(body.name) || n > 20) throw err;
+          body.name = $('#ns-name').value.replace(/ \(\d+\)$/, '') + ` (${n})`;
+        }
+      }
+      $('#ns-name').value = body.name;
       await api(`/api/v1/training/sessions/${s.id}/start`, { method: 'POST' });
       location.hash = `#/sessions/${s.id}`;
     } catch (err) {
@@ -234,6 +287,11 @@ async function pageNew() {
 }
 
 // ------------------------------------------------------------------ Sessions
+// A cancelled session: what was done and what never was, out of every job it had.
+const cancelledText = (js) => {
+  const all = js.completed + js.failed + js.skipped + js.cancelled + js.pending + js.running;
+  return `Cancelled — ${js.completed} of ${plural(all, 'image')} indexed${js.failed ? `, ${js.failed} failed` : ''}${js.skipped ? `, ${js.skipped} skipped` : ''}, ${js.cancelled + js.pending + js.running} never indexed`;
+};
 async function pageSessions() {
   main().innerHTML = '<h1>Sessions</h1><div id="sl" class="card">Waiting for live data…</div>';
   onLive((snap) => {
@@ -242,7 +300,7 @@ async function pageSessions() {
     el.innerHTML = snap.sessions.length ? `<table><thead><tr><th scope="col">Session</th><th scope="col">Status</th><th scope="col">Progress</th><th class="num hide-sm" scope="col">Images/min</th><th class="num hide-sm" scope="col">ETA</th></tr></thead><tbody>
       ${snap.sessions.map((s) => `<tr><td><a href="#/sessions/${s.id}">${esc(s.name)}</a><div class="muted hide-sm" style="font-size:12px">${esc(s.rootPath)}</div></td>
       <td><span class="pill ${s.status}">${s.status}</span></td>
-      <td>${s.progress.progress.current} / ${s.progress.progress.total} (${s.progress.progress.percentage}%)</td>
+      <td>${s.status === 'cancelled' ? esc(cancelledText(s.progress.jobsSummary)) : `${s.progress.progress.current} / ${s.progress.progress.total} (${s.progress.progress.percentage}%)`}</td>
       <td class="num hide-sm">${s.progress.progress.imagesPerMinute}</td><td class="num hide-sm">${fmtEta(s.progress.progress.etaSeconds)}</td></tr>`).join('')}</tbody></table>`
       : '<p>No session yet. <a href="#/new">Create one</a>.</p>';
   });
@@ -256,7 +314,7 @@ async function pageSession(id) {
     <div style="margin-top:14px"><div class="bar" role="progressbar" id="s-bar" aria-label="Progress" aria-valuemin="0" aria-valuemax="100" aria-valuenow="0"><span style="width:0"></span></div>
     <p id="s-pct" aria-live="polite" style="margin:6px 0 0">0%</p></div>
     <div class="stats" id="s-stats"></div><p id="s-note" class="muted"></p></div>
-    <h2>Pipeline stages</h2><div class="card"><table><thead><tr><th scope="col">Stage</th><th class="num" scope="col">Items</th><th class="num" scope="col">Failures</th><th class="num" scope="col">Queue</th><th class="num hide-sm" scope="col">Busy</th></tr></thead><tbody id="s-stages"></tbody></table></div>
+    <h2 id="s-pipe">Daemon pipeline — all sessions</h2><div class="card"><p class="muted" style="margin-top:0">The daemon's stages since it started, shared by every session: this session's own numbers are above.</p><table><caption class="muted" style="text-align:left">Daemon-wide counters</caption><thead><tr><th scope="col">Stage</th><th class="num" scope="col">Items</th><th class="num" scope="col">Failures</th><th class="num" scope="col">Queue</th><th class="num hide-sm" scope="col">Busy</th></tr></thead><tbody id="s-stages"></tbody></table></div>
     <h2>Failed jobs</h2><div class="card" id="s-failed">None.</div>`;
   const act = (path) => async () => {
     try { const r = await api(`/api/v1/training/sessions/${id}/${path}`, { method: 'POST' }); toast(r.message || 'done'); } catch (e) { toast(e.message); }
@@ -270,7 +328,8 @@ async function pageSession(id) {
     if (n === lastFailed) return;
     lastFailed = n;
     const j = await api(`/api/v1/training/sessions/${id}/jobs?status=failed&page=1&page_size=100`);
-    $('#s-failed').innerHTML = j.items.length ? `<table><thead><tr><th scope="col">File</th><th scope="col">Reason</th></tr></thead><tbody>${j.items.map((x) => `<tr><td>${esc(base(x.path))}</td><td>${esc(x.errorMessage)}</td></tr>`).join('')}</tbody></table>` : 'None.';
+    const root = (state.snapshot?.sessions || []).find((x) => String(x.id) === String(id))?.rootPath || '';
+    $('#s-failed').innerHTML = j.items.length ? `<table><thead><tr><th scope="col">File</th><th scope="col">Reason</th></tr></thead><tbody>${j.items.map((x) => `<tr><td class="reason" title="${esc(x.path)}">${esc(rel(x.path, root))}</td><td class="reason">${rich(reasonOf(x.errorMessage, x.path, root))}</td></tr>`).join('')}</tbody></table>` : 'None.';
   };
   onLive((snap) => {
     const s = snap.sessions.find((x) => String(x.id) === String(id));
@@ -288,11 +347,11 @@ async function pageSession(id) {
     $('#s-pct').textContent = s.status === 'discovering' && d
       ? `Discovering — ${d.queued} of ${plural(d.expected, 'image')} queued`
       : s.status === 'cancelled'
-        ? `Cancelled — ${js.completed} of ${plural(js.completed + js.failed + js.skipped + js.cancelled + js.pending + js.running, 'image')} indexed, ${js.cancelled} never indexed`
+        ? cancelledText(js)
         : `${p.percentage}% — ${p.current} of ${plural(p.total, 'image')}`;
     $('#s-stats').innerHTML = [['Images/min', p.imagesPerMinute], ['ETA', s.status === 'cancelled' ? '—' : fmtEta(p.etaSeconds)], ['Completed', js.completed], ['Pending', js.pending], ['Running', js.running], ['Failed', js.failed], ['Skipped', js.skipped], ...(js.cancelled ? [['Cancelled', js.cancelled]] : [])]
       .map(([k, v]) => `<div class="stat"><span class="muted">${k}</span><b>${v}</b></div>`).join('');
-    $('#s-note').textContent = s.lastError || s.pendingReason || '';
+    $('#s-note').innerHTML = rich(s.lastError || s.pendingReason || '');
     const st = s.status;
     $('#a-pause').disabled = st !== 'running';
     $('#a-resume').disabled = !(st === 'paused' || st === 'failed' || st === 'pending');
@@ -308,7 +367,7 @@ async function pageSession(id) {
 // ------------------------------------------------------------------ Search
 async function pageSearch() {
   const [cats, lib] = await Promise.all([categories(), api('/api/v1/library')]);
-  const dirs = lib.roots.flatMap((r) => r.directories.map((d) => d.path));
+  const dirs = lib.roots.flatMap((r) => r.directories.filter((d) => d.imageCount > 0).map((d) => d.path));
   main().innerHTML = `<h1>Search</h1><form id="sf" class="card" role="search">
     <div class="row"><div class="grow"><label for="q">Words</label><input id="q" type="search" placeholder="e.g. cat, espresso, sports car"></div>
     <div><button class="primary" type="submit">Search</button></div></div>
@@ -317,6 +376,7 @@ async function pageSearch() {
       <div><label for="f-from">Indexed from</label><input id="f-from" type="date"></div>
       <div><label for="f-to">Indexed to</label><input id="f-to" type="date"></div>
       <div class="grow"><label for="f-dir">Folder</label><select id="f-dir"><option value="">Anywhere</option>${dirs.map((d) => `<option>${esc(d)}</option>`).join('')}</select></div>
+      <div><label for="f-min">Image matches</label><select id="f-min"><option value="0.5">Close (score ≥ 0.50)</option><option value="0.3" selected>Related (score ≥ 0.30)</option><option value="0">All</option></select></div>
     </div>
     <div id="drop" class="drop" style="margin-top:12px">Search by example: drop an image here, or <label for="pick" class="btn" style="display:inline-block;color:var(--fg);font-size:inherit">choose a file</label>
     <input id="pick" type="file" accept="image/jpeg,image/png,image/webp" style="position:absolute;left:-9999px"></div>
@@ -330,16 +390,23 @@ async function pageSearch() {
     return f;
   };
   const qs = () => { const f = filters(); const p = new URLSearchParams({ limit: '40' }); if (f.categoryId) p.set('category_id', f.categoryId); if (f.pathPrefix) p.set('path_prefix', f.pathPrefix); return p.toString(); };
-  const run = async (what, fn) => {
+  // `byImage`: an image search or Similar, whose results go down to unrelated images: those
+  // below the "Image matches" cut-off are held back (and counted, with a button to show them).
+  let last = null;
+  const run = async (what, fn, byImage) => {
     $('#s-info').textContent = `Searching ${what}…`;
+    // An image search is not about the words typed before: clear them.
+    if (byImage) $('#q').value = '';
     try {
       const r = await fn();
-      showResults(r, what);
+      last = { r, what, byImage };
+      showResults(r, what, byImage ? Number($('#f-min').value) : 0);
     } catch (e) {
       $('#s-info').innerHTML = `<span class="bad">${esc(e.message)}</span>`;
     }
   };
-  const upload = (file) => run(`like ${file.name}`, () => api('/api/v1/search/image?' + qs(), { method: 'POST', bytes: file }));
+  $('#f-min').addEventListener('change', () => { if (last && last.byImage) showResults(last.r, last.what, Number($('#f-min').value)); });
+  const upload = (file) => run(`like ${file.name}`, () => api('/api/v1/search/image?' + qs(), { method: 'POST', bytes: file }), true);
   $('#sf').addEventListener('submit', (e) => {
     e.preventDefault();
     // Sent as typed: the daemon checks for blank queries, and CLIP's tokenizer cleans text as open_clip does.
@@ -353,20 +420,33 @@ async function pageSearch() {
   drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
   drop.addEventListener('dragleave', () => drop.classList.remove('over'));
   drop.addEventListener('drop', (e) => { e.preventDefault(); drop.classList.remove('over'); const f = e.dataTransfer.files[0]; if (f) upload(f); });
-  window.searchSimilar = (id) => run(`similar to image ${id}`, () => api(`/api/v1/search/similar/${id}?` + qs()));
+  window.searchSimilar = (id, path) => run(`similar to ${path ? base(path) : `image ${id}`}`, () => api(`/api/v1/search/similar/${id}?` + qs()), true);
 }
 
-function showResults(r, what) {
-  const items = r.results || [];
+// `min`: the score cut-off (0: none); results below it are counted and offered behind a button.
+function showResults(r, what, min = 0) {
+  const all = r.results || [];
+  const items = all.filter((h) => h.score >= min);
+  const below = all.length - items.length;
   const via = r.wordsVia === 'clip' ? ' by meaning (CLIP)' : r.wordsVia === 'labels' ? ' by ImageNet labels' : '';
   const model = r.model ? ` · model ${r.model}` : '';
-  $('#s-info').textContent = (items.length ? `${items.length} result${items.length === 1 ? '' : 's'} ${what}${via}${r.matchedLabels && r.matchedLabels.length ? ` (labels: ${r.matchedLabels.slice(0, 3).join('; ')})` : ''}` : (r.hint || `No results ${what}.`)) + model;
+  const cut = below ? ` with score ≥ ${min.toFixed(2)} · ${below} more below` : '';
+  $('#s-info').textContent = (items.length ? `${plural(items.length, 'result')} ${what}${via}${r.matchedLabels && r.matchedLabels.length ? ` (labels: ${r.matchedLabels.slice(0, 3).join('; ')})` : ''}${cut}` : below ? `No results ${what}${cut}.` : (r.hint || `No results ${what}.`)) + model;
   $('#s-info').title = r.note || '';
+  if (below) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.id = 's-more';
+    b.style.marginLeft = '8px';
+    b.textContent = `Show ${below} more`;
+    b.addEventListener('click', () => { $('#f-min').value = '0'; showResults(r, what, 0); });
+    $('#s-info').append(' ', b);
+  }
   $('#results').innerHTML = items.map((h) => `<li data-id="${h.assetId}">
     <img src="/api/v1/images/${h.assetId}/thumbnail" alt="${esc(base(h.path))}" loading="lazy" tabindex="0" data-open="${h.assetId}">
     <div class="meta"><span class="name" title="${esc(h.path)}">${esc(base(h.path))}</span><span class="pill" aria-label="score">${h.score.toFixed(3)}</span></div>
-    <div class="meta"><button type="button" data-similar="${h.assetId}">Similar</button>${(h.similarCopies || []).length ? `<span class="pill copies" title="${esc(h.similarCopies.map((c) => `${c.path}${c.identical ? ' (identical)' : ''}`).join('\n'))}">+${h.similarCopies.length} similar cop${h.similarCopies.length === 1 ? 'y' : 'ies'}</span>` : ''}</div></li>`).join('');
-  document.querySelectorAll('#results [data-similar]').forEach((b) => b.addEventListener('click', () => window.searchSimilar(b.dataset.similar)));
+    <div class="meta"><button type="button" data-similar="${h.assetId}" data-path="${esc(h.path)}">Similar</button>${(h.similarCopies || []).length ? `<span class="pill copies" title="${esc(h.similarCopies.map((c) => `${c.path}${c.identical ? ' (identical)' : ''}`).join('\n'))}">+${h.similarCopies.length} similar cop${h.similarCopies.length === 1 ? 'y' : 'ies'}</span>` : ''}</div></li>`).join('');
+  document.querySelectorAll('#results [data-similar]').forEach((b) => b.addEventListener('click', () => window.searchSimilar(b.dataset.similar, b.dataset.path)));
   document.querySelectorAll('#results [data-open]').forEach((img) => {
     const open = () => openDetail(img.dataset.open);
     img.addEventListener('click', open);
@@ -394,29 +474,31 @@ async function openDetail(id) {
 }
 
 // ------------------------------------------------------------------ Health
+// Everything shown arrives on the live stream (each snapshot carries the health report); the
+// report is fetched once only when the page opens before the first snapshot.
 async function pageHealth() {
-  main().innerHTML = '<h1>Health</h1><div id="h">Loading…</div>';
-  const render = async () => {
-    const h = await api('/api/v1/health');
+  main().innerHTML = '<h1>Health</h1><div id="h">Loading…</div><p class="muted" id="h-note">Updated live.</p>';
+  const render = (h) => {
     const el = $('#h');
-    if (!el) return;
+    if (!el || !h) return;
     const row = (k, v, good = true) => `<tr><th scope="row">${k}</th><td class="${good ? '' : 'bad'}">${v}</td></tr>`;
     el.innerHTML = `<div class="card"><p><b class="${h.state === 'healthy' ? 'good' : 'bad'}">${esc(h.state)}</b> · pixdex ${esc(h.version)}</p>
-      ${h.problems.length ? `<ul class="bad">${h.problems.map((p) => `<li>${esc(p)}</li>`).join('')}</ul>` : ''}
+      ${h.problems.length ? `<ul class="bad">${h.problems.map((p) => `<li class="reason">${rich(p)}</li>`).join('')}</ul>` : ''}
       <table><tbody>
-      ${row('Catalog', `${esc(h.catalog)} — ${h.catalogOk ? `${h.assets} images` : 'unreachable'}`, h.catalogOk)}
-      ${row('Vector store', `${esc(h.vectorStore.backend || 'not open')} — ${h.vectorStore.points ?? '?'} vectors`)}
-      ${row('Model', `${esc(h.model.name)} on ${esc(h.model.device || '—')}${h.model.reason ? ` — ${esc(h.model.reason)}` : ''}`, h.model.running)}
-      ${row('Watcher', h.watcher.roots.map((r) => `${esc(r.path)}: ${esc(r.mode)}${r.note ? ` (${esc(r.note)})` : ''}`).join('<br>') || 'no roots')}
-      ${row('Queues', h.queues.map((q) => `${q.stage} ${q.depth}/${q.capacity}`).join(' · ') || '—')}
+      ${row('Catalog', `${esc(h.catalog)} — ${h.catalogOk ? plural(h.assets, 'image') : 'unreachable'}`, h.catalogOk)}
+      ${row('Vector store', `${esc(h.vectorStore.backend || 'not open')} — ${h.vectorStore.points == null ? '?' : plural(h.vectorStore.points, 'vector')}`)}
+      ${row('Model', `${esc(h.model.name)} on ${esc(h.model.device || '—')}${h.model.reason ? ` — ${rich(h.model.reason)}` : ''}`, h.model.running)}
+      ${row('Watcher', h.watcher.roots.map((r) => `${esc(r.path)}: ${esc(r.mode)}${r.note ? ` (${rich(r.note)})` : ''}`).join('<br>') || 'no roots')}
+      ${row('Queues', h.queues.map((q) => `${esc(q.stage)} ${q.depth}/${q.capacity}`).join(' · ') || '—')}
       </tbody></table></div>`;
   };
-  await render();
-  onLive(() => render().catch(() => {}));
+  if (!state.snapshot?.health) render(await api('/api/v1/health'));
+  onLive((snap) => render(snap.health));
 }
 
 // ------------------------------------------------------------------ start
 window.addEventListener('hashchange', route);
+$('#toast-x').addEventListener('click', hideToast);
 (async () => {
   try {
     await api('/api/v1/library');

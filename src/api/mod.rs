@@ -175,60 +175,14 @@ pub(crate) fn ok(v: impl serde::Serialize) -> ApiResult {
     Ok(Json(v).into_response())
 }
 
-/// Liveness and what serves: catalog, vector store, model/adapter, watcher. `status` is "ok"
-/// whenever the daemon answers (the replaced UI's header dot reads exactly that); `state` is
-/// "healthy", or "degraded" with the `problems`.
+/// Liveness and what serves: see [`crate::events::health`] (the live snapshot carries the
+/// same report).
 async fn health(State(st): St) -> ApiResult {
-    let backend = match st.sessions.catalog().backend() {
-        crate::catalog::Backend::Sqlite => "sqlite",
-        crate::catalog::Backend::Postgres => "postgres",
-    };
-    let catalog_ok = st.sessions.catalog().library_version().await.map(|v| v.assets);
+    let assets = st.sessions.catalog().library_version().await.map(|v| v.assets).map_err(|e| e.to_string());
     let p = st.pipeline.status();
-    let store = st.pipeline.store_points().await;
+    let store = st.pipeline.store_points().await.map(|r| r.map_err(|e| e.to_string()));
     let w = st.watcher.status().await;
-    let mut problems = Vec::new();
-    if let Err(e) = &catalog_ok {
-        problems.push(format!("catalog: {e}"));
-    }
-    if let Some((e, since)) = st.sessions.catalog().write_fault() {
-        problems.push(format!(
-            "catalog: writes fail since {} ({e}); nothing is lost — changes wait and are retried (a full disk? free space where the catalog lives)",
-            crate::catalog::rows_ts(since)
-        ));
-    }
-    if !p.running {
-        problems.push(format!("pipeline: {}", p.reason.clone().unwrap_or_default()));
-    }
-    if let Some(Err(e)) = &store {
-        problems.push(format!("vector store: {e}; waiting for it (indexing pauses, nothing fails; search answers 503 until it is back)"));
-    }
-    if let Some(w) = &p.waiting_for {
-        problems.push(format!("pipeline waiting: {w}"));
-    }
-    let points = store.and_then(|r| r.ok());
-    for u in &w.unreadable {
-        problems.push(format!(
-            "watcher: {} cannot be read ({}) since {}; its assets and vectors are kept (fix its permissions or mount)",
-            u.path, u.error, u.since
-        ));
-    }
-    for u in &w.unavailable {
-        problems.push(format!("watcher: {} is unavailable since {}: {}", u.path, u.since, u.error));
-    }
-    let state = if problems.is_empty() { "healthy" } else { "degraded" };
-    ok(json!({
-        "status": "ok",
-        "state": state,
-        "version": st.version,
-        "catalog": backend,
-        "catalogOk": catalog_ok.is_ok(),
-        "assets": catalog_ok.ok(),
-        "vectorStore": {"backend": p.vector_store, "points": points},
-        "model": {"name": p.model, "device": p.device, "running": p.running, "reason": p.reason},
-        "jpegDecoder": p.jpeg_decoder,
-        "watcher": {"roots": w.roots, "pendingPaths": w.pending_paths, "overflows": w.overflows, "unreadable": w.unreadable, "unavailable": w.unavailable},
-        "queues": p.stages.iter().map(|s| json!({"stage": s.name, "depth": s.queue_depth, "capacity": s.queue_capacity})).collect::<Vec<_>>(),
-        "problems": problems,
-    }))
+    let mut h = crate::events::health(st.sessions.catalog(), assets, &p, store, &w);
+    h["version"] = json!(st.version);
+    ok(h)
 }

@@ -22,6 +22,9 @@ fn browser_ready() -> Result<(), String> {
     Ok(())
 }
 
+/// Images in the folder of the session the journey cancels.
+const BIG: u32 = 200;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_app_journey_in_chromium() {
     if let Err(why) = browser_ready() {
@@ -39,6 +42,25 @@ async fn web_app_journey_in_chromium() {
         // A byte-identical copy: embedded once, shown as "+1 similar copy" on the cat's card.
         std::fs::copy(sample("chelsea.png"), root.join("photos/zz-copy-of-chelsea.png")).unwrap();
         std::fs::create_dir_all(root.join("empty")).unwrap();
+        // A folder with no image, only another file: listed everywhere, as without images.
+        std::fs::create_dir_all(root.join("docs")).unwrap();
+        std::fs::write(root.join("docs/notes.txt"), "not an image\n").unwrap();
+        // An image cut in half: one failed job, its reason shown in the failed-jobs table.
+        let rocket = std::fs::read(sample("rocket.jpg")).unwrap();
+        std::fs::write(root.join("photos/broken.jpg"), &rocket[..rocket.len() / 2]).unwrap();
+        // BIG distinct small images the first session leaves out: a second session over them is
+        // cancelled while it runs (some indexed, the rest never).
+        std::fs::create_dir_all(root.join("big")).unwrap();
+        for i in 0..BIG {
+            // Noise from a per-image seed: no two alike, not even to a perceptual hash.
+            let mut seed = 0x9e37_79b9_u32.wrapping_mul(i + 1);
+            let img = image::RgbImage::from_fn(48, 48, |_, _| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let [r, g, b, _] = seed.to_be_bytes();
+                image::Rgb([r, g, b])
+            });
+            img.save(root.join(format!("big/b{i:03}.png"))).unwrap();
+        }
     })
     .await;
     let token = std::fs::read_to_string(d.dir.path().join("data/token")).unwrap().trim().to_string();
@@ -50,6 +72,7 @@ async fn web_app_journey_in_chromium() {
         .env("PIXDEX_ROOT", d.root.display().to_string())
         .env("PIXDEX_PICK", d.root.join("photos/coffee.png"))
         .env("PIXDEX_DROP", d.root.join("more/astronaut.png"))
+        .env("PIXDEX_BIG", BIG.to_string())
         .env("PIXDEX_SHOTS", shots)
         .env("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into()))
         .output()

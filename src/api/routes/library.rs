@@ -1,5 +1,7 @@
-//! `GET /api/v1/library`: each root with its watcher mode and the tree of folders that hold
-//! catalogued images, with image and indexed counts and the last index time.
+//! `GET /api/v1/library`: each root with its watcher mode and its tree of folders — those that
+//! hold catalogued images, those that hold only other files (as the watcher's last walk found
+//! them), and every folder directly under the root, empty ones included (the same folders New
+//! session lists) — with image, indexed and other-file counts and the last index time.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,6 +21,8 @@ struct Dir {
     depth: usize,
     image_count: u64,
     indexed_count: u64,
+    /// Files that are not images (not below: this folder's own), as the watcher last walked.
+    other_files: u64,
     last_indexed_at: Option<String>,
     #[serde(skip)]
     last_ms: Option<i64>,
@@ -45,14 +49,9 @@ pub(crate) async fn overview(State(st): St) -> ApiResult {
         // The catalog's per-folder counts (kept by triggers): O(folders), whatever the images.
         let counts = st.sessions.catalog().dir_counts(&root_s).await.map_err(SessionError::from)?;
         let mut dirs: BTreeMap<String, Dir> = BTreeMap::new();
-        let (mut images, mut indexed, mut last) = (0u64, 0u64, None::<i64>);
-        for c in &counts {
-            let Ok(rel) = Path::new(&c.path).strip_prefix(&root) else { continue };
-            let (n, done) = (c.images.max(0) as u64, c.indexed.max(0) as u64);
-            images += n;
-            indexed += done;
-            last = last.max(c.last_indexed_at);
-            // Every folder between the root and this one (itself included) gets its images.
+        // Every folder between the root and `path` (itself included), created on first sight.
+        let mut chain = |path: &Path, f: &mut dyn FnMut(&mut Dir)| {
+            let Ok(rel) = path.strip_prefix(&root) else { return };
             let mut acc = root.clone();
             for (depth, comp) in rel.components().enumerate() {
                 acc.push(comp);
@@ -62,10 +61,40 @@ pub(crate) async fn overview(State(st): St) -> ApiResult {
                     depth: depth + 1,
                     ..Default::default()
                 });
+                f(d);
+            }
+        };
+        let (mut images, mut indexed, mut last) = (0u64, 0u64, None::<i64>);
+        for c in &counts {
+            if !Path::new(&c.path).starts_with(&root) {
+                continue;
+            }
+            let (n, done) = (c.images.max(0) as u64, c.indexed.max(0) as u64);
+            images += n;
+            indexed += done;
+            last = last.max(c.last_indexed_at);
+            // Every folder between the root and this one gets its images.
+            chain(Path::new(&c.path), &mut |d| {
                 d.image_count += n;
                 d.indexed_count += done;
                 d.last_ms = d.last_ms.max(c.last_indexed_at);
-            }
+            });
+        }
+        // Folders without images: those holding other files (one row per such folder), and the
+        // root's own subfolders, empty or not (one directory read) — O(folders), as above.
+        let other = st.sessions.catalog().other_files(&root_s).await.map_err(SessionError::from)?;
+        for (path, n) in &other {
+            let p = Path::new(path);
+            chain(p, &mut |d| {
+                if Path::new(&d.path) == p {
+                    d.other_files = (*n).max(0) as u64;
+                }
+            });
+        }
+        let (lib, r2) = (st.sessions.library().clone(), root.clone());
+        let children = tokio::task::spawn_blocking(move || lib.child_dirs(&r2)).await.unwrap_or_default();
+        for child in &children {
+            chain(child, &mut |_| {});
         }
         let directories = dirs
             .into_values()
