@@ -57,6 +57,9 @@ pub enum CtlCommand {
     /// The library itself: folders that are away.
     #[command(subcommand)]
     Library(LibraryCmd),
+    /// The embedding model: load it now (after fetching or replacing its weights).
+    #[command(subcommand)]
+    Model(ModelCmd),
     /// A session's jobs.
     Jobs {
         id: i64,
@@ -192,6 +195,13 @@ pub enum SessionsCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ModelCmd {
+    /// Load the configured model now, without a restart (the daemon also loads it by itself
+    /// when its files appear or change).
+    Reload,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum LibraryCmd {
     /// A folder shown as unavailable (a mount point found unmounted and empty) really was
     /// emptied: forget the mount and delete its assets and vectors.
@@ -297,6 +307,7 @@ async fn dispatch(c: &Client, a: &CtlArgs) -> Result<i32, ClientError> {
         CtlCommand::Jobs { id, status, page, page_size } => Answer(c.get(&paths::jobs(*id, *page, *page_size, status.as_deref())).await?, render_jobs),
         CtlCommand::Scan { dir, auto_train } => Answer(c.post(&paths::scan_incremental(&absolute(dir), *auto_train), None).await?, render_incremental),
         CtlCommand::Library(LibraryCmd::Emptied { dir }) => Answer(c.post(&paths::library_emptied(&absolute(dir)), None).await?, render_incremental),
+        CtlCommand::Model(ModelCmd::Reload) => Answer(c.post(paths::MODEL_RELOAD, None).await?, |v| s(&v["detail"])),
         CtlCommand::Watcher => Answer(c.get(&paths::watcher()).await?, render_watcher),
         CtlCommand::Pipeline => Answer(c.get(&paths::pipeline()).await?, render_pipeline),
         CtlCommand::Search { image, similar, text, limit, session, path_prefix } => {
@@ -604,7 +615,7 @@ fn progress_line(v: &Value) -> String {
         s(&j["pending"]),
         s(&j["running"]),
         s(&j["failed"]),
-    )
+    ) + &v["waitingFor"].as_str().map(|w| format!("\n  waiting for: {w}")).unwrap_or_default()
 }
 
 async fn watch_progress(c: &Client, id: i64, interval: f64) -> Result<i32, ClientError> {

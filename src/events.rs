@@ -150,7 +150,8 @@ pub async fn snapshot(
         });
     }
     let (p, w, library) = (pipeline.status(), watcher.status().await, cat.library_version().await?);
-    let health = health(cat, Ok(library.assets), &p, store_points, &w);
+    let models = models_report(cat, &p).await;
+    let health = health(cat, Ok(library.assets), &p, store_points, &w, models);
     Ok(Snapshot { sessions: out, pipeline: p, watcher: w, library, health })
 }
 
@@ -158,7 +159,14 @@ pub async fn snapshot(
 /// watcher). `status` is "ok" whenever the daemon answers (the replaced UI's header dot reads
 /// exactly that); `state` is "healthy", or "degraded" with the `problems`. Served by
 /// `GET /api/v1/health` and carried by every live snapshot.
-pub fn health(catalog: &crate::catalog::Catalog, assets: Result<i64, String>, p: &PipelineStatus, store: StoreCount, w: &WatcherStatus) -> serde_json::Value {
+pub fn health(
+    catalog: &crate::catalog::Catalog,
+    assets: Result<i64, String>,
+    p: &PipelineStatus,
+    store: StoreCount,
+    w: &WatcherStatus,
+    models: serde_json::Value,
+) -> serde_json::Value {
     let backend = match catalog.backend() {
         crate::catalog::Backend::Sqlite => "sqlite",
         crate::catalog::Backend::Postgres => "postgres",
@@ -202,9 +210,27 @@ pub fn health(catalog: &crate::catalog::Catalog, assets: Result<i64, String>, p:
         "assets": assets.ok(),
         "vectorStore": {"backend": p.vector_store, "points": points},
         "model": {"name": p.model, "device": p.device, "running": p.running, "reason": p.reason},
+        "models": models,
         "jpegDecoder": p.jpeg_decoder,
         "watcher": {"roots": w.roots, "pendingPaths": w.pending_paths, "overflows": w.overflows, "unreadable": w.unreadable, "unavailable": w.unavailable},
         "queues": p.stages.iter().map(|s| serde_json::json!({"stage": s.name, "depth": s.queue_depth, "capacity": s.queue_capacity})).collect::<Vec<_>>(),
         "problems": problems,
     })
+}
+
+/// Every model and its state: those with vectors in the catalog (`serving` answers search,
+/// `building` re-embeds the library, `retired`), whether the pipeline runs it, and the
+/// configured model when it cannot run (`failed`, with why and the fix).
+pub async fn models_report(catalog: &crate::catalog::Catalog, p: &PipelineStatus) -> serde_json::Value {
+    let mut out: Vec<serde_json::Value> = match catalog.models().await {
+        Ok(rows) => rows
+            .into_iter()
+            .map(|m| serde_json::json!({"name": m.name, "kind": m.kind, "dim": m.dim, "state": m.state, "embedding": p.running && m.name == p.model}))
+            .collect(),
+        Err(e) => vec![serde_json::json!({"error": format!("the catalog's models cannot be read: {e}")})],
+    };
+    if !p.running {
+        out.push(serde_json::json!({"name": p.model, "state": "failed", "error": p.reason}));
+    }
+    serde_json::Value::Array(out)
 }

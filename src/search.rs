@@ -244,13 +244,13 @@ pub struct Search {
     limits: DecodeLimits,
     /// The configured model when it has a text tower but cannot run: (model, why). Word
     /// searches then say so instead of asking for a model that is already configured.
-    configured_failure: Option<(String, String)>,
+    configured_failure: Arc<RwLock<Option<(String, String)>>>,
     latency: Arc<SearchLatency>,
 }
 
 impl Search {
     pub fn new(serving: Serving, catalog: Catalog, library: Arc<Library>, limits: DecodeLimits) -> Search {
-        Search { serving: Arc::new(RwLock::new(serving)), catalog, library, limits, configured_failure: None, latency: Arc::default() }
+        Search { serving: Arc::new(RwLock::new(serving)), catalog, library, limits, configured_failure: Arc::default(), latency: Arc::default() }
     }
 
     /// How long searches took (`/metrics`).
@@ -258,10 +258,10 @@ impl Search {
         &self.latency
     }
 
-    /// The configured text-capable model (`model`) could not be loaded, and why.
-    pub fn with_configured_failure(mut self, model: String, why: String) -> Search {
-        self.configured_failure = Some((model, why));
-        self
+    /// The configured model cannot run (model, why): word searches say so instead of asking
+    /// for a model that is already configured. `None` once it runs.
+    pub fn set_configured_failure(&self, failure: Option<(String, String)>) {
+        *self.configured_failure.write().expect("configured failure lock") = failure;
     }
 
     /// What answers now (a request keeps the one it started with).
@@ -495,7 +495,8 @@ impl Search {
             // (a trailing U+0085 is an ellipsis there).
             return self.by_clip_text(&sv, query, limit, offset, &filter).await;
         }
-        let note = Some(match &self.configured_failure {
+        let failure = self.configured_failure.read().expect("configured failure lock").clone();
+        let note = Some(match &failure {
             Some((model, why)) => format!(
                 "words matched ImageNet labels: the configured model {model} is not running ({why}); {} answers meanwhile and has no text tower",
                 sv.model

@@ -130,8 +130,9 @@ pub struct Progress {
     pub status: SessionStatus,
     pub progress: ProgressNumbers,
     pub jobs_summary: JobsSummary,
-    /// What the pipeline is waiting for, when it waits (e.g. "vector store unavailable…"):
-    /// nothing fails meanwhile, the work resumes by itself.
+    /// What the pipeline is waiting for, when it waits (e.g. "vector store unavailable…", or
+    /// the model when it cannot load, with the fix): nothing fails meanwhile, the work resumes
+    /// by itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
     /// While discovering: the jobs queued so far, of the images admission expected.
@@ -763,7 +764,7 @@ impl Sessions {
             status: s.status,
             progress: ProgressNumbers { current, total, percentage, eta_seconds, images_per_minute },
             jobs_summary: summary,
-            waiting_for: if s.status == SessionStatus::Running { self.pipeline.get().and_then(|p| p.status().waiting_for) } else { None },
+            waiting_for: if s.status == SessionStatus::Running { self.pipeline.get().and_then(|p| waits_for(&p.status())) } else { None },
             discovery,
         })
     }
@@ -959,4 +960,18 @@ fn conflict(s: &Session, a: Action) -> SessionError {
         current: Some(s.status),
         allowed: allowed.to_vec(),
     }
+}
+
+/// Why a running session's jobs do not move, if they do not: the pipeline waits for a store,
+/// or does not run at all (the model cannot load: the reason says which file and the fix; the
+/// daemon loads it once its files appear, see `switch::Reloader`).
+fn waits_for(p: &crate::pipeline::PipelineStatus) -> Option<String> {
+    if p.running {
+        return p.waiting_for.clone();
+    }
+    let reason = p.reason.as_deref().unwrap_or("the pipeline is not running");
+    Some(match p.model.as_str() {
+        "" => format!("the model: {reason}"),
+        model => format!("the model {model}: {reason}"),
+    })
 }

@@ -300,7 +300,7 @@ async function pageSessions() {
     el.innerHTML = snap.sessions.length ? `<table><thead><tr><th scope="col">Session</th><th scope="col">Status</th><th scope="col">Progress</th><th class="num hide-sm" scope="col">Images/min</th><th class="num hide-sm" scope="col">ETA</th></tr></thead><tbody>
       ${snap.sessions.map((s) => `<tr><td><a href="#/sessions/${s.id}">${esc(s.name)}</a><div class="muted hide-sm" style="font-size:12px">${esc(s.rootPath)}</div></td>
       <td><span class="pill ${s.status}">${s.status}</span></td>
-      <td>${s.status === 'cancelled' ? esc(cancelledText(s.progress.jobsSummary)) : `${s.progress.progress.current} / ${s.progress.progress.total} (${s.progress.progress.percentage}%)`}</td>
+      <td>${s.status === 'cancelled' ? esc(cancelledText(s.progress.jobsSummary)) : `${s.progress.progress.current} / ${s.progress.progress.total} (${s.progress.progress.percentage}%)`}${s.progress.waitingFor ? `<div class="waiting">Waiting for ${rich(s.progress.waitingFor)}</div>` : ''}</td>
       <td class="num hide-sm">${s.progress.progress.imagesPerMinute}</td><td class="num hide-sm">${fmtEta(s.progress.progress.etaSeconds)}</td></tr>`).join('')}</tbody></table>`
       : '<p>No session yet. <a href="#/new">Create one</a>.</p>';
   });
@@ -351,7 +351,11 @@ async function pageSession(id) {
         : `${p.percentage}% — ${p.current} of ${plural(p.total, 'image')}`;
     $('#s-stats').innerHTML = [['Images/min', p.imagesPerMinute], ['ETA', s.status === 'cancelled' ? '—' : fmtEta(p.etaSeconds)], ['Completed', js.completed], ['Pending', js.pending], ['Running', js.running], ['Failed', js.failed], ['Skipped', js.skipped], ...(js.cancelled ? [['Cancelled', js.cancelled]] : [])]
       .map(([k, v]) => `<div class="stat"><span class="muted">${k}</span><b>${v}</b></div>`).join('');
-    $('#s-note').innerHTML = rich(s.lastError || s.pendingReason || '');
+    // A running session whose jobs cannot move says why and the fix (the model cannot load,
+    // the vector store is away); it goes on by itself once that is fixed.
+    $('#s-note').innerHTML = s.progress.waitingFor
+      ? `<span class="waiting">Waiting for ${rich(s.progress.waitingFor)}</span>`
+      : rich(s.lastError || s.pendingReason || '');
     const st = s.status;
     $('#a-pause').disabled = st !== 'running';
     $('#a-resume').disabled = !(st === 'paused' || st === 'failed' || st === 'pending');

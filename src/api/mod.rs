@@ -33,6 +33,8 @@ pub struct AppState {
     pub watcher: crate::watcher::Watcher,
     pub pipeline: crate::pipeline::Pipeline,
     pub search: crate::search::Search,
+    /// Loads the configured model now (`POST /api/v1/model/reload`).
+    pub model_reload: crate::switch::ModelReload,
     pub thumbs: crate::thumbs::Thumbs,
     pub events: crate::events::Events,
     pub version: &'static str,
@@ -105,6 +107,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/library", get(library::overview))
         .route("/api/v1/library/emptied", post(library::emptied))
         .route("/api/v1/models", get(library::models))
+        .route("/api/v1/model/reload", post(library::reload_model))
         .route("/api/v1/duplicates", get(library::duplicates))
         .route("/api/v1/events", get(events::stream))
         .route("/api/v1/health", get(health))
@@ -182,7 +185,8 @@ async fn health(State(st): St) -> ApiResult {
     let p = st.pipeline.status();
     let store = st.pipeline.store_points().await.map(|r| r.map_err(|e| e.to_string()));
     let w = st.watcher.status().await;
-    let mut h = crate::events::health(st.sessions.catalog(), assets, &p, store, &w);
+    let models = crate::events::models_report(st.sessions.catalog(), &p).await;
+    let mut h = crate::events::health(st.sessions.catalog(), assets, &p, store, &w, models);
     h["version"] = json!(st.version);
     ok(h)
 }

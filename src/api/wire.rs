@@ -127,6 +127,7 @@ pub mod paths {
     }
     pub const HEALTH: &str = "/api/v1/health";
     pub const SEARCH: &str = "/api/v1/search";
+    pub const MODEL_RELOAD: &str = "/api/v1/model/reload";
     pub fn search_image(limit: usize, session: Option<i64>) -> String {
         let mut q = format!("/api/v1/search/image?limit={limit}");
         if let Some(s) = session {

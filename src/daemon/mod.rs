@@ -11,7 +11,7 @@ mod models;
 mod vector_sync;
 
 use std::os::unix::fs::PermissionsExt;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -25,6 +25,7 @@ use crate::library::Library;
 use crate::pipeline::Pipeline;
 use crate::search::Search;
 use crate::sessions::Sessions;
+use crate::switch::{ModelReload, Reloader, ReloaderParts, StartPipeline, StoresInUse};
 use crate::vectors::VectorStore;
 use crate::watcher::Watcher;
 use background::{STALE_BEATS, heartbeat_every};
@@ -37,17 +38,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let core = open_catalog(&cfg).await.context("opening the catalog")?;
     let (library, sessions) = open_sessions(&cfg, &core).await;
     let models = open_models(&cfg, &core.catalog).await.context("opening the model and its vectors")?;
-    let watcher = start_watcher(&library, &core, &sessions, &models);
+    let stores: StoresInUse = Arc::new(RwLock::new(models.stores()));
+    let watcher = start_watcher(&library, &core, &sessions, &stores);
     let (shutdown, _) = broadcast::channel::<()>(1);
-    let work = start_work(&cfg, &core, &library, &sessions, models, &shutdown).await;
+    let work = start_work(&cfg, &core, &library, &sessions, models, &stores, &shutdown).await?;
     let state = app_state(&cfg, &sessions, &watcher, &work, &shutdown);
     let mut tasks = tokio::task::JoinSet::new();
     listen::serve(&cfg, listeners, api::router(state), nofile, &shutdown, &mut tasks).await?;
     background::spawn_reaper(&mut tasks, &cfg, &core.catalog, &work.pipeline, &core.owner, core.started_at, &shutdown);
     background::spawn_admission(&mut tasks, &cfg, &sessions, &shutdown);
     announce_ready(&cfg, &work.pipeline, &shutdown, &mut tasks);
-    signals.wait(&cfg, &sessions, &work.pipeline).await;
-    drain(&cfg, shutdown, tasks, &watcher, &work, &core.catalog).await;
+    signals.wait(&cfg, &sessions, &work).await;
+    drain(&cfg, shutdown, tasks, &watcher, &work, &stores, &core.catalog).await;
     Ok(())
 }
 
@@ -65,15 +67,20 @@ impl Signals {
         Ok(Signals { hup: signal(SignalKind::hangup())?, term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
     }
 
-    /// Serve until SIGTERM or SIGINT; each SIGHUP re-reads the config's sessions.
-    async fn wait(&mut self, cfg: &Config, sessions: &Sessions, pipeline: &Pipeline) {
+    /// Serve until SIGTERM or SIGINT; each SIGHUP re-reads the config's sessions and loads the
+    /// configured model again (its files may have appeared or changed).
+    async fn wait(&mut self, cfg: &Config, sessions: &Sessions, work: &Work) {
         loop {
             tokio::select! {
-                // SIGHUP: re-read the config file and reconcile its sessions.
+                // SIGHUP: re-read the config file, reconcile its sessions, reload the model.
                 _ = self.hup.recv() => {
-                    crate::notify::reloading("reloading the config's sessions");
+                    crate::notify::reloading("reloading the config's sessions and the model");
                     reload(cfg, sessions).await;
-                    crate::notify::ready(&status_line(cfg, pipeline, "reloaded"));
+                    match work.reload.now().await {
+                        Ok(done) => tracing::info!(%done, "SIGHUP: model reloaded"),
+                        Err(why) => tracing::warn!(%why, "SIGHUP: the configured model cannot load"),
+                    }
+                    crate::notify::ready(&status_line(cfg, &work.pipeline, "reloaded"));
                 }
                 // SIGTERM: leave the loop and shut down.
                 _ = self.term.recv() => break,
@@ -149,8 +156,8 @@ async fn open_sessions(cfg: &Config, core: &Core) -> (Library, Sessions) {
 /// Without its weights the daemon still catalogues, watches and serves the vectors of the model
 /// that served before, and says what to run.
 async fn open_models(cfg: &Config, catalog: &Catalog) -> anyhow::Result<crate::switch::Models> {
-    let loaded = models::load_model(&cfg.model.spec, &cfg.model.device, cfg.pipeline.batch_size).await;
-    let models = crate::switch::open_models(cfg, catalog, &models::paired_vectors_config(cfg, catalog).await?, loaded).await?;
+    let loaded = crate::switch::load_model(&cfg.model.spec, &cfg.model.device, cfg.pipeline.batch_size).await;
+    let models = crate::switch::open_models(cfg, catalog, &crate::switch::paired_vectors_config(cfg, catalog).await?, loaded, &[]).await?;
     models::forget_unknown_vectors(catalog, &models.stores()).await?;
     tracing::info!(store = %models.pipeline_store.describe(), serving = %models.serving.model, "vector store open");
     Ok(models)
@@ -158,7 +165,7 @@ async fn open_models(cfg: &Config, catalog: &Catalog) -> anyhow::Result<crate::s
 
 /// The watcher reconciles every root on its own thread, then follows events. New images wake
 /// autoStart sessions that wait for them; removals and moves reach every store in use.
-fn start_watcher(library: &Library, core: &Core, sessions: &Sessions, models: &crate::switch::Models) -> Watcher {
+fn start_watcher(library: &Library, core: &Core, sessions: &Sessions, stores: &StoresInUse) -> Watcher {
     let s = sessions.clone();
     let rt = tokio::runtime::Handle::current();
     let wake = move || {
@@ -172,40 +179,49 @@ fn start_watcher(library: &Library, core: &Core, sessions: &Sessions, models: &c
     Watcher::start(
         Arc::new(library.clone()),
         core.catalog.clone(),
-        Arc::new(VectorSync::start(models.stores(), &tokio::runtime::Handle::current())),
+        Arc::new(VectorSync::start(stores.clone(), &tokio::runtime::Handle::current())),
         tokio::runtime::Handle::current(),
         Box::new(wake),
     )
 }
 
-/// What indexes and what answers: the pipeline and search, sharing one decode budget.
+/// What indexes and what answers: the pipeline and search, sharing one decode budget; and the
+/// model's lifecycle (`reload`).
 struct Work {
     pipeline: Pipeline,
     search: Search,
-    store: VectorStore,
     budget: Arc<MemoryBudget>,
+    reload: ModelReload,
 }
 
 /// Start the pipeline with the configured model (or a disabled one that says why), search on
-/// the serving model, resume interrupted discoveries, and the model switch when a new model
-/// re-embeds the library.
+/// the serving model, resume interrupted discoveries, the model switch when a new model
+/// re-embeds the library, and the reloader that loads the model when its files appear or
+/// change.
 async fn start_work(
     cfg: &Config,
     core: &Core,
     library: &Library,
     sessions: &Sessions,
     models: crate::switch::Models,
+    stores: &StoresInUse,
     shutdown: &broadcast::Sender<()>,
-) -> Work {
+) -> anyhow::Result<Work> {
     // One memory budget for every decoder: pipeline, search by image, thumbnails.
     let budget = MemoryBudget::new(cfg.pipeline.memory_mb * 1024 * 1024);
-    let store = models.pipeline_store.clone();
+    let start = {
+        let (cfg, catalog, owner, budget) = (cfg.clone(), core.catalog.clone(), core.owner.clone(), budget.clone());
+        Box::new(move |embedder, store: &VectorStore| models::start_pipeline(&cfg, &catalog, Ok(embedder), store, &owner, &budget)) as StartPipeline
+    };
     let pipeline_failure = models.pipeline_embedder.as_ref().err().cloned();
-    let pipeline = models::start_pipeline(cfg, &core.catalog, models.pipeline_embedder, &store, &core.owner, &budget);
-    let mut search = Search::new(models.serving.clone(), core.catalog.clone(), Arc::new(library.clone()), models::decode_limits(cfg, &budget));
+    let pipeline = match models.pipeline_embedder {
+        Ok(embedder) => start(embedder, &models.pipeline_store),
+        Err(reason) => models::start_pipeline(cfg, &core.catalog, Err(reason), &models.pipeline_store, &core.owner, &budget),
+    };
+    let search = Search::new(models.serving.clone(), core.catalog.clone(), Arc::new(library.clone()), models::decode_limits(cfg, &budget));
     // A configured CLIP that cannot run: word searches say so (and why), not "configure one".
     if let (Some(why), true) = (pipeline_failure, matches!(cfg.model.spec.kind, crate::model::ModelKind::Clip(_))) {
-        search = search.with_configured_failure(cfg.model.spec.kind.to_string(), why);
+        search.set_configured_failure(Some((cfg.model.spec.kind.to_string(), why)));
     }
     sessions.attach_pipeline(pipeline.clone());
     // Starts and restarts interrupted by this daemon's previous run (or a dead peer) go on.
@@ -216,11 +232,25 @@ async fn start_work(
     }
     // A newly configured model re-embeds the library in sessions of its own; search keeps
     // reading the previous model's vectors until they complete.
+    let switching = models.building.as_ref().map(|b| b.model.clone());
     if let Some(target) = models.building {
         let switch = crate::switch::ModelSwitch::new(sessions.clone(), search.clone(), cfg.library.roots.clone(), target);
         tokio::spawn(switch.run(shutdown.subscribe()));
     }
-    Work { pipeline, search, store, budget }
+    let (reloader, reload) = Reloader::new(ReloaderParts {
+        cfg: cfg.clone(),
+        vectors: crate::switch::paired_vectors_config(cfg, &core.catalog).await?,
+        catalog: core.catalog.clone(),
+        sessions: sessions.clone(),
+        search: search.clone(),
+        pipeline: pipeline.clone(),
+        stores: stores.clone(),
+        start,
+        switching,
+        shutdown: shutdown.clone(),
+    });
+    tokio::spawn(reloader.run());
+    Ok(Work { pipeline, search, budget, reload })
 }
 
 /// What every request handler shares.
@@ -231,6 +261,7 @@ fn app_state(cfg: &Config, sessions: &Sessions, watcher: &Watcher, work: &Work, 
         watcher: watcher.clone(),
         pipeline: work.pipeline.clone(),
         search: work.search.clone(),
+        model_reload: work.reload.clone(),
         thumbs: crate::thumbs::Thumbs::new(&cfg.data_dir, &models::decode_limits(cfg, &work.budget)),
         events,
         version: env!("CARGO_PKG_VERSION"),
@@ -276,7 +307,15 @@ async fn reload(cfg: &Config, sessions: &Sessions) {
 /// `daemon.shutdown_grace_secs` before dropping them (so this wait is bounded whatever clients
 /// do); then the watcher and the pipeline stop (unfinished leases handed back), the vectors are
 /// flushed, the socket removed and the catalog closed.
-async fn drain(cfg: &Config, shutdown: broadcast::Sender<()>, mut tasks: tokio::task::JoinSet<()>, watcher: &Watcher, work: &Work, catalog: &Catalog) {
+async fn drain(
+    cfg: &Config,
+    shutdown: broadcast::Sender<()>,
+    mut tasks: tokio::task::JoinSet<()>,
+    watcher: &Watcher,
+    work: &Work,
+    stores: &StoresInUse,
+    catalog: &Catalog,
+) {
     tracing::info!("shutting down");
     crate::notify::stopping("shutting down: finishing requests, handing back leases");
     let _ = shutdown.send(());
@@ -285,7 +324,10 @@ async fn drain(cfg: &Config, shutdown: broadcast::Sender<()>, mut tasks: tokio::
     let _ = tokio::task::spawn_blocking(move || w.shutdown()).await;
     let p = work.pipeline.clone();
     let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
-    let _ = work.store.flush().await;
+    let stores = stores.read().unwrap_or_else(|e| e.into_inner()).clone();
+    for store in stores {
+        let _ = store.flush().await;
+    }
     let _ = std::fs::remove_file(&cfg.socket);
     catalog.close().await;
     tracing::info!("stopped");

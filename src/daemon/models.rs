@@ -10,33 +10,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::library::Library;
 use crate::pipeline::{Pipeline, PipelineConfig};
-use crate::vectors::{VectorStore, VectorsConfig};
-
-fn vectors_config(cfg: &Config) -> VectorsConfig {
-    let mut v = VectorsConfig::embedded(&cfg.data_dir);
-    v.path = cfg.vectors.path.clone();
-    v.collection_prefix = cfg.vectors.collection_prefix.clone();
-    v.min_free_bytes = cfg.vectors.min_free_mb * 1024 * 1024;
-    if !cfg.vectors.embedded {
-        v.backend = crate::vectors::Backend::Qdrant;
-        v.url = cfg.vectors.url.clone();
-        v.api_key = cfg.vectors.api_key.clone();
-        v.replication_factor = Some(cfg.vectors.replication_factor);
-        v.shard_number = cfg.vectors.shard_number;
-    }
-    v
-}
-
-/// The vector store's settings, paired with this catalog: a store written with another catalog
-/// is refused (its point ids name other assets), an unmarked one is adopted only by a catalog
-/// that already holds assets (see `vectors::Pairing`).
-pub(super) async fn paired_vectors_config(cfg: &Config, catalog: &Catalog) -> anyhow::Result<VectorsConfig> {
-    let mut v = vectors_config(cfg);
-    let catalog_id = catalog.identity().await.context("reading the catalog's id")?;
-    let adopt_unmarked = catalog.count_assets().await.context("counting the catalog's assets")? > 0;
-    v.pairing = Some(crate::vectors::Pairing { catalog_id, adopt_unmarked });
-    Ok(v)
-}
+use crate::vectors::VectorStore;
 
 /// A catalog restored from an older backup gives ids it never knew to new files: vectors
 /// stored under those ids (images catalogued after the backup) would answer for other images.
@@ -60,24 +34,6 @@ pub(super) async fn forget_unknown_vectors(catalog: &Catalog, stores: &[VectorSt
     Ok(())
 }
 
-/// Load the configured model twice (the pipeline's batched instance and a batch-1 one for
-/// queries), on blocking threads; or say why not.
-pub(super) async fn load_model(spec: &crate::embed::ModelSpec, device: &str, bs: usize) -> Result<(crate::embed::Embedder, crate::embed::Embedder), String> {
-    let device: crate::embed::DeviceChoice = device.parse().unwrap_or_default();
-    let spec = spec.clone();
-    let loaded = tokio::task::spawn_blocking(move || {
-        let main = crate::embed::Embedder::load_spec_images(&spec, device, bs)?;
-        let search = crate::embed::Embedder::load_spec(&spec, device, 1)?;
-        Ok::<_, crate::embed::EmbedError>((main, search))
-    })
-    .await;
-    match loaded {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("the embedding pipeline is not running: {e}")),
-        Err(e) => Err(format!("loading the model panicked: {e}")),
-    }
-}
-
 /// Start the pipeline with the loaded model, or a disabled one that says why not.
 pub(super) fn start_pipeline(
     cfg: &Config,
@@ -91,7 +47,7 @@ pub(super) fn start_pipeline(
         Ok(e) => e,
         Err(reason) => {
             tracing::error!("{reason}");
-            return Pipeline::disabled(reason);
+            return Pipeline::disabled(cfg.model.spec.kind.to_string(), reason);
         }
     };
     let pcfg = PipelineConfig {

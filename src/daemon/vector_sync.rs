@@ -1,6 +1,6 @@
 //! Keeps vectors in step with the catalog when the watcher removes or moves assets.
 
-use crate::vectors::VectorStore;
+use crate::switch::StoresInUse;
 use crate::watcher::AssetObserver;
 
 /// Keeps vectors in step with the catalog when the watcher removes or moves assets — off the
@@ -19,11 +19,13 @@ impl VectorSync {
     /// Up to 256 batches wait (a batch is a whole apply: a folder of 10k renames is one);
     /// beyond that the watcher waits, so a store that is down cannot fill memory.
     /// `stores`: every model's vectors in use (during a model switch, the serving and the
-    /// building one).
-    pub(super) fn start(stores: Vec<VectorStore>, rt: &tokio::runtime::Handle) -> VectorSync {
+    /// building one), replaced when a reload opens another model's.
+    pub(super) fn start(stores: StoresInUse, rt: &tokio::runtime::Handle) -> VectorSync {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<VectorChange>(256);
         rt.spawn(async move {
             while let Some(change) = rx.recv().await {
+                // The stores in use now (a reload may have opened another model's).
+                let stores = stores.read().unwrap_or_else(|e| e.into_inner()).clone();
                 for store in &stores {
                     let mut backoff = std::time::Duration::from_millis(200);
                     // A store that is down is waited out; any other error is logged and dropped

@@ -230,10 +230,20 @@ pub struct PipelineStatus {
     pub stages: Vec<StageStatus>,
 }
 
-/// A running pipeline (or the reason it is not running).
+/// The pipeline: a handle shared by the session service, the API, the live view and the
+/// reaper. What it runs can be replaced while they hold it (`replace`: a model that loaded
+/// after the daemon started), so each call reads the current state.
 #[derive(Clone)]
 pub struct Pipeline {
+    slot: Arc<RwLock<Slot>>,
+}
+
+/// A running pipeline (or the reason it is not running).
+#[derive(Clone)]
+struct Slot {
     inner: Option<Arc<Running>>,
+    /// The model it runs or should run (for a pipeline that does not run: the configured one).
+    model: String,
     reason: Option<String>,
     wake: Option<crossbeam_channel::Sender<()>>,
 }
@@ -256,8 +266,26 @@ struct Running {
 
 impl Pipeline {
     /// A pipeline that does not run, and says why (e.g. the model weights are missing).
-    pub fn disabled(reason: String) -> Pipeline {
-        Pipeline { inner: None, reason: Some(reason), wake: None }
+    /// `model`: the configured model it would run.
+    pub fn disabled(model: String, reason: String) -> Pipeline {
+        Pipeline::from_slot(Slot { inner: None, model, reason: Some(reason), wake: None })
+    }
+
+    fn from_slot(slot: Slot) -> Pipeline {
+        Pipeline { slot: Arc::new(RwLock::new(slot)) }
+    }
+
+    /// What runs now.
+    fn now(&self) -> Slot {
+        self.slot.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Run `other`'s pipeline from now on, everywhere this handle is held. Returns a handle
+    /// to the one that ran before: shut it down (it drains and hands back its leases).
+    pub fn replace(&self, other: Pipeline) -> Pipeline {
+        let next = other.now();
+        let before = std::mem::replace(&mut *self.slot.write().unwrap_or_else(|e| e.into_inner()), next);
+        Pipeline::from_slot(before)
     }
 
     pub fn start(cfg: PipelineConfig, embedder: Embedder, store: VectorStore, catalog: Catalog, rt: tokio::runtime::Handle) -> Pipeline {
@@ -271,7 +299,7 @@ impl Pipeline {
         let (queues, threads) = stages::spawn(&cfg, embedder, store.clone(), catalog.clone(), rt.clone(), shared.clone(), wake_rx);
         let workers = [1, cfg.decode_workers, if gpu { 1 } else { cfg.resize_workers }, 1, 1];
         tracing::info!(%device, batch_size, jpeg = crate::decode::jpeg_backend(), decode_workers = cfg.decode_workers, resize_workers = workers[2], "pipeline started");
-        Pipeline {
+        Pipeline::from_slot(Slot {
             inner: Some(Arc::new(Running {
                 shared,
                 device,
@@ -285,52 +313,55 @@ impl Pipeline {
                 rt,
                 owner: cfg.owner.clone(),
             })),
+            model: String::new(),
             reason: None,
             wake: Some(wake_tx),
-        }
+        })
     }
 
     /// Failed jobs by cause and waits for the stores (all zero when the pipeline does not run).
     /// Jobs given up after `pipeline.max_attempts` claims are counted as cause "attempts".
     pub fn fault_counters(&self) -> FaultCounters {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let now = self.now();
         let mut failed: Vec<(&'static str, u64)> =
-            FailCause::ALL.iter().map(|&c| (c.label(), self.inner.as_ref().map_or(0, |r| load(&r.shared.failed_by_cause[c as usize])))).collect();
+            FailCause::ALL.iter().map(|&c| (c.label(), now.inner.as_ref().map_or(0, |r| load(&r.shared.failed_by_cause[c as usize])))).collect();
         failed.push(("attempts", load(&crate::catalog::JOBS_GIVEN_UP)));
         let waits = |name, w: Option<&Waits>| (name, w.map_or(0, |w| load(&w.count)), w.map_or(0.0, |w| load(&w.ms) as f64 / 1000.0));
-        let shared = self.inner.as_ref().map(|r| &r.shared);
+        let shared = now.inner.as_ref().map(|r| &r.shared);
         FaultCounters { failed, waits: vec![waits("catalog", shared.map(|s| &s.catalog_waits)), waits("vector_store", shared.map(|s| &s.store_waits))] }
     }
 
     /// Claim now rather than at the next poll (a session was started or resumed).
     pub fn wake(&self) {
-        if let Some(w) = &self.wake {
+        if let Some(w) = &self.now().wake {
             let _ = w.try_send(());
         }
     }
 
     /// A session was cancelled: drop its jobs at every stage's next batch boundary.
     pub fn cancel_session(&self, id: i64) {
-        if let Some(r) = &self.inner {
+        if let Some(r) = &self.now().inner {
             r.shared.cancelled.write().unwrap().insert(id);
         }
     }
 
     /// A session runs (again): its jobs are welcome.
     pub fn resume_session(&self, id: i64) {
-        if let Some(r) = &self.inner {
+        if let Some(r) = &self.now().inner {
             r.shared.cancelled.write().unwrap().remove(&id);
         }
         self.wake();
     }
 
     pub fn status(&self) -> PipelineStatus {
-        let Some(r) = &self.inner else {
+        let now = self.now();
+        let Some(r) = &now.inner else {
             return PipelineStatus {
                 running: false,
-                reason: self.reason.clone(),
+                reason: now.reason.clone(),
                 device: None,
-                model: String::new(),
+                model: now.model.clone(),
                 batch_size: 0,
                 jpeg_decoder: crate::decode::jpeg_backend(),
                 vector_store: None,
@@ -386,7 +417,8 @@ impl Pipeline {
     /// Points in the vector store, or why it cannot be reached (None when the pipeline does
     /// not run).
     pub async fn store_points(&self) -> Option<Result<u64, crate::vectors::VectorError>> {
-        match &self.inner {
+        let inner = self.now().inner;
+        match &inner {
             Some(r) => Some(r.store.count().await),
             None => None,
         }
@@ -397,7 +429,7 @@ impl Pipeline {
     /// attempt), so peers take them at once instead of after the lease. Call from a blocking
     /// context.
     pub fn shutdown(&self) {
-        if let Some(r) = &self.inner {
+        if let Some(r) = &self.now().inner {
             r.shared.stop.store(true, Ordering::SeqCst);
             self.wake();
             let threads: Vec<_> = r.threads.lock().unwrap().drain(..).collect();

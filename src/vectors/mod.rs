@@ -328,6 +328,8 @@ pub(crate) fn looks_transient(message: &str) -> bool {
 #[derive(Clone)]
 pub struct VectorStore {
     inner: Arc<Inner>,
+    /// The model whose vectors these are (one collection per model).
+    model: Arc<str>,
 }
 
 enum Inner {
@@ -354,7 +356,12 @@ impl VectorStore {
             }
             Backend::Qdrant => Inner::Remote(remote::RemoteStore::open(cfg, model, dim).await?),
         };
-        Ok(Self { inner: Arc::new(inner) })
+        Ok(Self { inner: Arc::new(inner), model: model.into() })
+    }
+
+    /// The model whose vectors these are.
+    pub fn model(&self) -> &str {
+        &self.model
     }
 
     pub fn backend(&self) -> Backend {

@@ -408,4 +408,82 @@ mod daemon {
         let r = d.post("/api/v1/search", Some(json!({"query": "cat"}))).await.body;
         assert_eq!(r["model"], clip_name.as_str(), "{r}");
     }
+
+    /// CLIP is configured but its weights are not there yet (fetched after the daemon started,
+    /// as a new user does): the daemon says so everywhere — health names the model as failed
+    /// and why, a started session says what it waits for and the fix, words search says CLIP
+    /// is configured but not running, `ctl model reload` answers with the reason — and once the
+    /// weights appear the daemon loads them by itself, without a restart, and the session
+    /// completes with CLIP's vectors.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn weights_that_appear_later_are_loaded_without_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let weights = dir.path().join("later.safetensors");
+        let toml = format!(
+            "[model]\nname = \"ViT-B-32\"\nweights = \"{}\"\nvocab = \"{}\"\ndevice = \"cpu\"\n\n[pipeline]\nbatch_size = 4\ndecode_workers = 1\n",
+            weights.display(),
+            vocab().display()
+        );
+        let d = TestDaemon::start(Db::Sqlite, &toml, |root| {
+            let dir = root.join("photos");
+            std::fs::create_dir_all(&dir).unwrap();
+            for name in ["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"] {
+                std::fs::copy(sample(name), dir.join(name)).unwrap();
+            }
+        })
+        .await;
+        let health = d.get("/api/v1/health").await.body;
+        let failed: Vec<&Value> = health["models"].as_array().unwrap().iter().filter(|m| m["state"] == "failed").collect();
+        assert_eq!(failed.len(), 1, "{health}");
+        let why = failed[0]["error"].as_str().unwrap();
+        assert!(why.contains("later.safetensors") && why.contains("scripts/fetch-clip"), "{health}");
+        assert_eq!(failed[0]["name"], "ViT-B-32", "{health}");
+
+        let id = d.create(json!({"name": "early", "rootPath": d.root.display().to_string()})).await;
+        assert_eq!(d.action(id, "start").await.status, 200);
+        let waiting = eventually(30, || async {
+            let p = d.get(&format!("/api/v1/training/sessions/{id}/progress")).await.body;
+            p["status"] == "running" && p["waitingFor"].as_str().is_some_and(|w| w.contains("later.safetensors") && w.contains("scripts/fetch-clip"))
+        })
+        .await;
+        assert!(waiting, "{}", d.get(&format!("/api/v1/training/sessions/{id}/progress")).await.body);
+        let (code, out, _) = d.ctl(&["sessions", "progress", &id.to_string()]);
+        assert_eq!(code, 0);
+        assert!(out.contains("waiting for") && out.contains("scripts/fetch-clip"), "{out}");
+        let r = d.post("/api/v1/search", Some(json!({"query": "cat"}))).await.body;
+        let note = r["note"].as_str().unwrap_or_default();
+        assert!(note.contains("ViT-B-32") && note.contains("not running") && note.contains("later.safetensors"), "{r}");
+        // Asked to reload before the weights are there: the reason, not a success.
+        let (code, _, err) = d.ctl(&["model", "reload"]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("later.safetensors") && err.contains("scripts/fetch-clip"), "{err}");
+
+        // The weights arrive (written elsewhere and moved in, as scripts/fetch-clip does).
+        let part = dir.path().join("later.part");
+        small_random_clip(&part);
+        std::fs::rename(&part, &weights).unwrap();
+        crate::pipeline::wait_status(&d, id, "completed", 180).await;
+        let s = d.session(id).await;
+        assert_eq!(s["processedImages"], 4, "{s}");
+        let health = d.get("/api/v1/health").await.body;
+        assert_eq!(health["model"]["running"], true, "{health}");
+        assert!(
+            health["models"].as_array().unwrap().iter().any(|m| m["state"] == "serving" && m["name"].as_str().unwrap().starts_with("clip-vit-b-32-")),
+            "{health}"
+        );
+        assert!(!health["models"].as_array().unwrap().iter().any(|m| m["state"] == "failed"), "{health}");
+        let r = d.post("/api/v1/search", Some(json!({"query": "a cat", "limit": 10}))).await.body;
+        assert_eq!(r["wordsVia"], "clip", "{r}");
+        assert_eq!(r["results"].as_array().unwrap().len(), 4, "{r}");
+        // Reloading a model that runs loads it again and says so.
+        let (code, out, err) = d.ctl(&["model", "reload"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("loaded"), "{out}");
+        // SIGHUP (`systemctl reload pixdex`) loads it again too, and search keeps answering.
+        d.sighup();
+        assert!(eventually(30, || async { d.log().contains("SIGHUP: model reloaded") }).await, "{}", d.log());
+        let r = d.post("/api/v1/search", Some(json!({"query": "a cat", "limit": 10}))).await.body;
+        assert_eq!(r["results"].as_array().unwrap().len(), 4, "{r}");
+        assert!(!d.log().contains("panicked"), "{}", d.log());
+    }
 }

@@ -115,6 +115,16 @@ pub(crate) async fn models(State(st): St) -> ApiResult {
     ok(serde_json::to_value(models).unwrap_or_default())
 }
 
+/// `POST /api/v1/model/reload`: load the configured model now (its files may have appeared
+/// or changed; the daemon also follows them by itself): 200 with what was done, or 409 with
+/// why it cannot load and the fix (nothing that runs is stopped for it).
+pub(crate) async fn reload_model(State(st): St) -> ApiResult {
+    match st.model_reload.now().await {
+        Ok(done) => ok(serde_json::json!({"loaded": true, "detail": done})),
+        Err(why) => Err(crate::api::error::ApiError::Conflict { detail: why, current: None, allowed: vec![] }),
+    }
+}
+
 #[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DupParams {

@@ -23,6 +23,9 @@ use crate::search::{Search, Serving};
 use crate::sessions::{CreateSession, Sessions};
 use crate::vectors::{VectorStore, VectorsConfig};
 
+mod reload;
+pub use reload::{ModelReload, Reloader, ReloaderParts, StartPipeline, StoresInUse, load_model};
+
 /// The models a daemon runs with.
 pub struct Models {
     /// The configured model for the pipeline, or why it is not running.
@@ -48,9 +51,20 @@ impl Models {
 
 /// Record the configured model, open its vectors, and those of the serving model when another
 /// one serves. `loaded`: the configured model (pipeline instance, query instance), or why not.
-pub async fn open_models(cfg: &Config, catalog: &Catalog, vcfg: &VectorsConfig, loaded: Result<(Embedder, Embedder), String>) -> anyhow::Result<Models> {
+/// `open_now`: stores this process already holds (a reload): a model's vectors are opened once
+/// per process (an embedded shard refuses a second opener), so those are reused.
+pub async fn open_models(
+    cfg: &Config,
+    catalog: &Catalog,
+    vcfg: &VectorsConfig,
+    loaded: Result<(Embedder, Embedder), String>,
+    open_now: &[VectorStore],
+) -> anyhow::Result<Models> {
     let served = catalog.serving_model().await.context("reading the serving model from the catalog")?;
     let open = |name: String, dim: usize| async move {
+        if let Some(s) = held(open_now, &name, dim) {
+            return Ok(s);
+        }
         VectorStore::open(vcfg, &name, dim).await.with_context(|| "cannot open the vector store (check [vectors] in the config)")
     };
     let (main, query) = match loaded {
@@ -59,7 +73,7 @@ pub async fn open_models(cfg: &Config, catalog: &Catalog, vcfg: &VectorsConfig, 
             // The configured model cannot run: serve what served before (or the default
             // model's vectors on a fresh catalog) and say why the pipeline is off.
             let serving = match served {
-                Some(s) => previous(cfg, vcfg, &s).await?,
+                Some(s) => previous(cfg, vcfg, &s, open_now).await?,
                 None => Serving {
                     model: crate::embed::MODEL_NAME.into(),
                     store: open(crate::embed::MODEL_NAME.into(), crate::embed::DIM).await?,
@@ -85,7 +99,7 @@ pub async fn open_models(cfg: &Config, catalog: &Catalog, vcfg: &VectorsConfig, 
     match (state, served) {
         (ModelState::Building, Some(s)) => {
             tracing::warn!(from = %s.name, to = %row.name, "the configured model changed: re-embedding the library with it; search keeps using the previous model until that completes");
-            let serving = previous(cfg, vcfg, &s).await?;
+            let serving = previous(cfg, vcfg, &s, open_now).await?;
             Ok(Models { pipeline_embedder: Ok(main), pipeline_store: store, serving, building: Some(mine) })
         }
         _ => Ok(Models { pipeline_embedder: Ok(main), pipeline_store: store, serving: mine, building: None }),
@@ -94,8 +108,11 @@ pub async fn open_models(cfg: &Config, catalog: &Catalog, vcfg: &VectorsConfig, 
 
 /// The serving model as recorded: its vectors, and the model itself for queries if its files
 /// still load.
-async fn previous(cfg: &Config, vcfg: &VectorsConfig, s: &ModelRow) -> anyhow::Result<Serving> {
-    let store = VectorStore::open(vcfg, &s.name, s.dim as usize).await.with_context(|| format!("cannot open the vectors of model {}", s.name))?;
+async fn previous(cfg: &Config, vcfg: &VectorsConfig, s: &ModelRow, open_now: &[VectorStore]) -> anyhow::Result<Serving> {
+    let store = match held(open_now, &s.name, s.dim as usize) {
+        Some(store) => store,
+        None => VectorStore::open(vcfg, &s.name, s.dim as usize).await.with_context(|| format!("cannot open the vectors of model {}", s.name))?,
+    };
     let embedder = match s.kind.parse::<crate::embed::ModelKind>() {
         Err(e) => Err(e),
         Ok(kind) => {
@@ -114,6 +131,11 @@ async fn previous(cfg: &Config, vcfg: &VectorsConfig, s: &ModelRow) -> anyhow::R
         tracing::warn!(model = %s.name, %reason, "serving model's vectors without the model (search by stored asset still works)");
     }
     Ok(Serving { model: s.name.clone(), store, embedder })
+}
+
+/// A store of `model` with `dim` this process already holds.
+fn held(open_now: &[VectorStore], model: &str, dim: usize) -> Option<VectorStore> {
+    open_now.iter().find(|s| s.model() == model && s.dim() == dim).cloned()
 }
 
 /// Watches a building model's re-embed sessions and promotes it when they are done.
@@ -200,4 +222,31 @@ impl ModelSwitch {
         self.search.set_serving(self.target.clone());
         Ok(true)
     }
+}
+
+/// The vector store's settings from the config.
+fn vectors_config(cfg: &Config) -> VectorsConfig {
+    let mut v = VectorsConfig::embedded(&cfg.data_dir);
+    v.path = cfg.vectors.path.clone();
+    v.collection_prefix = cfg.vectors.collection_prefix.clone();
+    v.min_free_bytes = cfg.vectors.min_free_mb * 1024 * 1024;
+    if !cfg.vectors.embedded {
+        v.backend = crate::vectors::Backend::Qdrant;
+        v.url = cfg.vectors.url.clone();
+        v.api_key = cfg.vectors.api_key.clone();
+        v.replication_factor = Some(cfg.vectors.replication_factor);
+        v.shard_number = cfg.vectors.shard_number;
+    }
+    v
+}
+
+/// The vector store's settings, paired with this catalog: a store written with another catalog
+/// is refused (its point ids name other assets), an unmarked one is adopted only by a catalog
+/// that already holds assets (see `vectors::Pairing`).
+pub async fn paired_vectors_config(cfg: &Config, catalog: &Catalog) -> anyhow::Result<VectorsConfig> {
+    let mut v = vectors_config(cfg);
+    let catalog_id = catalog.identity().await.context("reading the catalog's id")?;
+    let adopt_unmarked = catalog.count_assets().await.context("counting the catalog's assets")? > 0;
+    v.pairing = Some(crate::vectors::Pairing { catalog_id, adopt_unmarked });
+    Ok(v)
 }
