@@ -184,6 +184,9 @@ pub fn health(
     if !p.running {
         problems.push(format!("pipeline: {}", p.reason.clone().unwrap_or_default()));
     }
+    if let Some(m) = &p.model_problem {
+        problems.push(format!("model: {m}"));
+    }
     if let Some(Err(e)) = &store {
         problems.push(format!("vector store: {e}; waiting for it (indexing pauses, nothing fails; search answers 503 until it is back)"));
     }

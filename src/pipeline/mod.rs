@@ -215,6 +215,10 @@ pub struct StageStatus {
 pub struct PipelineStatus {
     pub running: bool,
     pub reason: Option<String>,
+    /// The model's files changed but cannot be loaded: the pipeline keeps the model it loaded
+    /// before (the reason and the fix).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_problem: Option<String>,
     pub device: Option<String>,
     pub model: String,
     pub batch_size: usize,
@@ -245,6 +249,8 @@ struct Slot {
     /// The model it runs or should run (for a pipeline that does not run: the configured one).
     model: String,
     reason: Option<String>,
+    /// See `PipelineStatus::model_problem`.
+    model_problem: Option<String>,
     wake: Option<crossbeam_channel::Sender<()>>,
 }
 
@@ -268,7 +274,7 @@ impl Pipeline {
     /// A pipeline that does not run, and says why (e.g. the model weights are missing).
     /// `model`: the configured model it would run.
     pub fn disabled(model: String, reason: String) -> Pipeline {
-        Pipeline::from_slot(Slot { inner: None, model, reason: Some(reason), wake: None })
+        Pipeline::from_slot(Slot { inner: None, model, reason: Some(reason), model_problem: None, wake: None })
     }
 
     fn from_slot(slot: Slot) -> Pipeline {
@@ -278,6 +284,11 @@ impl Pipeline {
     /// What runs now.
     fn now(&self) -> Slot {
         self.slot.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The model's files changed but cannot be loaded (`None`: they load again).
+    pub fn set_model_problem(&self, problem: Option<String>) {
+        self.slot.write().unwrap_or_else(|e| e.into_inner()).model_problem = problem;
     }
 
     /// Run `other`'s pipeline from now on, everywhere this handle is held. Returns a handle
@@ -315,6 +326,7 @@ impl Pipeline {
             })),
             model: String::new(),
             reason: None,
+            model_problem: None,
             wake: Some(wake_tx),
         })
     }
@@ -360,6 +372,7 @@ impl Pipeline {
             return PipelineStatus {
                 running: false,
                 reason: now.reason.clone(),
+                model_problem: None,
                 device: None,
                 model: now.model.clone(),
                 batch_size: 0,
@@ -391,6 +404,7 @@ impl Pipeline {
         PipelineStatus {
             running: !s.stop.load(Ordering::Relaxed),
             reason: None,
+            model_problem: now.model_problem.clone(),
             device: Some(r.device.clone()),
             model: r.model.clone(),
             batch_size: r.batch_size,

@@ -70,6 +70,8 @@ pub struct Reloader {
     /// Files seen changed, and since when they have stayed so.
     changing: Option<(Stamp, Instant)>,
     requests: mpsc::Receiver<oneshot::Sender<Result<String, String>>>,
+    /// Tells a load in progress that the daemon is stopping.
+    stopping: broadcast::Receiver<()>,
 }
 
 /// Size and modification time of each of the model's files (`None`: absent).
@@ -84,7 +86,8 @@ impl Reloader {
     pub fn new(parts: ReloaderParts) -> (Reloader, ModelReload) {
         let (tx, requests) = mpsc::channel(4);
         let seen = stamp(&files(&parts.cfg.model.spec));
-        (Reloader { parts, seen, changing: None, requests }, ModelReload { tx })
+        let stopping = parts.shutdown.subscribe();
+        (Reloader { parts, seen, changing: None, requests, stopping }, ModelReload { tx })
     }
 
     pub async fn run(mut self) {
@@ -134,7 +137,10 @@ impl Reloader {
             Ok(l) => l,
             Err(reason) => {
                 tracing::warn!(%reason, "the configured model cannot load");
-                if !p.pipeline.status().running {
+                if p.pipeline.status().running {
+                    p.pipeline
+                        .set_model_problem(Some(format!("its files changed and cannot be loaded ({reason}); the pipeline keeps the model it loaded before")));
+                } else {
                     // Nothing runs in the pipeline replaced: only its reason changes.
                     p.pipeline.replace(Pipeline::disabled(p.cfg.model.spec.kind.to_string(), reason.clone()));
                     if matches!(p.cfg.model.spec.kind, crate::model::ModelKind::Clip(_)) {
@@ -161,8 +167,13 @@ impl Reloader {
         }
         let p = &self.parts;
         let embedder = models.pipeline_embedder.map_err(|e| e.to_string())?;
+        // The daemon began to stop while the model loaded: start nothing new.
+        if !matches!(self.stopping.try_recv(), Err(broadcast::error::TryRecvError::Empty)) {
+            return Err("the daemon is shutting down".into());
+        }
         let new = (p.start)(embedder, &models.pipeline_store);
         let old = p.pipeline.replace(new);
+        p.pipeline.set_model_problem(None);
         // The old pipeline drains and hands back its leases off the runtime.
         let _ = tokio::task::spawn_blocking(move || old.shutdown()).await;
         p.pipeline.wake();

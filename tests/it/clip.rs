@@ -479,6 +479,23 @@ mod daemon {
         let (code, out, err) = d.ctl(&["model", "reload"]);
         assert_eq!(code, 0, "{err}");
         assert!(out.contains("loaded"), "{out}");
+        // Weights replaced by something that cannot load: the pipeline keeps the model it has
+        // and health says why; good weights again clear it.
+        let bad = dir.path().join("bad.part");
+        std::fs::write(&bad, b"not weights at all").unwrap();
+        std::fs::rename(&bad, &weights).unwrap();
+        let flagged = eventually(30, || async {
+            let h = d.get("/api/v1/health").await.body;
+            h["model"]["running"] == true && h["problems"].to_string().contains("cannot be loaded")
+        })
+        .await;
+        assert!(flagged, "{}", d.get("/api/v1/health").await.body);
+        let r = d.post("/api/v1/search", Some(json!({"query": "a cat", "limit": 10}))).await.body;
+        assert_eq!(r["wordsVia"], "clip", "the loaded model keeps answering: {r}");
+        small_random_clip(&part);
+        std::fs::rename(&part, &weights).unwrap();
+        let cleared = eventually(30, || async { !d.get("/api/v1/health").await.body["problems"].to_string().contains("cannot be loaded") }).await;
+        assert!(cleared, "{}", d.get("/api/v1/health").await.body);
         // SIGHUP (`systemctl reload pixdex`) loads it again too, and search keeps answering.
         d.sighup();
         assert!(eventually(30, || async { d.log().contains("SIGHUP: model reloaded") }).await, "{}", d.log());

@@ -174,6 +174,7 @@ mod tests {
         let p = PipelineStatus {
             running: true,
             reason: None,
+            model_problem: None,
             device: Some("cpu".into()),
             model: "m".into(),
             batch_size: 16,
