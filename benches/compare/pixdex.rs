@@ -107,10 +107,15 @@ fn decode_all(files: &[PathBuf], threads: usize) -> Vec<Vec<f32>> {
 
 /// Peak resident set (VmHWM) of this process in MB.
 fn peak_rss_mb() -> f64 {
+    proc_status_mb("VmHWM:")
+}
+
+/// A `/proc/self/status` memory line (`VmHWM:`, `VmRSS:`) in MB.
+fn proc_status_mb(key: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
@@ -240,7 +245,13 @@ fn main() {
     );
 
     let embedder = load(&spec, a.batch);
-    eprintln!("  {} on {}; peak RSS after loading it: {:.0} MB", embedder.model_name(), embedder.device_name(), peak_rss_mb());
+    eprintln!(
+        "  {} on {}; RSS after loading it: {:.0} MB (peak so far {:.0} MB)",
+        embedder.model_name(),
+        embedder.device_name(),
+        proc_status_mb("VmRSS:"),
+        peak_rss_mb()
+    );
     let check = a.check.as_ref().map(|c| check_clip(&embedder, c, &a.corpus));
 
     eprintln!("decode:");
