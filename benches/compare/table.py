@@ -21,6 +21,8 @@ def ratio(a, b):
 
 def main():
     rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+    if not rows:
+        sys.exit(f"table: no results in {sys.argv[1]} (CLIP runs on the jpeg and noisy corpora only)")
     for r in rows:
         r.setdefault("model", "effnet")
         r["corpus"] = os.path.basename(os.path.normpath(r.get("corpus") or ""))
