@@ -55,7 +55,7 @@ impl Rig {
         });
         let url = format!("sqlite://{}", state.path().join("catalog.db").display());
         let catalog = rt.block_on(Catalog::connect(&url, 4)).unwrap();
-        let store = rt.block_on(VectorStore::open(&VectorsConfig::embedded(state.path()), pixdex::embed::MODEL_NAME, pixdex::embed::DIM)).unwrap();
+        let store = rt.block_on(VectorStore::open(&VectorsConfig::embedded(state.path()), &embedder.model_name(), embedder.dim())).unwrap();
         let sessions = Sessions::new(catalog.clone(), lib, "bench".into());
         let s = rt
             .block_on(sessions.create(CreateSession { name: "bench".into(), root_path: root.display().to_string(), live: true, ..Default::default() }, "api"))

@@ -3,13 +3,19 @@
 
   OUTDIR/jpeg/img-NN.jpg  48 camera-like 12 MP JPEGs: 4000x3000, quality 90, 4:2:0, baseline
   OUTDIR/png/img-NN.png   48 photo-like 640x480 PNGs
+  OUTDIR/noisy/img-NN.jpg (--kinds noisy) 48 harsher camera-like 12 MP JPEGs made from the real
+                          photos in samples/ (scripts/fetch-samples): a random 4:3 crop, flip and
+                          exposure/white balance, upscaled to 4000x3000, then sensor-like noise
+                          (signal-dependent luma grain, coarser chroma blotches, per-row banding)
+                          at quality 90, 4:2:0 — ~2x the bytes of jpeg/ and far less smooth, like
+                          a phone photo at indoor ISO
 
 Content is photo-like rather than synthetic-looking: a sky/ground gradient with soft lighting,
 a handful of shaded shapes with blurred (optics-like) edges, mid-frequency texture and mild sensor
 noise, so JPEG sizes land where a phone camera's do (a few MB), unlike flat colour or pure noise.
 Files that already exist are skipped.
 
-Usage: corpus.py OUTDIR [--count 48]
+Usage: corpus.py OUTDIR [--count 48] [--kinds jpeg,png] [--samples DIR]
 """
 import argparse
 import pathlib
@@ -91,6 +97,41 @@ def scene(rng, w, h, noise_sigma):
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def noisy(rng, src, w, h):
+    """A real photo made into a noisy 12 MP camera frame, uint8 HxWx3."""
+    sw, sh = src.size
+    # A random 4:3 crop of 70-100 % of the largest 4:3 box, flipped half the time.
+    side = rng.uniform(0.7, 1.0)
+    cw = min(sw, sh * 4 / 3) * side
+    ch = cw * 3 / 4
+    x0, y0 = rng.uniform(0, sw - cw), rng.uniform(0, sh - ch)
+    im = src.resize((w, h), Image.BICUBIC, box=(x0, y0, x0 + cw, y0 + ch))
+    if rng.random() < 0.5:
+        im = im.transpose(Image.FLIP_LEFT_RIGHT)
+    a = np.asarray(im, dtype=np.float32)
+    a *= rng.uniform(0.85, 1.15) * rng.uniform(0.94, 1.06, 3).astype(np.float32)  # exposure, white balance
+    # Sensor noise: shot noise grows with the signal (sigma 3..8 in u8 units), luma grain per pixel,
+    # chroma noise in 2x2 blotches, and a little per-row banding (readout).
+    luma = np.sqrt(np.clip(a.mean(axis=2, keepdims=True), 0, 255) / 255.0) * 5.0 + 3.0
+    a += rng.standard_normal((h, w, 1), dtype=np.float32) * luma
+    chroma = rng.standard_normal((h // 2, w // 2, 3), dtype=np.float32) * 3.0
+    a += np.repeat(np.repeat(chroma, 2, axis=0), 2, axis=1)
+    a += rng.standard_normal((h, 1, 1), dtype=np.float32) * 0.8
+    return np.clip(a + 0.5, 0, 255).astype(np.uint8)
+
+
+def sources(samples):
+    """The real photos of samples/, RGB (the grayscale one as RGB)."""
+    files = sorted(p for p in pathlib.Path(samples).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if not files:
+        sys.exit(f"corpus: no photos in {samples} (run scripts/fetch-samples)")
+    out = []
+    for p in files:
+        with Image.open(p) as im:
+            out.append(im.convert("RGB"))
+    return out
+
+
 def write(path, arr, fmt):
     tmp = path.with_name(path.name + ".tmp")
     im = Image.fromarray(arr)
@@ -105,18 +146,32 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("outdir")
     ap.add_argument("--count", type=int, default=48)
+    ap.add_argument("--kinds", default="jpeg,png", help="comma-separated: jpeg, png, noisy")
+    ap.add_argument("--samples", default=str(pathlib.Path(__file__).resolve().parents[2] / "samples"))
     args = ap.parse_args()
     root = pathlib.Path(args.outdir)
-    specs = [("jpeg", "jpg", 4000, 3000, 3.5), ("png", "png", 640, 480, 2.0)]
-    for fmt, ext, w, h, sigma in specs:
-        d = root / fmt
+    specs = {"jpeg": ("jpeg", "jpg", 4000, 3000, 3.5), "png": ("png", "png", 640, 480, 2.0),
+             "noisy": ("jpeg", "jpg", 4000, 3000, None)}
+    kinds = [k for k in args.kinds.split(",") if k]
+    for k in kinds:
+        if k not in specs:
+            sys.exit(f"corpus: unknown kind {k!r} (jpeg, png, noisy)")
+    photos = None
+    for kind in kinds:
+        fmt, ext, w, h, sigma = specs[kind]
+        d = root / kind
         d.mkdir(parents=True, exist_ok=True)
         made, total, t0 = 0, 0, time.perf_counter()
         for i in range(args.count):
             p = d / f"img-{i:02d}.{ext}"
             if not p.exists():
-                rng = np.random.default_rng([SEED, i, 0 if fmt == "jpeg" else 1])
-                write(p, scene(rng, w, h, sigma), fmt)
+                if kind == "noisy":
+                    photos = photos or sources(args.samples)
+                    rng = np.random.default_rng([SEED, i, 2])
+                    write(p, noisy(rng, photos[i % len(photos)], w, h), fmt)
+                else:
+                    rng = np.random.default_rng([SEED, i, 0 if fmt == "jpeg" else 1])
+                    write(p, scene(rng, w, h, sigma), fmt)
                 made += 1
                 print(f"corpus: {p} {p.stat().st_size / 1e6:.2f} MB", file=sys.stderr)
             total += p.stat().st_size

@@ -129,7 +129,7 @@ def main():
 
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
     print(json.dumps({
-        "side": "python", "corpus": os.path.basename(os.path.normpath(args.corpus)),
+        "side": "python", "model": "effnet", "corpus": os.path.basename(os.path.normpath(args.corpus)),
         "images": n, "threads": T, "batch": B,
         "decode_img_s": round(decode, 2), "model_img_s": round(model, 2),
         "end_to_end_img_s": round(e2e, 2), "rss_mb": round(rss_mb, 1),
