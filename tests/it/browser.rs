@@ -84,3 +84,58 @@ async fn web_app_journey_in_chromium() {
     // The timings (README's table): shown with --nocapture.
     println!("{stdout}");
 }
+
+/// A running session that waits for a model whose weights are not there yet (issue 24 §4), in
+/// Chromium: the Sessions list and the session page say what it waits for, with the fix as code;
+/// the weights moved into place, the model loads without a restart and the line goes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_the_model_shows_in_the_web_app() {
+    if let Err(why) = browser_ready() {
+        if std::env::var("PIXDEX_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
+            panic!("PIXDEX_REQUIRE_BROWSER=1 but {why}");
+        }
+        eprintln!("SKIPPED browser::waiting_for_the_model_shows_in_the_web_app: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("later.safetensors");
+    let toml = format!(
+        "[model]\nname = \"ViT-B-32\"\nweights = \"{}\"\nvocab = \"{}\"\ndevice = \"cpu\"\n\n[pipeline]\nbatch_size = 4\ndecode_workers = 1\n",
+        weights.display(),
+        crate::clip::vocab().display()
+    );
+    let (d, addr) = TestDaemon::start_tcp(Db::Sqlite, "", &toml, |root| {
+        std::fs::create_dir_all(root.join("photos")).unwrap();
+        for name in ["chelsea.png", "coffee.png"] {
+            std::fs::copy(sample(name), root.join("photos").join(name)).unwrap();
+        }
+    })
+    .await;
+    let id = d.create(serde_json::json!({"name": "early", "rootPath": d.root.display().to_string()})).await;
+    assert_eq!(d.action(id, "start").await.status, 200);
+    let token = std::fs::read_to_string(d.dir.path().join("data/token")).unwrap().trim().to_string();
+    let run = |phase: &str| {
+        let out = Command::new("node")
+            .arg(repo_dir().join("tests/browser/waiting.mjs"))
+            .env("PIXDEX_URL", format!("http://{addr}"))
+            .env("PIXDEX_LOGIN", format!("http://{addr}/?token={token}"))
+            .env("PIXDEX_SESSION", id.to_string())
+            .env("PIXDEX_PHASE", phase)
+            .env("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into()))
+            .output()
+            .expect("run node");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && stdout.contains("waiting journey: ok"),
+            "{phase}\n{stdout}\n{}\n--- daemon\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            d.log()
+        );
+    };
+    run("waiting");
+    let part = dir.path().join("later.part");
+    crate::clip::small_random_clip(&part);
+    std::fs::rename(&part, &weights).unwrap();
+    crate::pipeline::wait_status(&d, id, "completed", 120).await;
+    run("done");
+}
