@@ -32,26 +32,19 @@ Usage: clip_pipeline.py --way torch|ort|check --corpus DIR --weights W.safetenso
        [--threads 2] [--batch 16] [--repeat 3] [--check-images 4] [--check-out FILE.json]
 """
 import argparse
-import concurrent.futures as cf
 import json
 import os
 import pathlib
-import resource
 import sys
-import time
 
 import numpy as np
 from PIL import Image
 
-SIZE = 224
-EXTS = {".jpg", ".jpeg", ".png"}
+from benchlib import SIZE, corpus_files, l2, log, measure, ort_session as ort_base, report
+
 # open_clip's OPENAI_DATASET_MEAN / _STD (ViT-B-32's preprocess).
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
-
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
 
 
 def load_draft(path):
@@ -66,32 +59,6 @@ def load_draft(path):
     im = im.resize((SIZE, SIZE), Image.BICUBIC, box=box)
     a = np.asarray(im, dtype=np.float32) / 255.0
     return ((a - MEAN) / STD).transpose(2, 0, 1)
-
-
-def batches(it, n, stack):
-    buf = []
-    for x in it:
-        buf.append(x)
-        if len(buf) == n:
-            yield stack(buf)
-            buf = []
-    if buf:
-        yield stack(buf)
-
-
-def best_of(name, fn, images, repeat):
-    fn()  # warm-up
-    times = []
-    for i in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        log(f"  {name} run {i + 1}/{repeat}: {times[-1]:.3f}s ({images / times[-1]:.1f} img/s)")
-    return images / min(times)
-
-
-def l2(x):
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def torch_side(weights, threads):
@@ -117,13 +84,7 @@ def torch_side(weights, threads):
 
 
 def ort_session(onnx, threads):
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(onnx, so, providers=["CPUExecutionProvider"])
+    ort, sess = ort_base(onnx, threads)
     return ort, lambda x: sess.run(["embedding"], {"input": x})[0]
 
 
@@ -193,10 +154,7 @@ def main():
     ap.add_argument("--check-out")
     args = ap.parse_args()
 
-    corpus = pathlib.Path(args.corpus)
-    files = sorted(p for p in corpus.iterdir() if p.suffix.lower() in EXTS)
-    if not files:
-        sys.exit(f"clip_pipeline: no images in {corpus}")
+    files = corpus_files(args.corpus, "clip_pipeline")
     n, T, B = len(files), args.threads, args.batch
     if args.way == "check":
         return check(args, files)
@@ -209,39 +167,9 @@ def main():
         ort, encode = ort_session(args.onnx, T)
         load, stack = load_draft, np.stack
         what = f"PIL draft + onnxruntime {ort.__version__}"
-    log(f"clip_pipeline: {what}, {n} files in {corpus}, threads {T}, batch {B}")
-
-    with cf.ThreadPoolExecutor(max_workers=T) as pool:
-        def decode_all():
-            return list(pool.map(load, files))
-
-        def end_to_end():
-            feats = [l2(encode(x)) for x in batches(pool.map(load, files), B, stack)]  # pool decodes ahead
-            feats = np.concatenate(feats)
-            assert feats.shape == (n, 512), feats.shape
-            return feats
-
-        log("decode:")
-        decode = best_of("decode", decode_all, n, args.repeat)
-        pre = list(batches(decode_all(), B, stack))
-
-        def model_only():
-            for x in pre:
-                encode(x)
-
-        log("model:")
-        model = best_of("model", model_only, n, args.repeat)
-        del pre
-        log("end-to-end:")
-        e2e = best_of("end-to-end", end_to_end, n, args.repeat)
-
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-    print(json.dumps({
-        "side": f"python-{args.way}", "model": "clip", "corpus": os.path.basename(os.path.normpath(args.corpus)),
-        "images": n, "threads": T, "batch": B,
-        "decode_img_s": round(decode, 2), "model_img_s": round(model, 2),
-        "end_to_end_img_s": round(e2e, 2), "rss_mb": round(rss_mb, 1),
-    }, separators=(",", ":")), flush=True)
+    log(f"clip_pipeline: {what}, {n} files in {args.corpus}, threads {T}, batch {B}")
+    rates = measure(files, load, encode, 512, T, B, args.repeat, stack)
+    report(f"python-{args.way}", "clip", args.corpus, n, T, B, rates)
 
 
 if __name__ == "__main__":

@@ -18,24 +18,11 @@ Prints exactly one JSON line on stdout; progress goes to stderr.
 Usage: python_pipeline.py --corpus DIR --model OUT.onnx [--threads 2] [--batch 16] [--repeat 3]
 """
 import argparse
-import concurrent.futures as cf
-import json
-import os
-import pathlib
-import resource
-import sys
-import time
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
-SIZE = 224
-EXTS = {".jpg", ".jpeg", ".png"}
-
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
+from benchlib import SIZE, corpus_files, log, measure, ort_session, report
 
 
 def load(path):
@@ -53,28 +40,6 @@ def load(path):
     return a.transpose(2, 0, 1)
 
 
-def batches(it, n):
-    buf = []
-    for x in it:
-        buf.append(x)
-        if len(buf) == n:
-            yield np.stack(buf)
-            buf = []
-    if buf:
-        yield np.stack(buf)
-
-
-def best_of(name, fn, images, repeat):
-    fn()  # warm-up
-    times = []
-    for i in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        log(f"  {name} run {i + 1}/{repeat}: {times[-1]:.3f}s ({images / times[-1]:.1f} img/s)")
-    return images / min(times)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", required=True)
@@ -84,56 +49,13 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
 
-    corpus = pathlib.Path(args.corpus)
-    files = sorted(p for p in corpus.iterdir() if p.suffix.lower() in EXTS)
-    if not files:
-        sys.exit(f"python_pipeline: no images in {corpus}")
+    files = corpus_files(args.corpus, "python_pipeline")
     n, T, B = len(files), args.threads, args.batch
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = T
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(args.model, so, providers=["CPUExecutionProvider"])
-    log(f"python_pipeline: {n} files in {corpus}, threads {T}, batch {B}, "
+    ort, sess = ort_session(args.model, T)
+    log(f"python_pipeline: {n} files in {args.corpus}, threads {T}, batch {B}, "
         f"onnxruntime {ort.__version__}")
-
-    with cf.ThreadPoolExecutor(max_workers=T) as pool:
-        def decode_all():
-            return list(pool.map(load, files))
-
-        def end_to_end():
-            feats = []
-            for x in batches(pool.map(load, files), B):        # pool decodes ahead of the model
-                (pooled,) = sess.run(["pooled"], {"input": x})
-                feats.append(pooled / np.linalg.norm(pooled, axis=1, keepdims=True))
-            feats = np.concatenate(feats)
-            assert feats.shape == (n, 1280), feats.shape
-            return feats
-
-        log("decode:")
-        decode = best_of("decode", decode_all, n, args.repeat)
-
-        pre = list(batches(decode_all(), B))
-
-        def model_only():
-            for x in pre:
-                sess.run(["pooled"], {"input": x})
-
-        log("model:")
-        model = best_of("model", model_only, n, args.repeat)
-        del pre
-        log("end-to-end:")
-        e2e = best_of("end-to-end", end_to_end, n, args.repeat)
-
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-    print(json.dumps({
-        "side": "python", "model": "effnet", "corpus": os.path.basename(os.path.normpath(args.corpus)),
-        "images": n, "threads": T, "batch": B,
-        "decode_img_s": round(decode, 2), "model_img_s": round(model, 2),
-        "end_to_end_img_s": round(e2e, 2), "rss_mb": round(rss_mb, 1),
-    }, separators=(",", ":")), flush=True)
+    rates = measure(files, load, lambda x: sess.run(["pooled"], {"input": x})[0], 1280, T, B, args.repeat)
+    report("python", "effnet", args.corpus, n, T, B, rates)
 
 
 if __name__ == "__main__":
