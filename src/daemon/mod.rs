@@ -26,7 +26,7 @@ use crate::pipeline::Pipeline;
 use crate::search::Search;
 use crate::sessions::Sessions;
 use crate::switch::{ModelReload, Reloader, ReloaderParts, StartPipeline, StoresInUse};
-use crate::vectors::VectorStore;
+use crate::vectors::{VectorStore, VectorsConfig};
 use crate::watcher::Watcher;
 use background::{STALE_BEATS, heartbeat_every};
 use vector_sync::VectorSync;
@@ -37,11 +37,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let listeners = listen::claim(&cfg)?;
     let core = open_catalog(&cfg).await.context("opening the catalog")?;
     let (library, sessions) = open_sessions(&cfg, &core).await;
-    let models = open_models(&cfg, &core.catalog).await.context("opening the model and its vectors")?;
-    let stores: StoresInUse = Arc::new(RwLock::new(models.stores()));
+    let opened = open_models(&cfg, &core.catalog).await.context("opening the model and its vectors")?;
+    let stores: StoresInUse = Arc::new(RwLock::new(opened.0.stores()));
     let watcher = start_watcher(&library, &core, &sessions, &stores);
     let (shutdown, _) = broadcast::channel::<()>(1);
-    let work = start_work(&cfg, &core, &library, &sessions, models, &stores, &shutdown).await?;
+    let work = start_work(&cfg, &core, &library, &sessions, opened, &stores, &shutdown).await;
     let state = app_state(&cfg, &sessions, &watcher, &work, &shutdown);
     let mut tasks = tokio::task::JoinSet::new();
     listen::serve(&cfg, listeners, api::router(state), nofile, &shutdown, &mut tasks).await?;
@@ -155,12 +155,15 @@ async fn open_sessions(cfg: &Config, core: &Core) -> (Library, Sessions) {
 /// The model first: its name and dimension name its vectors (one collection per model).
 /// Without its weights the daemon still catalogues, watches and serves the vectors of the model
 /// that served before, and says what to run.
-async fn open_models(cfg: &Config, catalog: &Catalog) -> anyhow::Result<crate::switch::Models> {
+/// Returns the models and the vector store's settings paired with this catalog (a reload opens
+/// stores with the same).
+async fn open_models(cfg: &Config, catalog: &Catalog) -> anyhow::Result<(crate::switch::Models, VectorsConfig)> {
     let loaded = crate::switch::load_model(&cfg.model.spec, &cfg.model.device, cfg.pipeline.batch_size).await;
-    let models = crate::switch::open_models(cfg, catalog, &crate::switch::paired_vectors_config(cfg, catalog).await?, loaded, &[]).await?;
+    let vectors = crate::switch::paired_vectors_config(cfg, catalog).await?;
+    let models = crate::switch::open_models(cfg, catalog, &vectors, loaded, &[]).await?;
     models::forget_unknown_vectors(catalog, &models.stores()).await?;
     tracing::info!(store = %models.pipeline_store.describe(), serving = %models.serving.model, "vector store open");
-    Ok(models)
+    Ok((models, vectors))
 }
 
 /// The watcher reconciles every root on its own thread, then follows events. New images wake
@@ -203,20 +206,23 @@ async fn start_work(
     core: &Core,
     library: &Library,
     sessions: &Sessions,
-    models: crate::switch::Models,
+    (models, vectors): (crate::switch::Models, VectorsConfig),
     stores: &StoresInUse,
     shutdown: &broadcast::Sender<()>,
-) -> anyhow::Result<Work> {
+) -> Work {
     // One memory budget for every decoder: pipeline, search by image, thumbnails.
     let budget = MemoryBudget::new(cfg.pipeline.memory_mb * 1024 * 1024);
     let start = {
         let (cfg, catalog, owner, budget) = (cfg.clone(), core.catalog.clone(), core.owner.clone(), budget.clone());
-        Box::new(move |embedder, store: &VectorStore| models::start_pipeline(&cfg, &catalog, Ok(embedder), store, &owner, &budget)) as StartPipeline
+        Box::new(move |embedder, store: &VectorStore| models::start_pipeline(&cfg, &catalog, embedder, store, &owner, &budget)) as StartPipeline
     };
     let pipeline_failure = models.pipeline_embedder.as_ref().err().cloned();
     let pipeline = match models.pipeline_embedder {
         Ok(embedder) => start(embedder, &models.pipeline_store),
-        Err(reason) => models::start_pipeline(cfg, &core.catalog, Err(reason), &models.pipeline_store, &core.owner, &budget),
+        Err(reason) => {
+            tracing::error!("{reason}");
+            Pipeline::disabled(cfg.model.spec.kind.to_string(), reason)
+        }
     };
     let search = Search::new(models.serving.clone(), core.catalog.clone(), Arc::new(library.clone()), models::decode_limits(cfg, &budget));
     // A configured CLIP that cannot run: word searches say so (and why), not "configure one".
@@ -239,7 +245,7 @@ async fn start_work(
     }
     let (reloader, reload) = Reloader::new(ReloaderParts {
         cfg: cfg.clone(),
-        vectors: crate::switch::paired_vectors_config(cfg, &core.catalog).await?,
+        vectors,
         catalog: core.catalog.clone(),
         sessions: sessions.clone(),
         search: search.clone(),
@@ -250,7 +256,7 @@ async fn start_work(
         shutdown: shutdown.clone(),
     });
     tokio::spawn(reloader.run());
-    Ok(Work { pipeline, search, budget, reload })
+    Work { pipeline, search, budget, reload }
 }
 
 /// What every request handler shares.

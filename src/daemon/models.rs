@@ -34,22 +34,15 @@ pub(super) async fn forget_unknown_vectors(catalog: &Catalog, stores: &[VectorSt
     Ok(())
 }
 
-/// Start the pipeline with the loaded model, or a disabled one that says why not.
+/// Start the pipeline with a loaded model, writing to `store`.
 pub(super) fn start_pipeline(
     cfg: &Config,
     catalog: &Catalog,
-    embedder: Result<crate::embed::Embedder, String>,
+    embedder: crate::embed::Embedder,
     store: &VectorStore,
     owner: &str,
     budget: &Arc<crate::decode::MemoryBudget>,
 ) -> Pipeline {
-    let embedder = match embedder {
-        Ok(e) => e,
-        Err(reason) => {
-            tracing::error!("{reason}");
-            return Pipeline::disabled(cfg.model.spec.kind.to_string(), reason);
-        }
-    };
     let pcfg = PipelineConfig {
         decode_workers: cfg.pipeline.decode_workers,
         resize_workers: cfg.pipeline.resize_workers,
