@@ -99,12 +99,7 @@ async fn waiting_for_the_model_shows_in_the_web_app() {
     }
     let dir = tempfile::tempdir().unwrap();
     let weights = dir.path().join("later.safetensors");
-    let toml = format!(
-        "[model]\nname = \"ViT-B-32\"\nweights = \"{}\"\nvocab = \"{}\"\ndevice = \"cpu\"\n\n[pipeline]\nbatch_size = 4\ndecode_workers = 1\n",
-        weights.display(),
-        crate::clip::vocab().display()
-    );
-    let (d, addr) = TestDaemon::start_tcp(Db::Sqlite, "", &toml, |root| {
+    let (d, addr) = TestDaemon::start_tcp(Db::Sqlite, "", &crate::clip::clip_toml(&weights), |root| {
         std::fs::create_dir_all(root.join("photos")).unwrap();
         for name in ["chelsea.png", "coffee.png"] {
             std::fs::copy(sample(name), root.join("photos").join(name)).unwrap();

@@ -240,6 +240,16 @@ fn bad_weights_say_what_and_how() {
     assert!(e.to_string().contains("scripts/fetch-clip-vocab"), "{e}");
 }
 
+/// `[model]` + `[pipeline]` TOML for a daemon running CLIP (ViT-B-32) from `weights` on the CPU
+/// kernels, batches of 4, one decoder.
+pub(crate) fn clip_toml(weights: &Path) -> String {
+    format!(
+        "[model]\nname = \"ViT-B-32\"\nweights = \"{}\"\nvocab = \"{}\"\ndevice = \"cpu\"\n\n[pipeline]\nbatch_size = 4\ndecode_workers = 1\n",
+        weights.display(),
+        vocab().display()
+    )
+}
+
 /// A small random CLIP with ViT-B-32's layout and head width (64): widths 64, 2 layers per
 /// tower, open_clip's key names — loads through `model.name = "ViT-B-32"` like real weights.
 pub(crate) fn small_random_clip(path: &Path) {
@@ -342,14 +352,6 @@ mod daemon {
         // Bad CLIP weights: the daemon keeps serving EfficientNet's vectors and says why.
         let garbage = d.dir.path().join("garbage.safetensors");
         std::fs::write(&garbage, b"not weights").unwrap();
-        let vocab = vocab();
-        let clip_toml = |w: &Path| {
-            format!(
-                "[model]\nname = \"ViT-B-32\"\nweights = \"{}\"\nvocab = \"{}\"\ndevice = \"cpu\"\n\n[pipeline]\nbatch_size = 4\ndecode_workers = 1\n",
-                w.display(),
-                vocab.display()
-            )
-        };
         d.stop();
         d.write_config(&clip_toml(&garbage));
         d.restart().await;
@@ -419,12 +421,7 @@ mod daemon {
     async fn weights_that_appear_later_are_loaded_without_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let weights = dir.path().join("later.safetensors");
-        let toml = format!(
-            "[model]\nname = \"ViT-B-32\"\nweights = \"{}\"\nvocab = \"{}\"\ndevice = \"cpu\"\n\n[pipeline]\nbatch_size = 4\ndecode_workers = 1\n",
-            weights.display(),
-            vocab().display()
-        );
-        let d = TestDaemon::start(Db::Sqlite, &toml, |root| {
+        let d = TestDaemon::start(Db::Sqlite, &clip_toml(&weights), |root| {
             let dir = root.join("photos");
             std::fs::create_dir_all(&dir).unwrap();
             for name in ["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"] {
